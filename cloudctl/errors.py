@@ -1,0 +1,100 @@
+"""User-facing failures.
+
+Every error a user can cause or meet is one of these types. Each names the offending input (a
+field path and line of the inventory, a file, a node, a packet) and carries the process exit code
+the CLI returns for it. Exceptions of libraries are translated into these at the module boundary.
+
+Exit codes (also in ``cloudctl --help``):
+    0  success
+    1  unexpected internal error (a bug: please report it)
+    2  invalid input: inventory, flags, values overrides
+    3  secrets missing or unreadable
+    4  rendering failed (a rendered artefact broke an upstream contract)
+    5  environment not ready (interface, rogue DHCP server, missing assets, ports in use)
+    6  a remote system refused or failed (Talos node, Kubernetes API, image factory)
+    7  timed out waiting for a remote system
+    8  a platform component failed (HelmRelease not Ready; the reason is printed)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CloudctlError(Exception):
+    """Base of all user-facing errors."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about an input: where (dotted field path, optional line) and what."""
+
+    path: str
+    message: str
+    line: int | None = None
+    source: str | None = None
+
+    def __str__(self) -> str:
+        where = self.path or "(document)"
+        if self.line is not None:
+            loc = f"{self.source}:{self.line}" if self.source else f"line {self.line}"
+            where = f"{where} ({loc})"
+        return f"{where}: {self.message}"
+
+
+class InputError(CloudctlError):
+    """Invalid user input; lists every problem found, each with its field path."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | Problem | str, *, source: str | None = None):
+        if isinstance(problems, str):
+            problems = [Problem("", problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems = list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            msg = f"{head}invalid: {self.problems[0]}"
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            msg = f"{head}{len(self.problems)} problems:\n{lines}"
+        super().__init__(msg)
+
+
+class InventoryError(InputError):
+    """The inventory file is malformed or fails a semantic check."""
+
+
+class SecretsError(CloudctlError):
+    exit_code = 3
+
+
+class RenderError(CloudctlError):
+    exit_code = 4
+
+
+class EnvironmentNotReady(CloudctlError):
+    exit_code = 5
+
+
+class RemoteError(CloudctlError):
+    exit_code = 6
+
+
+class Timeout(CloudctlError):
+    exit_code = 7
+
+
+class PlatformError(CloudctlError):
+    exit_code = 8
