@@ -69,9 +69,7 @@ class TalosCatalog:
         return self.releases.get("v" + version.lstrip("v"))
 
     def releases_of(self, minor: str) -> list[str]:
-        return sorted(
-            (v for v in self.releases if minor_of(v) == minor), key=parse_version
-        )
+        return sorted((v for v in self.releases if minor_of(v) == minor), key=parse_version)
 
 
 def _load(raw: dict[str, Any]) -> TalosCatalog:

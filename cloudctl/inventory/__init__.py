@@ -53,11 +53,11 @@ def _pydantic_problems(exc: ValidationError, lines: LineMap, source: str) -> lis
         loc: list[str | int] = []
         for part in err["loc"]:
             # pydantic adds union-member / validator tags to loc; keep only real keys
-            if isinstance(part, int):
-                loc.append(part)
-            elif isinstance(part, str) and not any(
-                part.startswith(t) for t in ("function-", "function[", "tagged-union")
-            ) and "[" not in part:
+            if isinstance(part, int) or (
+                isinstance(part, str)
+                and not any(part.startswith(t) for t in ("function-", "function[", "tagged-union"))
+                and "[" not in part
+            ):
                 loc.append(part)
         msg = err["msg"]
         if msg.startswith("Value error, "):
@@ -99,8 +99,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> LoadedInventory:
     errors, warnings = check(inv)
     if errors:
         for_lines = [
-            Problem(p.path, p.message, line_for(lines, _parse_path(p.path)), source)
-            for p in errors
+            Problem(p.path, p.message, line_for(lines, _parse_path(p.path)), source) for p in errors
         ]
         raise InventoryError(for_lines, source=source)
     warns = tuple(

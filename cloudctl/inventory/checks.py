@@ -33,7 +33,9 @@ def _net_range(n: Net) -> tuple[Addr, Addr]:
     return n.network_address, n.broadcast_address
 
 
-def check(inv: Inventory, catalog: TalosCatalog | None = None) -> tuple[list[Problem], list[Problem]]:
+def check(
+    inv: Inventory, catalog: TalosCatalog | None = None
+) -> tuple[list[Problem], list[Problem]]:
     catalog = catalog or talos_catalog()
     errors: list[Problem] = []
     warnings: list[Problem] = []
@@ -80,11 +82,10 @@ def _addresses(inv: Inventory) -> Iterator[Problem]:
     reserved = {subnet.network_address, subnet.broadcast_address}
     if net.gateway not in subnet:
         yield Problem("network.gateway", f"gateway {net.gateway} is outside subnet {subnet}")
-    if net.boot_server is not None:
-        if net.boot_server not in subnet:
-            yield Problem(
-                "network.bootServer", f"boot server {net.boot_server} is outside subnet {subnet}"
-            )
+    if net.boot_server is not None and net.boot_server not in subnet:
+        yield Problem(
+            "network.bootServer", f"boot server {net.boot_server} is outside subnet {subnet}"
+        )
     rng = net.dhcp.range
     if rng is not None:
         for field_, ip in (("start", rng.start), ("end", rng.end)):
@@ -195,8 +196,8 @@ def _roles(inv: Inventory) -> tuple[list[Problem], list[Problem]]:
         errors.append(
             Problem(
                 "cluster.vip",
-                f"{cps} control planes need a shared endpoint: set cluster.vip (or cluster.endpoint "
-                "pointing at a load balancer)",
+                f"{cps} control planes need a shared endpoint: set cluster.vip "
+                "(or cluster.endpoint pointing at a load balancer)",
             )
         )
     if cps == 1 and inv.cluster.vip is None and inv.cluster.endpoint is None:
@@ -230,7 +231,7 @@ def _versions(inv: Inventory, catalog: TalosCatalog) -> Iterator[Problem]:
             "cluster.kubernetesVersion",
             f"Kubernetes {kv} is not supported by Talos {tv} "
             f"(Talos {minor.minor} supports Kubernetes {minor.kubernetes_min}"
-            f"–{minor.kubernetes_max})",
+            f" to {minor.kubernetes_max})",
         )
     if minor.extensions:
         for i, ext in enumerate(inv.image.extensions):
@@ -306,13 +307,17 @@ def _node_links(inv: Inventory) -> Iterator[Problem]:
             yield Problem(
                 f"{base}.link",
                 f"{node.link!r} is not a bond or VLAN of node {node.name}"
-                + (f" (have: {', '.join(sorted(bond_names | vlan_names))})" if bond_names | vlan_names else ""),
+                + (
+                    f" (have: {', '.join(sorted(bond_names | vlan_names))})"
+                    if bond_names | vlan_names
+                    else ""
+                ),
             )
         if node.link is None and node.primary_mac in member_of:
             yield Problem(
                 f"{base}.link",
-                f"the first MAC {node.primary_mac} is enslaved to bond {member_of[node.primary_mac]}; "
-                f"set link: {member_of[node.primary_mac]}",
+                f"the first MAC {node.primary_mac} is enslaved to bond "
+                f"{member_of[node.primary_mac]}; set link: {member_of[node.primary_mac]}",
             )
         if node.install_disk is None and node.install_disk_selector is None:
             pass  # Talos default /dev/sda is used; preflight checks it exists

@@ -30,7 +30,9 @@ def _construct(node: yaml.Node, loader: yaml.SafeLoader, path: PathKey, lines: L
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise InventoryError(
-                    Problem(_fmt(path), "mapping keys must be scalars", key_node.start_mark.line + 1)
+                    Problem(
+                        _fmt(path), "mapping keys must be scalars", key_node.start_mark.line + 1
+                    )
                 )
             if key in out:
                 raise InventoryError(
@@ -44,9 +46,7 @@ def _construct(node: yaml.Node, loader: yaml.SafeLoader, path: PathKey, lines: L
             out[skey] = _construct(value_node, loader, (*path, skey), lines)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _construct(item, loader, (*path, i), lines) for i, item in enumerate(node.value)
-        ]
+        return [_construct(item, loader, (*path, i), lines) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
 
 

@@ -149,7 +149,7 @@ class Cluster(Model):
     talos_version: Version
     kubernetes_version: Version
     vip: IPv4 | None = None
-    """Shared control-plane address (Talos layer-2 VIP). Required with more than one control plane."""
+    """Shared control-plane address (Talos layer-2 VIP); required with several control planes."""
     endpoint: Host | None = None
     """API host name or IP; the API URL is https://<endpoint>:6443. Defaults to the VIP."""
     pod_subnets: list[IPv4Net] = Field(

@@ -70,7 +70,9 @@ def yaml_file(obj: Any, *, secret: bool = False, header: str | None = None) -> R
     return text_file(body, secret=secret)
 
 
-def yaml_docs_file(docs: Iterable[Any], *, secret: bool = False, header: str | None = None) -> RenderedFile:
+def yaml_docs_file(
+    docs: Iterable[Any], *, secret: bool = False, header: str | None = None
+) -> RenderedFile:
     body = to_yaml_docs(docs)
     if header:
         body = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + body

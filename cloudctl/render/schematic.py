@@ -69,7 +69,10 @@ def _scalar(value: str) -> str:
         or any(ord(c) < 0x20 or c == "\x7f" for c in value)
     ):
         escaped = (
-            value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+            value.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\t", "\\t")
         )
         return f'"{escaped}"'
     return value
@@ -116,7 +119,7 @@ def schematic_id(s: Schematic) -> str:
 
 
 def schematic_for(inv: Inventory) -> Schematic:
-    """The inventory's schematic: its extensions (sorted, as the factory UI does) and kernel args."""
+    """The inventory's schematic: extensions (sorted, as the factory UI does), kernel args."""
     return Schematic(
         extra_kernel_args=tuple(inv.image.extra_kernel_args),
         official_extensions=tuple(sorted(set(inv.image.extensions))),
@@ -136,4 +139,5 @@ def installer_image(inv: Inventory) -> str:
         assert inst.image is not None
         return f"{inst.image}:{version}"
     suffix = "-secureboot" if inv.image.secureboot else ""
-    return f"{_factory_host(inst.factory_url)}/metal-installer{suffix}/{schematic_for(inv).id}:{version}"
+    host = _factory_host(inst.factory_url)
+    return f"{host}/metal-installer{suffix}/{schematic_for(inv).id}:{version}"

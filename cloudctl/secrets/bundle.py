@@ -192,7 +192,9 @@ def bundle_from_yaml(secrets_text: str, admin_text: str | None) -> SecretsBundle
         raise SecretsError("secrets bundle: expected a mapping")
     for path in ("secrets.bootstraptoken", "trustdinfo.token"):
         if not _TOKEN_RE.match(str(_get(doc, path))):
-            raise SecretsError(f"secrets bundle: {path} is not a token like abcdef.0123456789abcdef")
+            raise SecretsError(
+                f"secrets bundle: {path} is not a token like abcdef.0123456789abcdef"
+            )
     secrets_sec = _get(doc, "secrets")
     if "secretboxencryptionsecret" not in secrets_sec:
         raise SecretsError(

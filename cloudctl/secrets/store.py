@@ -7,9 +7,10 @@ callers; today only the plaintext codec exists and ``cloudctl secrets`` says so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -50,17 +51,15 @@ def write_private(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
 @dataclass(frozen=True)
 class SecretsStore:
     directory: Path
-    codec: Codec = PlainCodec()
+    codec: Codec = field(default_factory=PlainCodec)
 
     @property
     def secrets_path(self) -> Path:

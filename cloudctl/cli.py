@@ -1,0 +1,222 @@
+"""The ``cloudctl`` command line: thin verbs over the layers below."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import CloudctlError, InputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES = """\b
+Exit codes:
+  0 success            1 internal error (a bug)   2 invalid input (inventory, flags)
+  3 secrets missing    4 render contract broken   5 environment not ready
+  6 remote failure     7 timed out                8 platform component failed
+"""
+
+
+def _emit_error(exc: CloudctlError, as_json: bool) -> None:
+    if as_json:
+        payload: dict[str, Any] = {"error": type(exc).__name__, "message": exc.message}
+        if isinstance(exc, InputError):
+            payload["problems"] = [
+                {"path": p.path, "line": p.line, "message": p.message} for p in exc.problems
+            ]
+        click.echo(json.dumps(payload), err=True)
+    else:
+        click.echo(f"error: {exc}", err=True)
+
+
+def handle_errors(fn: F) -> F:
+    """Translate CloudctlError into its message on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("output_format") == "json"
+        try:
+            return fn(*args, **kwargs)
+        except CloudctlError as exc:
+            _emit_error(exc, as_json)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+inventory_option = click.option(
+    "-i",
+    "--inventory",
+    "inventory_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="inventory.yaml",
+    show_default=True,
+    help="Inventory file.",
+)
+secrets_option = click.option(
+    "--secrets",
+    "secrets_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Secrets directory [default: <inventory dir>/secrets/<cluster>/].",
+)
+format_option = click.option(
+    "-o",
+    "--output",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cloudctl")
+def main() -> None:
+    """Bare-metal racks to a Talos + Flux private cloud from one inventory file."""
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _load(path: Path) -> Any:
+    from .inventory import load_inventory
+
+    loaded = load_inventory(path)
+    for w in loaded.warnings:
+        click.echo(f"warning: {w}", err=True)
+    return loaded
+
+
+@main.command(epilog=EXIT_CODES)
+@inventory_option
+@format_option
+@handle_errors
+def validate(inventory_path: Path, output_format: str) -> None:
+    """Check an inventory: structure, types, and every semantic rule."""
+    loaded = _load(inventory_path)
+    inv = loaded.inventory
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "valid": True,
+                    "cluster": inv.cluster.name,
+                    "nodes": len(inv.nodes),
+                    "controlplanes": len(inv.controlplanes),
+                    "warnings": [
+                        {"path": w.path, "line": w.line, "message": w.message}
+                        for w in loaded.warnings
+                    ],
+                }
+            )
+        )
+    else:
+        click.echo(
+            f"{inventory_path}: valid — cluster {inv.cluster.name}, Talos "
+            f"{inv.cluster.talos_version}, Kubernetes {inv.cluster.kubernetes_version}, "
+            f"{len(inv.controlplanes)} control plane(s), {len(inv.workers)} worker(s)"
+        )
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _store(inventory_path: Path, cluster: str, secrets_dir: Path | None) -> Any:
+    from .secrets import SecretsStore, default_secrets_dir
+
+    return SecretsStore(secrets_dir or default_secrets_dir(inventory_path, cluster))
+
+
+@main.group()
+def secrets() -> None:
+    """Cluster PKI and tokens (generated once per cluster, stored 0600)."""
+
+
+@secrets.command("init", epilog=EXIT_CODES)
+@inventory_option
+@secrets_option
+@click.option(
+    "--force", is_flag=True, help="Replace an existing bundle (new PKI: breaks a live cluster)."
+)
+@handle_errors
+def secrets_init(inventory_path: Path, secrets_dir: Path | None, force: bool) -> None:
+    """Generate the Talos-compatible secrets bundle unless it exists.
+
+    Key types as Talos makes them: OS CA Ed25519, etcd/Kubernetes/aggregator CAs ECDSA P-256,
+    service-account RSA-4096, talosconfig client cert with O=os:admin. Files are written 0600
+    in plain text (age encryption is not implemented yet); nothing secret is printed.
+    """
+    inv = _load(inventory_path).inventory
+    store = _store(inventory_path, inv.cluster.name, secrets_dir)
+    _, created = store.init(force=force)
+    if created:
+        click.echo(f"secrets bundle written to {store.directory} (0600)")
+    else:
+        click.echo(f"secrets bundle already exists at {store.directory}; reusing it")
+
+
+# --------------------------------------------------------------------------- render
+
+
+@main.command(epilog=EXIT_CODES)
+@inventory_option
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Output directory (replaced atomically as a whole).",
+)
+@secrets_option
+@click.option(
+    "--plan", is_flag=True, help="List what would be added/changed/removed; write nothing."
+)
+@click.option("--init-secrets", is_flag=True, help="Generate the secrets bundle first if missing.")
+@handle_errors
+def render(
+    inventory_path: Path,
+    out_dir: Path,
+    secrets_dir: Path | None,
+    plan: bool,
+    init_secrets: bool,
+) -> None:
+    """Render Talos image definitions, machine configs and the GitOps tree.
+
+    Renders into a temporary directory and swaps it in, so a failed render leaves OUT as it
+    was. Machine configs and the talosconfig are written 0600.
+    """
+    from .render import render_all
+    from .render.output import plan_tree, write_tree
+
+    inv = _load(inventory_path).inventory
+    store = _store(inventory_path, inv.cluster.name, secrets_dir)
+    if init_secrets and not plan:
+        bundle, _ = store.init()
+    else:
+        bundle = store.load()
+    files = render_all(inv, bundle)
+    result = plan_tree(files, out_dir)
+    if plan:
+        for line in result.lines():
+            click.echo(line)
+        return
+    write_tree(files, out_dir, inv.cluster.name)
+    click.echo(
+        f"rendered {len(files)} files to {out_dir} "
+        f"({sum(1 for c in result.changes if c.kind != 'removed')} written or changed, "
+        f"{sum(1 for c in result.changes if c.kind == 'removed')} removed)"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
