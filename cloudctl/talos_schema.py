@@ -1,0 +1,295 @@
+"""Validation of Talos machine configs against the vendored upstream JSON schemas.
+
+A Talos machine config is a stream of YAML documents: the legacy ``v1alpha1`` document (keyed
+by ``version: v1alpha1``, no ``kind``) and, from v1.5 on, typed documents (``apiVersion`` +
+``kind``). The vendored schema of each Talos minor (``talos/schemas/config.schema.v1.NN.json``)
+is a top-level ``oneOf`` over every document type; instead of matching the whole ``oneOf`` (whose
+errors are unreadable), each document is routed to its branch by ``version`` or
+``apiVersion``/``kind`` and validated against that branch alone, so each message names the
+document, its kind and the JSON path of the offending field.
+
+Strictness matches Talos: unknown fields are rejected (every object of the vendored schemas
+sets ``additionalProperties: false``; :func:`_assert_closed_schema` checks that at load time),
+duplicate YAML keys are rejected (Go's yaml.v3 decoder refuses them), and a document of the
+same kind/name may appear once.
+
+Where the schema is stricter than Talos: from v1.12 on the vendored schemas leave out the
+deprecated v1alpha1 fields whose settings moved to typed documents (``machine.network.*`` except
+``kubespan``, ``machine.time``, ``machine.registries``, ``features.rbac`` ...). Talos still
+decodes them with a deprecation warning; here they are unknown fields, which is what guarantees
+a rendered config never sets something both in a document and in v1alpha1. The one hidden field
+accepted is ``persist`` (see ``_HIDDEN_FIELDS``).
+
+Everything here is pure apart from reading the vendored schema once per minor.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import yaml
+
+from cloudctl import resources
+from cloudctl.errors import InputError, Problem, RenderError
+
+V1ALPHA1 = "v1alpha1"
+"""Pseudo-kind used in messages for the legacy ``version: v1alpha1`` document."""
+
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.\d+.*)?$")
+
+
+def talos_minor(talos_version: str) -> str:
+    """'v1.12.3', '1.12', 'v1.12' -> '1.12'."""
+    m = _VERSION_RE.match(talos_version.strip())
+    if not m:
+        raise RenderError(f"not a Talos version: {talos_version!r} (expected e.g. v1.12.0)")
+    return f"{int(m.group(1))}.{int(m.group(2))}"
+
+
+def supported_minors() -> list[str]:
+    """Talos minors with a vendored config schema, oldest first."""
+    names = sorted(resources.data_path("talos", "schemas").glob("config.schema.v*.json"))
+    found = [p.name.removeprefix("config.schema.v").removesuffix(".json") for p in names]
+    return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+# --------------------------------------------------------------------------------------------
+# YAML parsing
+
+
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_BaseLoader):  # type: ignore[misc]
+    """Safe loader (libyaml-backed when available) refusing duplicate mapping keys, as Talos'
+    Go decoder does."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+    return result
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def split_documents(text: str) -> list[dict[str, Any]]:
+    """Parse a (multi-document) machine config into its YAML documents, in order.
+
+    Empty documents (e.g. a trailing ``---``) are skipped. Raises :class:`InputError` naming the
+    document number (1-based) and line for invalid YAML, a duplicate key or a document that is
+    not a mapping.
+    """
+    docs: list[dict[str, Any]] = []
+    try:
+        for index, doc in enumerate(yaml.load_all(text, Loader=_StrictLoader), start=1):
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                raise InputError(
+                    Problem(f"document {index}", f"must be a mapping, got {type(doc).__name__}")
+                )
+            docs.append(doc)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(Problem("machine config", f"invalid YAML: {problem}", line=line)) from exc
+    return docs
+
+
+# --------------------------------------------------------------------------------------------
+# Schema loading
+
+
+@functools.cache
+def _schema(minor: str) -> dict[str, Any]:
+    try:
+        text = resources.read_text("talos", f"schemas/config.schema.v{minor}.json")
+    except FileNotFoundError:
+        have = ", ".join(f"v{m}" for m in supported_minors())
+        raise RenderError(
+            f"no vendored Talos config schema for v{minor} (have {have})"
+        ) from None
+    schema: dict[str, Any] = json.loads(text)
+    _assert_closed_schema(schema, minor)
+    _add_hidden_fields(schema)
+    return schema
+
+
+# Fields Talos' Go types still decode but the schema generator leaves out (``docgen:nodoc``).
+# ``persist`` is deprecated, yet ``talosctl gen config`` (and cloudctl, to match it) still
+# writes ``persist: true``; rejecting it would refuse configs real Talos accepts.
+_HIDDEN_FIELDS: dict[str, dict[str, Any]] = {
+    "v1alpha1.Config": {"persist": {"type": "boolean"}},
+}
+
+
+def _add_hidden_fields(schema: dict[str, Any]) -> None:
+    for definition, fields in _HIDDEN_FIELDS.items():
+        props = schema["$defs"][definition]["properties"]
+        for name, subschema in fields.items():
+            props.setdefault(name, subschema)
+
+
+def _assert_closed_schema(schema: dict[str, Any], minor: str) -> None:
+    """Every object definition with properties must forbid unknown keys (Talos does)."""
+    for name, definition in schema["$defs"].items():
+        if "properties" in definition and definition.get("additionalProperties") is not False:
+            raise RenderError(
+                f"vendored Talos v{minor} schema: {name} allows unknown fields; "
+                "strictness would not match Talos"
+            )
+
+
+@functools.cache
+def _branches(minor: str) -> dict[tuple[str, str], str]:
+    """(apiVersion, kind) -> $defs name; the v1alpha1 document is keyed (V1ALPHA1, '')."""
+    schema = _schema(minor)
+    table: dict[tuple[str, str], str] = {}
+    for branch in schema["oneOf"]:
+        name = branch["$ref"].removeprefix("#/$defs/")
+        props = schema["$defs"][name]["properties"]
+        if "kind" in props:
+            for api in props["apiVersion"]["enum"]:
+                for kind in props["kind"]["enum"]:
+                    table[(api, kind)] = name
+        else:
+            table[(V1ALPHA1, "")] = name
+    return table
+
+
+@functools.cache
+def _validator(minor: str, definition: str) -> jsonschema.protocols.Validator:
+    schema = _schema(minor)
+    sub = {
+        "$schema": schema["$schema"],
+        "$defs": schema["$defs"],
+        "$ref": f"#/$defs/{definition}",
+    }
+    # The vendored schema is checked against its metaschema by the unit tests, not here: that
+    # check costs ~0.5 s per minor and the data cannot change at run time.
+    return jsonschema.validators.validator_for(sub)(sub)
+
+
+def known_kinds(talos_version: str) -> list[str]:
+    """Document kinds the given Talos minor accepts (``v1alpha1`` for the legacy document)."""
+    return sorted(kind or V1ALPHA1 for _, kind in _branches(talos_minor(talos_version)))
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def document_kind(doc: dict[str, Any]) -> str:
+    """The kind of a parsed document, ``v1alpha1`` for the legacy one."""
+    if "kind" not in doc and "version" in doc:
+        return V1ALPHA1
+    return str(doc.get("kind", "?"))
+
+
+def _json_path(parts: Iterator[Any] | Any) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document root)"
+
+
+def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """(JSON path, message) of one schema error; unknown keys get their own path."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(str(k) for k in error.instance if k not in allowed)
+        if extra:
+            return _json_path([*path, extra[0]]), (
+                "unknown field" + (f" (also unknown: {', '.join(extra[1:])})" if extra[1:] else "")
+            )
+    if error.validator == "type":
+        expected = error.validator_value
+        return _json_path(path), f"wrong type: expected {expected}, got {error.instance!r}"
+    if error.validator == "enum":
+        return _json_path(path), f"{error.instance!r} is not one of {error.validator_value}"
+    return _json_path(path), error.message
+
+
+def _doc_label(index: int, doc: dict[str, Any]) -> str:
+    kind = document_kind(doc)
+    name = doc.get("name")
+    named = f" {name!r}" if isinstance(name, str) and kind != V1ALPHA1 else ""
+    return f"document {index} ({kind}{named})"
+
+
+def validate_documents(docs: list[dict[str, Any]], talos_version: str) -> list[str]:
+    """Validate parsed documents; one message per problem, empty when valid."""
+    minor = talos_minor(talos_version)
+    branches = _branches(minor)
+    problems: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, doc in enumerate(docs, start=1):
+        label = _doc_label(index, doc)
+        if "kind" in doc or "apiVersion" in doc:
+            key = (str(doc.get("apiVersion", "")), str(doc.get("kind", "")))
+        elif doc.get("version") == V1ALPHA1:
+            key = (V1ALPHA1, "")
+        else:
+            problems.append(
+                f"{label}: neither 'apiVersion'/'kind' nor 'version: v1alpha1' is set"
+            )
+            continue
+        definition = branches.get(key)
+        if definition is None:
+            problems.append(
+                f"{label}: unknown document apiVersion={key[0]!r} kind={key[1]!r} "
+                f"for Talos v{minor}"
+            )
+            continue
+        identity = (key[1] or V1ALPHA1, str(doc.get("name", "")))
+        if identity in seen:
+            problems.append(f"{label}: duplicate of document {seen[identity]}")
+        else:
+            seen[identity] = index
+        errors = sorted(
+            _validator(minor, definition).iter_errors(doc),
+            key=lambda e: [str(p) for p in e.absolute_path],
+        )
+        for error in errors:
+            path, message = _describe(error)
+            problems.append(f"{label}: {path}: {message}")
+    return problems
+
+
+def validate_config(text: str, talos_version: str) -> list[str]:
+    """Validate every YAML document of a machine config against the Talos minor's schema.
+
+    Returns one human-readable message per problem (empty list: valid). Each names the document
+    (1-based number and kind) and the JSON path of the offending field, e.g.
+    ``document 1 (v1alpha1): machine.kubelet.foo: unknown field``. Invalid YAML is reported as a
+    single message. Raises :class:`RenderError` only for a Talos version with no vendored schema.
+    """
+    try:
+        docs = split_documents(text)
+    except InputError as exc:
+        return [str(p) for p in exc.problems]
+    if not docs:
+        return ["machine config is empty"]
+    return validate_documents(docs, talos_version)
