@@ -46,6 +46,10 @@ class TalosMinor:
     extensions: frozenset[str] = field(default_factory=frozenset)
     aliases: dict[str, str] = field(default_factory=dict)
 
+    def canonical_extension(self, name: str) -> str:
+        """The current name of an extension (siderolabs/i915-ucode is an alias of i915)."""
+        return self.aliases.get(name, name)
+
     def supports_kubernetes(self, k8s_version: str) -> bool:
         k = parse_version(k8s_version)[:2]
         return parse_version(self.kubernetes_min)[:2] <= k <= parse_version(self.kubernetes_max)[:2]
@@ -55,6 +59,8 @@ class TalosMinor:
 class TalosRelease:
     version: str
     extensions: dict[str, PinnedExtension]
+    source: str = ""
+    """Where the pinned references were read (repo@commit:path), for provenance."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,9 @@ def _load(raw: dict[str, Any]) -> TalosCatalog:
             name: PinnedExtension(name=name, tag=str(e["tag"]), digest=str(e["digest"]))
             for name, e in (r.get("extensions") or {}).items()
         }
-        releases[version] = TalosRelease(version=version, extensions=exts)
+        releases[version] = TalosRelease(
+            version=version, extensions=exts, source=str(r.get("source") or "")
+        )
     return TalosCatalog(minors=minors, releases=releases)
 
 

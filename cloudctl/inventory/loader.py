@@ -17,12 +17,17 @@ PathKey = tuple[str | int, ...]
 LineMap = dict[PathKey, int]
 
 
-class _SafeNoDupLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last one)."""
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _SafeNoDupLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """Safe loader (libyaml when available); duplicate keys are rejected by ``_construct``."""
 
 
 def _construct(node: yaml.Node, loader: yaml.SafeLoader, path: PathKey, lines: LineMap) -> Any:
     lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_object(node, deep=True)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
