@@ -268,14 +268,39 @@ def validate_documents(docs: list[dict[str, Any]], talos_version: str) -> list[s
             problems.append(f"{label}: duplicate of document {seen[identity]}")
         else:
             seen[identity] = index
-        errors = sorted(
-            _validator(minor, definition).iter_errors(doc),
-            key=lambda e: [str(p) for p in e.absolute_path],
-        )
-        for error in errors:
-            path, message = _describe(error)
+        for path, message in _document_problems(minor, key, doc):
             problems.append(f"{label}: {path}: {message}")
     return problems
+
+
+_PROBLEM_CACHE: dict[tuple[str, tuple[str, str], str], tuple[tuple[str, str], ...]] = {}
+_PROBLEM_CACHE_MAX = 8192
+
+
+def _document_problems(
+    minor: str, key: tuple[str, str], doc: dict[str, Any]
+) -> tuple[tuple[str, str], ...]:
+    """Schema problems of one document, cached by content: the documents of a large rack repeat
+    (every worker's v1alpha1 document, ResolverConfig, RegistryMirrorConfig, ...), and schema
+    validation is most of the cost of rendering 1,000 nodes. Values that are not JSON (a YAML
+    timestamp in a user patch) make the document uncacheable, never wrongly cached."""
+    try:
+        cache_key = (minor, key, json.dumps(doc, sort_keys=True))
+    except (TypeError, ValueError):
+        cache_key = None
+    if cache_key is not None and cache_key in _PROBLEM_CACHE:
+        return _PROBLEM_CACHE[cache_key]
+    definition = _branches(minor)[key]
+    errors = sorted(
+        _validator(minor, definition).iter_errors(doc),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    )
+    result = tuple(_describe(error) for error in errors)
+    if cache_key is not None:
+        if len(_PROBLEM_CACHE) >= _PROBLEM_CACHE_MAX:
+            _PROBLEM_CACHE.clear()
+        _PROBLEM_CACHE[cache_key] = result
+    return result
 
 
 def validate_config(text: str, talos_version: str) -> list[str]:
