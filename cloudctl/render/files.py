@@ -7,11 +7,10 @@ their content is never shown by ``--plan``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-
-import json
 
 import yaml
 
