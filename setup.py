@@ -12,6 +12,10 @@ DATA_DIRS = {
 setup(
     packages=find_packages(include=["cloudctl", "cloudctl.*"]) + list(DATA_DIRS),
     package_dir=DATA_DIRS,
-    package_data={"cloudctl": ["py.typed"], **{pkg: ["**/*"] for pkg in DATA_DIRS}},
+    package_data={
+        "cloudctl": ["py.typed"],
+        "cloudctl.talos.proto": ["*.pyi", "*.proto", "NOTICE"],
+        **{pkg: ["**/*"] for pkg in DATA_DIRS},
+    },
     include_package_data=False,
 )
