@@ -1,0 +1,661 @@
+"""Kubernetes API emulator: the REST subset the official ``kubernetes`` client uses, over TLS.
+
+Two layers:
+
+- ``KubeApi.handle(method, target, headers, body) -> Response`` is the sans-IO core: routing,
+  discovery documents, request decoding and ``Status`` errors, over ``kube_store.Store``; every
+  request first runs one reconcile pass of ``kube_reconcile.Controllers`` at the current time.
+- ``KubeApiEmulator`` serves it on 127.0.0.1 (port 0 by default) from a thread with real TLS
+  (a fresh CA, a server certificate for the address, an admin client certificate required by
+  default) and hands out a kubeconfig the official client loads unmodified. Tests and the Talos
+  rack emulator drive it with ``add_node``, ``fail_release`` and ``set_release_delay``.
+
+Not served (answered with an error, never faked): watches, pagination (``limit`` is ignored and
+every item returned), subresources other than ``status``, aggregated discovery, authorization.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+from .kube_reconcile import Controllers, Failure, ValuesValidator
+from .kube_store import ApiError, Store, bad_request
+from .kube_tls import EmulatorPki, make_pki, server_context
+from .kube_types import ResourceType, SelectorError, field_selector, label_selector
+
+__all__ = ["KubeApi", "KubeApiEmulator", "Response"]
+
+_JSON = "application/json"
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PATCH_TYPES = {
+    "application/apply-patch+yaml": "apply",
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/json-patch+json": "json",
+}
+
+
+@dataclass(frozen=True)
+class Response:
+    code: int
+    body: bytes
+    content_type: str = _JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def json(cls, code: int, obj: Any, warnings: tuple[str, ...] = ()) -> Response:
+        headers = tuple(("Warning", f'299 - "{w}"') for w in warnings)
+        return cls(code, json.dumps(obj, separators=(",", ":")).encode(), _JSON, headers)
+
+    @classmethod
+    def error(cls, err: ApiError) -> Response:
+        return cls.json(err.code, err.status())
+
+
+def _version_key(version: str) -> tuple[int, int, int]:
+    """Kubernetes version priority: GA before beta before alpha, higher numbers first."""
+    m = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if not m:
+        return (3, 0, 0)
+    stage = {"": 0, "beta": 1, "alpha": 2}[m.group(2) or ""]
+    return (stage, -int(m.group(1)), -int(m.group(3) or 0))
+
+
+def _user_agent_manager(headers: Mapping[str, str]) -> str:
+    agent = headers.get("user-agent") or headers.get("User-Agent") or "unknown"
+    return agent.split("/", 1)[0].strip() or "unknown"
+
+
+class KubeApi:
+    """The API server's request handling, without sockets (callers serialize calls)."""
+
+    def __init__(
+        self,
+        store: Store,
+        controllers: Controllers,
+        *,
+        version: str = "v1.34.1",
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.controllers = controllers
+        self.version = version
+        self.clock = clock
+        self.requests: collections.Counter[str] = collections.Counter()
+
+    # ------------------------------------------------------------------ entry point
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
+        self.controllers.reconcile(self.clock())
+        url = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        parts = [p for p in url.path.split("/") if p]
+        self.requests[method] += 1
+        try:
+            return self._route(method, parts, query, _lower(headers), body)
+        except ApiError as err:
+            return Response.error(err)
+        except SelectorError as exc:
+            return Response.error(bad_request(f"unable to parse selector: {exc}"))
+
+    def _route(
+        self,
+        method: str,
+        parts: list[str],
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> Response:
+        if parts in (["healthz"], ["readyz"], ["livez"]):
+            return Response(200, b"ok", "text/plain")
+        if parts == ["version"]:
+            return Response.json(200, self._version_info())
+        if not parts or parts[0] not in ("api", "apis"):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if parts[0] == "api":
+            if len(parts) == 1:
+                return Response.json(
+                    200,
+                    {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+                )
+            group, version, rest = "", parts[1], parts[2:]
+        else:
+            if len(parts) == 1:
+                return Response.json(200, self._group_list())
+            if len(parts) == 2:
+                return Response.json(200, self._group(parts[1]))
+            group, version, rest = parts[1], parts[2], parts[3:]
+        if not rest:
+            if method != "GET":
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+            return Response.json(200, self._resource_list(group, version))
+        return self._resource(method, group, version, rest, query, headers, body)
+
+    # ------------------------------------------------------------------ discovery
+
+    def _version_info(self) -> dict[str, Any]:
+        m = re.match(r"v(\d+)\.(\d+)", self.version)
+        major, minor = (m.group(1), m.group(2)) if m else ("1", "0")
+        return {
+            "major": major,
+            "minor": minor,
+            "gitVersion": self.version,
+            "gitCommit": "0" * 40,
+            "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "go1.24.0",
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        }
+
+    def _versions_by_group(self) -> dict[str, list[str]]:
+        groups: dict[str, set[str]] = {}
+        for rt in self.store.types():
+            if rt.group:
+                groups.setdefault(rt.group, set()).add(rt.version)
+        return {g: sorted(vs, key=_version_key) for g, vs in sorted(groups.items())}
+
+    def _group_doc(self, group: str, versions: list[str]) -> dict[str, Any]:
+        gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
+
+    def _group_list(self) -> dict[str, Any]:
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [self._group_doc(g, vs) for g, vs in self._versions_by_group().items()],
+        }
+
+    def _group(self, group: str) -> dict[str, Any]:
+        versions = self._versions_by_group().get(group)
+        if not versions:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return {"kind": "APIGroup", "apiVersion": "v1", **self._group_doc(group, versions)}
+
+    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
+        types = sorted(
+            (rt for rt in self.store.types() if rt.group == group and rt.version == version),
+            key=lambda rt: rt.plural,
+        )
+        if not types:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        gv = f"{group}/{version}" if group else version
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": gv,
+            "resources": [entry for rt in types for entry in rt.discovery()],
+        }
+
+    # ------------------------------------------------------------------ resources
+
+    def _resource(
+        self,
+        method: str,
+        group: str,
+        version: str,
+        rest: list[str],
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> Response:
+        namespace: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
+            namespace, rest = rest[1], rest[2:]
+        plural = rest[0]
+        name = rest[1] if len(rest) > 1 else None
+        subresource = rest[2] if len(rest) > 2 else None
+        if len(rest) > 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        rt = self.store.resource_type(group, version, plural)
+        if rt is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if namespace is not None and not rt.namespaced:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if subresource is not None and (subresource != "status" or not rt.has_status):
+            raise ApiError(
+                404,
+                "NotFound",
+                f"the server could not find the requested resource ({plural}/{subresource})",
+            )
+        if rt.namespaced and name is not None and namespace is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if query.get("watch") in ("true", "1"):
+            raise bad_request("watch is not supported by the cloudctl Kubernetes API emulator")
+
+        dry_run = query.get("dryRun") == "All"
+        validation = query.get("fieldValidation") or "Warn"
+        if validation not in ("Strict", "Warn", "Ignore"):
+            raise bad_request(f"fieldValidation {validation!r} is not one of Strict, Warn, Ignore")
+        manager = query.get("fieldManager") or _user_agent_manager(headers)
+
+        if name is None:
+            if method == "GET":
+                return Response.json(200, self._list(rt, namespace, query))
+            if method == "POST":
+                if rt.namespaced and namespace is None:
+                    raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+                result = self.store.create(
+                    rt,
+                    namespace,
+                    _decode(body, headers),
+                    manager=manager,
+                    dry_run=dry_run,
+                    field_validation=validation,
+                )
+                return Response.json(201, result.obj, result.warnings)
+            if method == "DELETE":
+                listed = self._list(rt, namespace, query)
+                for item in listed["items"]:
+                    meta = item["metadata"]
+                    self.store.delete(rt, meta.get("namespace"), meta["name"], dry_run=dry_run)
+                return Response.json(200, listed)
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+
+        if method == "GET":
+            return Response.json(200, self.store.get(rt, namespace, name))
+        if method == "PUT":
+            result = self.store.replace(
+                rt,
+                namespace,
+                name,
+                _decode(body, headers),
+                manager=manager,
+                subresource=subresource,
+                dry_run=dry_run,
+                field_validation=validation,
+            )
+            return Response.json(200, result.obj, result.warnings)
+        if method == "PATCH":
+            content_type = (headers.get("content-type") or "").split(";")[0].strip()
+            patch_type = _PATCH_TYPES.get(content_type)
+            if patch_type is None:
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types "
+                    f"include: {', '.join(_PATCH_TYPES)}",
+                )
+            if patch_type == "strategic" and rt.crd is not None:
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    "strategic merge patch is not supported for custom resources: use a merge "
+                    "patch or server-side apply",
+                )
+            if patch_type == "apply" and "fieldManager" not in query:
+                raise bad_request("PATCH requests of type apply must specify a fieldManager")
+            result = self.store.patch(
+                rt,
+                namespace,
+                name,
+                patch_type,
+                _decode(body, headers, yaml_ok=True),
+                manager=manager,
+                force=query.get("force") in ("true", "1"),
+                subresource=subresource,
+                dry_run=dry_run,
+                field_validation=validation,
+            )
+            return Response.json(201 if result.created else 200, result.obj, result.warnings)
+        if method == "DELETE":
+            return Response.json(200, self.store.delete(rt, namespace, name, dry_run=dry_run))
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+
+    def _list(
+        self, rt: ResourceType, namespace: str | None, query: dict[str, str]
+    ) -> dict[str, Any]:
+        preds = []
+        if query.get("labelSelector"):
+            preds.append(label_selector(query["labelSelector"]))
+        if query.get("fieldSelector"):
+            preds.append(field_selector(query["fieldSelector"]))
+        return self.store.list(rt, namespace, lambda o: all(p(o) for p in preds))
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def _decode(body: bytes, headers: Mapping[str, str], *, yaml_ok: bool = False) -> Any:
+    content_type = (headers.get("content-type") or _JSON).split(";")[0].strip()
+    try:
+        text = body.decode("utf-8")
+        if content_type.endswith("yaml") and (yaml_ok or content_type == "application/yaml"):
+            try:  # JSON is YAML, and clients (the python one included) send JSON
+                return json.loads(text)
+            except ValueError:
+                return yaml.load(text, Loader=_YamlLoader)
+        return json.loads(text or "null")
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise bad_request(f"the request body could not be decoded: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- the HTTPS server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    server: _Server
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        resp = self.server.emulator.handle(self.command, self.path, dict(self.headers), body)
+        self.send_response(resp.code)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(resp.body)))
+        for key, value in resp.headers:
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(resp.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: request lines could carry object names; nothing secret, but no noise."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], emulator: KubeApiEmulator) -> None:
+        self.emulator = emulator
+        super().__init__(address, _Handler)
+
+    def get_request(self) -> Any:
+        sock, addr = super().get_request()
+        # one TLS record per header block and body: without this, Nagle + delayed ACK cost ~40 ms
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # the handshake runs on the first read, in the connection's own thread
+        return self.emulator.ssl_context.wrap_socket(
+            sock, server_side=True, do_handshake_on_connect=False
+        ), addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        self.emulator.rejected_connections += 1
+
+
+class KubeApiEmulator:
+    """A Kubernetes API server stand-in on loopback with real TLS (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        require_client_cert: bool = True,
+        kubernetes_version: str = "v1.34.1",
+        crd_delay: float = 0.0,
+        workload_delay: float = 0.0,
+        source_delay: float = 0.0,
+        release_delay: float = 0.0,
+        values_validators: Mapping[str, ValuesValidator] | None = None,
+        cni_charts: tuple[str, ...] = ("cilium",),
+        cluster_name: str = "emulated",
+        ca: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """``ca``: (certificate PEM, key PEM) of the cluster's Kubernetes CA to issue the
+        server and admin certificates from (default: a fresh CA per emulator)."""
+        self.host = host
+        self.port = port
+        self.cluster_name = cluster_name
+        self.pki: EmulatorPki = make_pki(host, ca=ca)
+        self.ssl_context = server_context(self.pki, require_client_cert=require_client_cert)
+        self.store = Store()
+        self.controllers = Controllers(
+            self.store,
+            workload_delay=workload_delay,
+            release_delay=release_delay,
+            source_delay=source_delay,
+            crd_delay=crd_delay,
+            values_validators=dict(values_validators or {}),
+            cni_charts=cni_charts,
+            kubelet_version=kubernetes_version,
+        )
+        self.api = KubeApi(self.store, self.controllers, version=kubernetes_version)
+        self.rejected_connections = 0
+        self._lock = threading.RLock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> KubeApiEmulator:
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"kube-api-emulator:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> KubeApiEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
+        with self._lock:
+            return self.api.handle(method, target, headers, body)
+
+    # ------------------------------------------------------------------ client access
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.pki.ca_pem
+
+    def kubeconfig(self, *, server: str | None = None) -> bytes:
+        """An admin kubeconfig (holds the client key: store it 0600)."""
+        b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+        user = f"admin@{self.cluster_name}"
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": self.cluster_name,
+                    "cluster": {
+                        "server": server or self.url,
+                        "certificate-authority-data": b64(self.pki.ca_pem),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate-data": b64(self.pki.client_cert_pem),
+                        "client-key-data": b64(self.pki.client_key_pem),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": user,
+                    "context": {
+                        "cluster": self.cluster_name,
+                        "user": user,
+                        "namespace": "default",
+                    },
+                }
+            ],
+            "current-context": user,
+            "preferences": {},
+        }
+        return yaml.safe_dump(doc, sort_keys=False).encode()
+
+    # ------------------------------------------------------------------ test and rack hooks
+
+    def reconcile(self) -> None:
+        with self._lock:
+            self.controllers.reconcile(self.api.clock())
+
+    def add_node(
+        self, name: str, ip: str, roles: tuple[str, ...] | list[str] = ("worker",)
+    ) -> None:
+        """A node joins (kubelet registered): NotReady until the CNI release is Ready."""
+        labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": "amd64",
+        }
+        for role in roles:
+            role = "control-plane" if role in ("controlplane", "control-plane") else role
+            labels[f"node-role.kubernetes.io/{role}"] = ""
+        with self._lock:
+            rt = self.store.type_of("v1", "Node")
+            assert rt is not None
+            if self.store.lookup(rt, None, name) is not None:
+                return
+            self.store.create(
+                rt,
+                None,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": name, "labels": labels},
+                    "spec": {},
+                },
+                manager="kubelet",
+            )
+            self.store.set_status(
+                rt,
+                None,
+                name,
+                {
+                    "addresses": [
+                        {"type": "InternalIP", "address": ip},
+                        {"type": "Hostname", "address": name},
+                    ],
+                    "nodeInfo": _node_info(name, self.api.version),
+                    "capacity": {
+                        "cpu": "4",
+                        "memory": "16Gi",
+                        "pods": "110",
+                        "ephemeral-storage": "100Gi",
+                    },
+                    "allocatable": {
+                        "cpu": "4",
+                        "memory": "15Gi",
+                        "pods": "110",
+                        "ephemeral-storage": "90Gi",
+                    },
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                },
+            )
+            self.controllers.reconcile(self.api.clock())
+
+    def remove_node(self, name: str) -> None:
+        with self._lock:
+            rt = self.store.type_of("v1", "Node")
+            assert rt is not None
+            if self.store.lookup(rt, None, name) is not None:
+                self.store.delete(rt, None, name)
+
+    def fail_release(
+        self,
+        name: str,
+        reason: str = "InstallFailed",
+        message: str = "Helm install failed: injected failure",
+        *,
+        namespace: str | None = None,
+    ) -> None:
+        """The named HelmRelease fails (once its dependencies are Ready) with this condition."""
+        key = f"{namespace}/{name}" if namespace else name
+        with self._lock:
+            self.controllers.failures[key] = Failure(reason, message)
+
+    def clear_failure(self, name: str, *, namespace: str | None = None) -> None:
+        key = f"{namespace}/{name}" if namespace else name
+        with self._lock:
+            self.controllers.failures.pop(key, None)
+
+    def set_release_delay(self, name: str, seconds: float, *, namespace: str | None = None) -> None:
+        key = f"{namespace}/{name}" if namespace else name
+        with self._lock:
+            self.controllers.release_delays[key] = seconds
+
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        with self._lock:
+            rt = self.store.type_of(api_version, kind)
+            if rt is None:
+                return None
+            stored = self.store.lookup(rt, namespace, name)
+            return None if stored is None else self.store.render(rt, stored)
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            rt = self.store.type_of(api_version, kind)
+            if rt is None:
+                return []
+            return list(self.store.list(rt, namespace)["items"])
+
+
+def _node_info(name: str, kubelet_version: str) -> dict[str, str]:
+    """Every field of NodeSystemInfo (typed clients require them), stable per node name."""
+    ids = [
+        str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{kind}.{name}.cloudctl.emulated"))
+        for kind in ("machine", "system", "boot")
+    ]
+    return {
+        "machineID": ids[0].replace("-", ""),
+        "systemUUID": ids[1],
+        "bootID": ids[2],
+        "kernelVersion": "6.12.0-talos",
+        "osImage": "Talos (emulated)",
+        "containerRuntimeVersion": "containerd://2.1.0",
+        "kubeletVersion": kubelet_version,
+        "kubeProxyVersion": "",
+        "operatingSystem": "linux",
+        "architecture": "amd64",
+    }

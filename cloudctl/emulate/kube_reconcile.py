@@ -1,0 +1,788 @@
+"""Controllers of the Kubernetes API emulator: what would move objects' status in a cluster.
+
+``Controllers.reconcile(now)`` is one pass over the store (``now`` is a monotonic time in
+seconds, so tests drive time themselves). It stands in for:
+
+- the apiextensions controller: a CRD becomes ``Established`` (and its kind served) after
+  ``crd_delay``;
+- the deployment/daemonset/statefulset controllers: workloads become Available/ready
+  ``workload_delay`` after each new generation (a DaemonSet schedules one pod per Node);
+- the node lifecycle: Nodes (added with ``KubeApiEmulator.add_node``) are ``NotReady`` with the
+  kubelet's "cni plugin not initialized" message and the not-ready taint until a CNI HelmRelease
+  (chart ``cilium`` by default) is Ready, then ``Ready``;
+- source-controller: HelmRepository/GitRepository/OCIRepository/HelmChart/Bucket Ready with a
+  stored artifact (an OCI HelmRepository stays static without conditions, as in Flux v2);
+- kustomize-controller: a Kustomization is Ready once its source exists and is Ready;
+- helm-controller: a HelmRelease reports ``DependencyNotReady`` until every ``dependsOn`` release
+  is Ready, ``ArtifactFailed`` while its chart source is missing or not Ready, ``InitFailed`` when
+  a ``valuesFrom`` reference cannot be resolved, ``InstallFailed`` (+ ``Stalled``) when the values
+  fail the chart's values schema or a failure was injected, and otherwise becomes Ready
+  (``InstallSucceeded``) ``release_delay`` seconds (per release overridable) after its
+  dependencies were Ready.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..errors import Problem
+from .kube_fields import clone
+from .kube_store import ApiError, Store, StoredObject
+from .kube_types import ResourceType
+
+__all__ = ["Controllers", "Failure", "ValuesValidator"]
+
+ValuesValidator = Callable[[Mapping[str, Any], str], Iterable[Problem | str]]
+"""Checks a release's computed values for a chart version; returns the problems (none: valid)."""
+
+_SOURCE_KINDS = ("HelmRepository", "GitRepository", "OCIRepository", "HelmChart", "Bucket")
+_CONTROLLER = "emulated-controller-manager"
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+
+
+def _condition(
+    ctype: str, status: str, reason: str, message: str, generation: int | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": ctype, "status": status, "reason": reason, "message": message}
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
+
+
+def _merge_conditions(
+    old: list[dict[str, Any]] | None, new: list[dict[str, Any]], stamp: str
+) -> list[dict[str, Any]]:
+    """Keep ``lastTransitionTime`` of a condition whose status did not change."""
+    before = {c.get("type"): c for c in old or []}
+    out = []
+    for cond in new:
+        prev = before.get(cond["type"])
+        when = (
+            prev.get("lastTransitionTime")
+            if prev and prev.get("status") == cond["status"]
+            else None
+        )
+        out.append({**cond, "lastTransitionTime": when or stamp})
+    return out
+
+
+def ready_condition(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond  # type: ignore[no-any-return]
+    return None
+
+
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    cond = ready_condition(obj)
+    gen = (obj.get("metadata") or {}).get("generation")
+    return bool(
+        cond
+        and cond.get("status") == "True"
+        and (gen is None or cond.get("observedGeneration", gen) == gen)
+    )
+
+
+def _digest(obj: Any, algo: str = "sha256") -> str:
+    data = json.dumps(obj, sort_keys=True).encode()
+    return hashlib.new(algo, data).hexdigest()
+
+
+@dataclass
+class Controllers:
+    store: Store
+    workload_delay: float = 0.0
+    release_delay: float = 0.0
+    source_delay: float = 0.0
+    crd_delay: float = 0.0
+    values_validators: dict[str, ValuesValidator] = field(default_factory=dict)
+    cni_charts: tuple[str, ...] = ("cilium",)
+    kubelet_version: str = "v1.34.1"
+    release_delays: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, Failure] = field(default_factory=dict)
+    wallclock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    _since: dict[tuple[str, ...], tuple[Any, float]] = field(default_factory=dict)
+    _checked: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _stamp(self) -> str:
+        return self.wallclock().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _elapsed(self, key: tuple[str, ...], state: Any, now: float) -> float:
+        """Seconds since ``key`` was first seen in ``state`` (restarts when the state changes)."""
+        prev = self._since.get(key)
+        if prev is None or prev[0] != state:
+            self._since[key] = (state, now)
+            return 0.0
+        return now - prev[1]
+
+    def _type(self, api_version: str, kind: str) -> ResourceType | None:
+        return self.store.type_of(api_version, kind)
+
+    def _types_of_kind(self, kind: str) -> list[ResourceType]:
+        """One served type per stored kind (versions share storage)."""
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for rt in self.store.types():
+            if rt.kind == kind and (rt.group, rt.plural) not in seen:
+                seen.add((rt.group, rt.plural))
+                out.append(rt)
+        return out
+
+    def _write_status(self, rt: ResourceType, stored: StoredObject, status: dict[str, Any]) -> None:
+        meta = stored.obj["metadata"]
+        if "conditions" in status:
+            status["conditions"] = _merge_conditions(
+                (stored.obj.get("status") or {}).get("conditions"),
+                status["conditions"],
+                self._stamp(),
+            )
+        self.store.set_status(rt, meta.get("namespace"), meta["name"], status)
+
+    def _find(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        for rt in self._types_of_kind(kind):
+            stored = self.store.lookup(rt, namespace, name)
+            if stored is not None:
+                return stored.obj
+        return None
+
+    # ------------------------------------------------------------------ passes
+
+    def reconcile(self, now: float) -> None:
+        self._crds(now)
+        self._workloads(now)
+        self._sources(now)
+        self._kustomizations(now)
+        self._helmreleases(now)
+        self._nodes()
+
+    def _crds(self, now: float) -> None:
+        rt = self._type("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+        assert rt is not None
+        for stored in self.store.iter_stored(rt):
+            obj = stored.obj
+            name = obj["metadata"]["name"]
+            gen = obj["metadata"].get("generation")
+            established = self.store.is_established(name)
+            if established and is_established_at(obj, gen):
+                continue
+            if not established and self._elapsed(("crd", name), gen, now) < self.crd_delay:
+                continue
+            self.store.register_crd(obj)
+            spec = obj["spec"]
+            storage = [v["name"] for v in spec["versions"] if v.get("storage")]
+            status = {
+                "conditions": [
+                    _condition("NamesAccepted", "True", "NoConflicts", "no conflicts found", gen),
+                    _condition(
+                        "Established",
+                        "True",
+                        "InitialNamesAccepted",
+                        "the initial names have been accepted",
+                        gen,
+                    ),
+                ],
+                "acceptedNames": clone(spec["names"]),
+                "storedVersions": storage,
+            }
+            self._write_status(rt, stored, status)
+
+    def _node_count(self) -> int:
+        rt = self._type("v1", "Node")
+        assert rt is not None
+        return sum(1 for _ in self.store.iter_stored(rt))
+
+    def _workloads(self, now: float) -> None:
+        nodes = self._node_count()
+        for kind in ("Deployment", "DaemonSet", "StatefulSet"):
+            rt = self._type("apps/v1", kind)
+            assert rt is not None
+            for stored in self.store.iter_stored(rt):
+                meta = stored.obj["metadata"]
+                gen = meta.get("generation", 1)
+                want = (
+                    nodes
+                    if kind == "DaemonSet"
+                    else int((stored.obj.get("spec") or {}).get("replicas", 1))
+                )
+                key = (kind, meta.get("namespace", ""), meta["name"])
+                ready = self._elapsed(key, (gen, want), now) >= self.workload_delay
+                self._write_status(rt, stored, _workload_status(kind, meta, gen, want, ready))
+
+    def _sources(self, now: float) -> None:
+        for kind in _SOURCE_KINDS:
+            for rt in self._types_of_kind(kind):
+                for stored in self.store.iter_stored(rt):
+                    meta = stored.obj["metadata"]
+                    spec = stored.obj.get("spec") or {}
+                    gen = meta.get("generation", 1)
+                    if kind == "HelmRepository" and spec.get("type") == "oci":
+                        continue  # static object in Flux v2: no reconciliation, no conditions
+                    if is_ready(stored.obj):
+                        continue
+                    key = (kind, meta.get("namespace", ""), meta["name"])
+                    if self._elapsed(key, gen, now) < self.source_delay:
+                        status = {
+                            "conditions": [
+                                _condition(
+                                    "Ready",
+                                    "Unknown",
+                                    "Progressing",
+                                    "reconciliation in progress",
+                                    gen,
+                                ),
+                                _condition(
+                                    "Reconciling",
+                                    "True",
+                                    "Progressing",
+                                    "reconciliation in progress",
+                                    gen,
+                                ),
+                            ]
+                        }
+                    else:
+                        status = _source_ready(kind, spec, gen, self._stamp())
+                    self._write_status(rt, stored, status)
+
+    def _kustomizations(self, now: float) -> None:
+        for rt in self._types_of_kind("Kustomization"):
+            for stored in self.store.iter_stored(rt):
+                obj = stored.obj
+                meta = obj["metadata"]
+                spec = obj.get("spec") or {}
+                gen = meta.get("generation", 1)
+                if spec.get("suspend") or is_ready(obj):
+                    continue
+                ns = meta.get("namespace", "")
+                ref = spec.get("sourceRef") or {}
+                src = self._find(
+                    ref.get("kind", "GitRepository"), ref.get("namespace", ns), ref.get("name", "")
+                )
+                blocked = self._blocked_dependency("Kustomization", obj)
+                key = ("Kustomization", ns, meta["name"])
+                if blocked:
+                    cond = _condition("Ready", "False", "DependencyNotReady", blocked, gen)
+                    self._since.pop(key, None)
+                elif src is None or not is_ready(src):
+                    what = "not found" if src is None else "is not ready"
+                    cond = _condition(
+                        "Ready",
+                        "False",
+                        "ArtifactFailed",
+                        f"Source artifact not found: {ref.get('kind')} "
+                        f"'{ref.get('namespace', ns)}/{ref.get('name')}' {what}",
+                        gen,
+                    )
+                    self._since.pop(key, None)
+                elif self._elapsed(key, gen, now) < self.release_delay:
+                    cond = _condition(
+                        "Ready", "Unknown", "Progressing", "Reconciliation in progress", gen
+                    )
+                else:
+                    revision = ((src.get("status") or {}).get("artifact") or {}).get("revision")
+                    cond = _condition(
+                        "Ready",
+                        "True",
+                        "ReconciliationSucceeded",
+                        f"Applied revision: {revision}",
+                        gen,
+                    )
+                status = {
+                    "observedGeneration": gen if cond["status"] == "True" else -1,
+                    "conditions": [cond],
+                }
+                self._write_status(rt, stored, status)
+
+    def _blocked_dependency(self, kind: str, obj: Mapping[str, Any]) -> str | None:
+        ns = obj["metadata"].get("namespace", "")
+        for dep in (obj.get("spec") or {}).get("dependsOn") or []:
+            dep_ns = dep.get("namespace") or ns
+            target = self._find(kind, dep_ns, dep.get("name", ""))
+            if target is None or not is_ready(target):
+                return f"dependency '{dep_ns}/{dep.get('name')}' is not ready"
+        return None
+
+    def _release_delay(self, namespace: str, name: str) -> float:
+        for key in (f"{namespace}/{name}", name):
+            if key in self.release_delays:
+                return self.release_delays[key]
+        return self.release_delay
+
+    def _failure(self, namespace: str, name: str) -> Failure | None:
+        return self.failures.get(f"{namespace}/{name}") or self.failures.get(name)
+
+    def _helmreleases(self, now: float) -> None:
+        for rt in self._types_of_kind("HelmRelease"):
+            for stored in self.store.iter_stored(rt):
+                self._helmrelease(rt, stored, now)
+
+    def _helmrelease(self, rt: ResourceType, stored: StoredObject, now: float) -> None:
+        obj = stored.obj
+        meta = obj["metadata"]
+        spec = obj.get("spec") or {}
+        ns, name, gen = meta.get("namespace", ""), meta["name"], meta.get("generation", 1)
+        if spec.get("suspend"):
+            return
+        failure = self._failure(ns, name)
+        old = obj.get("status") or {}
+        if is_ready(obj) and failure is None:
+            return
+        key = ("HelmRelease", ns, name)
+        target_ns = spec.get("targetNamespace") or ns
+        release = spec.get("releaseName") or (
+            f"{spec['targetNamespace']}-{name}" if spec.get("targetNamespace") else name
+        )
+        chart, version = _chart_of(spec, name)
+        chart_ref = spec.get("chartRef") or {}
+        if chart_ref.get("kind") == "OCIRepository":  # the version is the artifact's tag
+            oci = self._find(
+                "OCIRepository", chart_ref.get("namespace") or ns, chart_ref.get("name", "")
+            )
+            ref = ((oci or {}).get("spec") or {}).get("ref") or {}
+            version = str(ref.get("tag") or ref.get("semver") or version)
+        installed = bool(old.get("history"))
+        action = "upgrade" if installed else "install"
+
+        def status(conds: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+            out = {k: v for k, v in old.items() if k in ("history", "lastAttemptedRevision")}
+            out.update(extra)
+            out["conditions"] = conds
+            return out
+
+        blocked = self._blocked_dependency("HelmRelease", obj)
+        if blocked:
+            self._since.pop(key, None)
+            self._write_status(
+                rt,
+                stored,
+                status(
+                    [
+                        _condition("Ready", "False", "DependencyNotReady", blocked, gen),
+                    ]
+                ),
+            )
+            return
+        source_problem = self._source_problem(spec, ns)
+        if source_problem:
+            self._since.pop(key, None)
+            self._write_status(
+                rt,
+                stored,
+                status(
+                    [
+                        _condition("Ready", "False", "ArtifactFailed", source_problem, gen),
+                    ]
+                ),
+            )
+            return
+        if failure is not None:
+            conds = [_condition("Ready", "False", failure.reason, failure.message, gen)]
+            self._write_status(
+                rt, stored, status(conds + _stalled(spec, action, gen), lastAttemptedGeneration=gen)
+            )
+            return
+        values, init_problem = self._values(spec, ns)
+        if init_problem:
+            self._write_status(
+                rt,
+                stored,
+                status(
+                    [
+                        _condition("Ready", "False", "InitFailed", init_problem, gen),
+                    ]
+                ),
+            )
+            return
+        problems = self._values_problems(chart, version, name, values)
+        if problems:
+            verb = "upgrade" if installed else "install"
+            lines = "\n".join(f"- {p}" for p in problems)
+            message = (
+                f"Helm {verb} failed for release {target_ns}/{release} with chart "
+                f"{chart}@{version}: values don't meet the specifications of the schema(s) in "
+                f"the following chart(s):\n{chart}:\n{lines}"
+            )
+            reason = "UpgradeFailed" if installed else "InstallFailed"
+            conds = [_condition("Ready", "False", reason, message, gen)]
+            self._write_status(
+                rt, stored, status(conds + _stalled(spec, action, gen), lastAttemptedGeneration=gen)
+            )
+            return
+        if self._elapsed(key, gen, now) < self._release_delay(ns, name):
+            self._write_status(
+                rt,
+                stored,
+                status(
+                    [
+                        _condition(
+                            "Ready",
+                            "Unknown",
+                            "Progressing",
+                            f"Running '{action}' action with timeout of 5m0s",
+                            gen,
+                        ),
+                        _condition(
+                            "Reconciling",
+                            "True",
+                            "Progressing",
+                            f"Running '{action}' action with timeout of 5m0s",
+                            gen,
+                        ),
+                    ],
+                    lastAttemptedGeneration=gen,
+                ),
+            )
+            return
+        if spec.get("install", {}).get("createNamespace"):
+            self._ensure_namespace(target_ns)
+        history = list(old.get("history") or [])
+        revision = len(history) + 1
+        history.insert(
+            0,
+            {
+                "name": release,
+                "namespace": target_ns,
+                "version": revision,
+                "status": "deployed",
+                "chartName": chart,
+                "chartVersion": version,
+                "configDigest": "sha256:" + _digest(values),
+            },
+        )
+        reason = "UpgradeSucceeded" if installed else "InstallSucceeded"
+        verb = "upgrade" if installed else "install"
+        message = (
+            f"Helm {verb} succeeded for release {target_ns}/{release}.v{revision} with "
+            f"chart {chart}@{version}"
+        )
+        self._write_status(
+            rt,
+            stored,
+            status(
+                [
+                    _condition("Ready", "True", reason, message, gen),
+                    _condition("Released", "True", reason, message, gen),
+                ],
+                history=history[:5],
+                lastAttemptedRevision=version,
+                lastAttemptedGeneration=gen,
+                observedGeneration=gen,
+                storageNamespace=target_ns,
+            ),
+        )
+
+    def _source_problem(self, spec: Mapping[str, Any], ns: str) -> str | None:
+        chart_ref = spec.get("chartRef")
+        if chart_ref:
+            kind, name = chart_ref.get("kind", ""), chart_ref.get("name", "")
+            src_ns = chart_ref.get("namespace") or ns
+        else:
+            ref = ((spec.get("chart") or {}).get("spec") or {}).get("sourceRef") or {}
+            kind, name = ref.get("kind", ""), ref.get("name", "")
+            src_ns = ref.get("namespace") or ns
+        if not kind:
+            return None
+        src = self._find(kind, src_ns, name)
+        if src is None:
+            return f"could not get Source object: {kind} '{src_ns}/{name}' not found"
+        static = kind == "HelmRepository" and (src.get("spec") or {}).get("type") == "oci"
+        if not static and not is_ready(src):
+            return f"{kind} '{src_ns}/{name}' is not ready"
+        return None
+
+    def _values(self, spec: Mapping[str, Any], ns: str) -> tuple[dict[str, Any], str | None]:
+        values: dict[str, Any] = {}
+        for ref in spec.get("valuesFrom") or []:
+            kind, name = ref.get("kind", ""), ref.get("name", "")
+            key = ref.get("valuesKey") or "values.yaml"
+            where = f"{kind} chart values reference '{ns}/{name}' with key '{key}'"
+            src = self._find(kind, ns, name) if kind in ("ConfigMap", "Secret") else None
+            raw: Any = None
+            if src is not None:
+                if kind == "ConfigMap":
+                    raw = (src.get("data") or {}).get(key)
+                else:
+                    enc = (src.get("data") or {}).get(key)
+                    raw = (
+                        base64.b64decode(enc).decode()
+                        if enc is not None
+                        else ((src.get("stringData") or {}).get(key))
+                    )
+            if raw is None:
+                if ref.get("optional"):
+                    continue
+                return values, f"could not resolve {where}: not found"
+            try:
+                part = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                return values, f"unable to read values from {where}: {exc}"
+            if ref.get("targetPath"):
+                _set_dotted(values, ref["targetPath"], part)
+            elif isinstance(part, dict):
+                values = _deep_merge(values, part)
+        return _deep_merge(values, spec.get("values") or {}), None
+
+    def _values_problems(
+        self, chart: str, version: str, name: str, values: Mapping[str, Any]
+    ) -> list[str]:
+        validator = self.values_validators.get(chart) or self.values_validators.get(name)
+        if validator is None:
+            return []
+        key = (f"{chart}@{version}/{name}", _digest(values))
+        if key not in self._checked:
+            self._checked[key] = [str(p) for p in validator(values, version)]
+        return self._checked[key]
+
+    def _ensure_namespace(self, name: str) -> None:
+        rt = self._type("v1", "Namespace")
+        assert rt is not None
+        if self.store.lookup(rt, None, name) is None:
+            # an invalid target namespace name: nothing a controller could do about it
+            with contextlib.suppress(ApiError):
+                self.store.create(
+                    rt,
+                    None,
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                    manager="helm",
+                )
+
+    def _nodes(self) -> None:
+        rt = self._type("v1", "Node")
+        assert rt is not None
+        cni_ready = any(
+            is_ready(hr)
+            and (
+                _chart_of(hr.get("spec") or {}, hr["metadata"]["name"])[0] in self.cni_charts
+                or hr["metadata"]["name"] in self.cni_charts
+            )
+            for hrt in self._types_of_kind("HelmRelease")
+            for hr in (s.obj for s in self.store.iter_stored(hrt))
+        )
+        for stored in self.store.iter_stored(rt):
+            self._node(rt, stored, cni_ready)
+
+    def _node(self, rt: ResourceType, stored: StoredObject, cni_ready: bool) -> None:
+        name = stored.obj["metadata"]["name"]
+        spec = stored.obj.get("spec") or {}
+        taints = [t for t in spec.get("taints") or [] if t.get("key") != _NOT_READY_TAINT]
+        if not cni_ready:
+            taints.append({"key": _NOT_READY_TAINT, "effect": "NoSchedule"})
+        if taints != (spec.get("taints") or []):
+            self.store.patch(
+                rt,
+                None,
+                name,
+                "merge",
+                {"spec": {"taints": taints or None}},
+                manager="node-lifecycle-controller",
+            )
+            stored = self.store.lookup(rt, None, name) or stored
+        old = stored.obj.get("status") or {}
+        if cni_ready:
+            ready = _condition(
+                "Ready", "True", "KubeletReady", "kubelet is posting ready status", None
+            )
+        else:
+            ready = _condition(
+                "Ready",
+                "False",
+                "KubeletNotReady",
+                "container runtime network not ready: NetworkReady=false "
+                "reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin "
+                "not initialized",
+                None,
+            )
+        status = {k: v for k, v in old.items() if k != "conditions"}
+        status["conditions"] = [
+            _condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+                None,
+            ),
+            _condition(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+                None,
+            ),
+            _condition(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+                None,
+            ),
+            ready,
+        ]
+        self._write_status(rt, stored, status)
+
+
+_NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+
+
+def _stalled(spec: Mapping[str, Any], action: str, gen: int) -> list[dict[str, Any]]:
+    """helm-controller stalls once remediation retries are used up; ``-1`` retries forever.
+
+    (The emulator fails every attempt of a failing release at once: after retries + 1.)"""
+    retries = int(((spec.get(action) or {}).get("remediation") or {}).get("retries", 0))
+    if retries < 0:
+        return []
+    return [
+        _condition(
+            "Stalled",
+            "True",
+            "RetriesExceeded",
+            f"Failed to {action} after {retries + 1} attempt(s)",
+            gen,
+        )
+    ]
+
+
+def is_established_at(crd: Mapping[str, Any], generation: int | None) -> bool:
+    for cond in (crd.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Established" and cond.get("status") == "True":
+            return cond.get("observedGeneration", generation) == generation
+    return False
+
+
+def _chart_of(spec: Mapping[str, Any], name: str) -> tuple[str, str]:
+    chart_spec = (spec.get("chart") or {}).get("spec") or {}
+    chart = str(chart_spec.get("chart") or "")
+    if chart:
+        chart = chart.rstrip("/").rsplit("/", 1)[-1]
+    else:
+        chart = (spec.get("chartRef") or {}).get("name") or name
+    return chart, str(chart_spec.get("version") or "*")
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = clone(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = clone(v)
+    return out
+
+
+def _set_dotted(values: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    cur = values
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+
+
+def _workload_status(
+    kind: str, meta: Mapping[str, Any], gen: int, want: int, ready: bool
+) -> dict[str, Any]:
+    n = want if ready else 0
+    if kind == "DaemonSet":
+        return {
+            "observedGeneration": gen,
+            "currentNumberScheduled": want,
+            "desiredNumberScheduled": want,
+            "numberMisscheduled": 0,
+            "numberReady": n,
+            "numberAvailable": n,
+            "numberUnavailable": want - n,
+            "updatedNumberScheduled": want,
+        }
+    if kind == "StatefulSet":
+        return {
+            "observedGeneration": gen,
+            "replicas": want,
+            "readyReplicas": n,
+            "availableReplicas": n,
+            "currentReplicas": want,
+            "updatedReplicas": want,
+        }
+    rs = f"{meta['name']}-{_digest([meta.get('uid'), gen])[:10]}"
+    if ready:
+        conditions = [
+            _condition(
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+                None,
+            ),
+            _condition(
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{rs}" has successfully progressed.',
+                None,
+            ),
+        ]
+    else:
+        conditions = [
+            _condition(
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+                None,
+            ),
+            _condition(
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{rs}" is progressing.',
+                None,
+            ),
+        ]
+    out: dict[str, Any] = {
+        "observedGeneration": gen,
+        "replicas": want,
+        "updatedReplicas": want,
+        "readyReplicas": n,
+        "availableReplicas": n,
+        "conditions": conditions,
+    }
+    if want - n:
+        out["unavailableReplicas"] = want - n
+    return out
+
+
+def _source_ready(kind: str, spec: Mapping[str, Any], gen: int, stamp: str) -> dict[str, Any]:
+    if kind == "GitRepository":
+        ref = spec.get("ref") or {}
+        branch = ref.get("branch") or "main"
+        revision = f"{branch}@sha1:{_digest(spec, 'sha1')}"
+        message = f"stored artifact for revision '{revision}'"
+    else:
+        revision = "sha256:" + _digest(spec)
+        message = f"stored artifact: revision '{revision}'"
+    return {
+        "observedGeneration": gen,
+        "artifact": {
+            "revision": revision,
+            "digest": "sha256:" + _digest([kind, spec]),
+            "lastUpdateTime": stamp,
+            "path": f"{kind.lower()}/{revision[:16]}.tar.gz",
+            "url": f"http://source-controller.flux-system.svc/{kind.lower()}/{revision[:16]}",
+        },
+        "conditions": [
+            _condition("Ready", "True", "Succeeded", message, gen),
+            _condition("ArtifactInStorage", "True", "Succeeded", message, gen),
+        ],
+    }

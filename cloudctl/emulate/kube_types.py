@@ -1,0 +1,222 @@
+"""Resource types the Kubernetes API emulator serves, and label/field selectors.
+
+Pure data and functions: the built-in kinds cloudctl applies (core, apps, RBAC, ...) and the
+``ResourceType`` a CustomResourceDefinition adds at run time; selectors parsed as the API server
+parses ``labelSelector`` (equality- and set-based) and a ``fieldSelector`` subset.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "BUILTIN_TYPES",
+    "ResourceType",
+    "SelectorError",
+    "field_selector",
+    "label_selector",
+]
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    group: str  # "" for the core group
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    has_status: bool = True
+    short_names: tuple[str, ...] = ()
+    crd: str | None = None  # name of the CRD that defines it
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def group_resource(self) -> str:
+        """``deployments.apps`` / ``configmaps``: how the API server names a resource."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def discovery(self) -> list[dict[str, Any]]:
+        """APIResource entries for ``/api/v1`` or ``/apis/<group>/<version>``."""
+        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update"]
+        main: dict[str, Any] = {
+            "name": self.plural,
+            "singularName": self.singular,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": verbs,
+        }
+        if self.short_names:
+            main["shortNames"] = list(self.short_names)
+        out = [main]
+        if self.has_status:
+            out.append(
+                {
+                    "name": f"{self.plural}/status",
+                    "singularName": "",
+                    "namespaced": self.namespaced,
+                    "kind": self.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+        return out
+
+
+def _t(
+    gv: str, kind: str, plural: str, namespaced: bool, status: bool = True, short: str = ""
+) -> ResourceType:
+    group, _, version = gv.rpartition("/")
+    names = tuple(s for s in short.split(",") if s)
+    return ResourceType(group, version, kind, plural, namespaced, status, names)
+
+
+BUILTIN_TYPES: tuple[ResourceType, ...] = (
+    _t("v1", "Namespace", "namespaces", False, short="ns"),
+    _t("v1", "Node", "nodes", False, short="no"),
+    _t("v1", "ConfigMap", "configmaps", True, False, "cm"),
+    _t("v1", "Secret", "secrets", True, False),
+    _t("v1", "ServiceAccount", "serviceaccounts", True, False, "sa"),
+    _t("v1", "Service", "services", True, short="svc"),
+    _t("v1", "Endpoints", "endpoints", True, False, "ep"),
+    _t("v1", "Pod", "pods", True, short="po"),
+    _t("v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, short="pvc"),
+    _t("v1", "PersistentVolume", "persistentvolumes", False, short="pv"),
+    _t("v1", "ResourceQuota", "resourcequotas", True, short="quota"),
+    _t("v1", "LimitRange", "limitranges", True, False, "limits"),
+    _t("v1", "Event", "events", True, False, "ev"),
+    _t("apps/v1", "Deployment", "deployments", True, short="deploy"),
+    _t("apps/v1", "DaemonSet", "daemonsets", True, short="ds"),
+    _t("apps/v1", "StatefulSet", "statefulsets", True, short="sts"),
+    _t("apps/v1", "ReplicaSet", "replicasets", True, short="rs"),
+    _t("batch/v1", "Job", "jobs", True),
+    _t("batch/v1", "CronJob", "cronjobs", True, short="cj"),
+    _t("rbac.authorization.k8s.io/v1", "Role", "roles", True, False),
+    _t("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True, False),
+    _t("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False, False),
+    _t("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", False, False),
+    _t("scheduling.k8s.io/v1", "PriorityClass", "priorityclasses", False, False, "pc"),
+    _t("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True, False, "netpol"),
+    _t("networking.k8s.io/v1", "Ingress", "ingresses", True, short="ing"),
+    _t("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True, short="pdb"),
+    _t("storage.k8s.io/v1", "StorageClass", "storageclasses", False, False, "sc"),
+    _t("coordination.k8s.io/v1", "Lease", "leases", True, False),
+    _t(
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        False,
+        False,
+    ),
+    _t(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        False,
+        False,
+    ),
+    _t(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        False,
+        short="crd,crds",
+    ),
+)
+
+
+# --------------------------------------------------------------------------- selectors
+
+
+class SelectorError(ValueError):
+    """A selector the API server would reject (400 BadRequest)."""
+
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+_SET_RE = re.compile(r"^\s*([A-Za-z0-9./_-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+_EQ_RE = re.compile(r"^\s*([A-Za-z0-9./_-]+)\s*(==|=|!=)\s*([A-Za-z0-9._-]*)\s*$")
+_EXISTS_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9./_-]+)\s*$")
+
+
+def _split_requirements(selector: str) -> list[str]:
+    """Split on commas that are not inside a ``( ... )`` value set."""
+    parts, depth, cur = [], 0, ""
+    for ch in selector:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p for p in parts if p.strip()]
+
+
+def _in(key: str, values: set[str]) -> Callable[[Mapping[str, str]], bool]:
+    return lambda labels: labels.get(key) in values
+
+
+def _not_in(key: str, values: set[str]) -> Callable[[Mapping[str, str]], bool]:
+    return lambda labels: labels.get(key) not in values
+
+
+def _exists(key: str, present: bool) -> Callable[[Mapping[str, str]], bool]:
+    return lambda labels: (key in labels) == present
+
+
+def label_selector(selector: str) -> Predicate:
+    """A predicate over an object's ``metadata.labels`` for a ``labelSelector`` string."""
+    reqs: list[Callable[[Mapping[str, str]], bool]] = []
+    for raw in _split_requirements(selector):
+        if m := _SET_RE.match(raw):
+            key, op = m.group(1), m.group(2)
+            values = {v.strip() for v in m.group(3).split(",") if v.strip()}
+            reqs.append(_in(key, values) if op == "in" else _not_in(key, values))
+        elif m := _EQ_RE.match(raw):
+            key, op, value = m.groups()
+            reqs.append(_not_in(key, {value}) if op == "!=" else _in(key, {value}))
+        elif m := _EXISTS_RE.match(raw):
+            neg, key = m.groups()
+            reqs.append(_exists(key, present=not neg))
+        else:
+            raise SelectorError(f"unable to parse requirement: {raw.strip()!r}")
+
+    def match(obj: Mapping[str, Any]) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return all(r(labels) for r in reqs)
+
+    return match
+
+
+_FIELDS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "metadata.name": lambda o: (o.get("metadata") or {}).get("name"),
+    "metadata.namespace": lambda o: (o.get("metadata") or {}).get("namespace"),
+}
+
+
+def _field_is(get: Callable[[Mapping[str, Any]], Any], value: str, equal: bool) -> Predicate:
+    return lambda obj: (get(obj) == value) == equal
+
+
+def field_selector(selector: str) -> Predicate:
+    """``metadata.name`` / ``metadata.namespace`` with ``=``, ``==`` or ``!=``."""
+    reqs: list[Predicate] = []
+    for raw in _split_requirements(selector):
+        m = _EQ_RE.match(raw)
+        if not m or m.group(1) not in _FIELDS:
+            raise SelectorError(f"field label not supported: {raw.strip()!r}")
+        field, op, value = m.groups()
+        reqs.append(_field_is(_FIELDS[field], value, equal=op != "!="))
+    return lambda obj: all(r(obj) for r in reqs)

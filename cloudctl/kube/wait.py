@@ -1,0 +1,366 @@
+"""Waiting for what was applied: workloads rolled out, HelmReleases Ready in dependsOn order.
+
+The decisions are pure functions of one object (``workload_status``, ``release_status``) or of a
+set (``release_order``); the loops around them poll with an injectable clock and sleep.
+
+A HelmRelease fails the wait (``PlatformError``, exit code 8, with the Ready condition's reason
+and message, naming the release) when helm-controller gave up on it (``Stalled=True``) or when
+its Ready condition reports a failed Helm action (``InstallFailed``, ``UpgradeFailed``, ...) for
+the current generation. ``DependencyNotReady``, ``ArtifactFailed`` and ``InitFailed`` are waits,
+not failures: they clear when the dependency, source or values appear. When time runs out the
+``Timeout`` names every release still pending and, for each, what it waits on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import PlatformError, Timeout
+from .client import Kube
+from .objects import ObjectRef
+
+__all__ = [
+    "FAILURE_REASONS",
+    "ReleaseStatus",
+    "WorkloadStatus",
+    "release_order",
+    "release_status",
+    "wait_helmreleases",
+    "wait_ready",
+    "wait_workloads",
+    "workload_status",
+]
+
+HELMRELEASE_API = "helm.toolkit.fluxcd.io/v2"
+FAILURE_REASONS = frozenset(
+    {"InstallFailed", "UpgradeFailed", "TestFailed", "RollbackFailed", "UninstallFailed"}
+)
+WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
+
+ReleaseState = Literal["missing", "waiting", "progressing", "ready", "failed"]
+
+
+def _condition(obj: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond  # type: ignore[no-any-return]
+    return None
+
+
+def _current(obj: Mapping[str, Any], cond: Mapping[str, Any]) -> bool:
+    """Does the condition describe the object's current generation?"""
+    gen = (obj.get("metadata") or {}).get("generation")
+    observed = cond.get("observedGeneration")
+    return gen is None or observed is None or observed == gen
+
+
+# --------------------------------------------------------------------------- HelmReleases
+
+
+@dataclass(frozen=True)
+class ReleaseStatus:
+    namespace: str
+    name: str
+    state: ReleaseState
+    reason: str = ""
+    message: str = ""
+    depends_on: tuple[str, ...] = ()  # "namespace/name"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def describe(self) -> str:
+        what = f"{self.reason}: {self.message}" if self.reason else self.message or self.state
+        return f"{self.key} ({what})"
+
+
+def _depends_on(obj: Mapping[str, Any], namespace: str) -> tuple[str, ...]:
+    out = []
+    for dep in (obj.get("spec") or {}).get("dependsOn") or []:
+        if isinstance(dep, Mapping) and dep.get("name"):
+            out.append(f"{dep.get('namespace') or namespace}/{dep['name']}")
+    return tuple(out)
+
+
+def release_status(obj: Mapping[str, Any], *, fail_fast: bool = True) -> ReleaseStatus:
+    """Where one HelmRelease stands, from its conditions.
+
+    ``fail_fast``: a failed Helm action (``FAILURE_REASONS``) is final even while
+    helm-controller still retries (``remediation.retries``); otherwise only ``Stalled`` is.
+    """
+    meta = obj.get("metadata") or {}
+    ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    deps = _depends_on(obj, ns)
+    ready = _condition(obj, "Ready")
+    stalled = _condition(obj, "Stalled")
+    if ready is None:
+        return ReleaseStatus(ns, name, "progressing", "", "not reconciled yet", deps)
+    reason, message = str(ready.get("reason") or ""), str(ready.get("message") or "")
+    if not _current(obj, ready):
+        return ReleaseStatus(
+            ns, name, "progressing", reason, "new generation not reconciled yet", deps
+        )
+    if ready.get("status") == "True":
+        return ReleaseStatus(ns, name, "ready", reason, message, deps)
+    if stalled is not None and stalled.get("status") == "True" and _current(obj, stalled):
+        return ReleaseStatus(ns, name, "failed", reason, message, deps)
+    if fail_fast and ready.get("status") == "False" and reason in FAILURE_REASONS:
+        return ReleaseStatus(ns, name, "failed", reason, message, deps)
+    if reason == "DependencyNotReady":
+        return ReleaseStatus(ns, name, "waiting", reason, message, deps)
+    return ReleaseStatus(ns, name, "progressing", reason, message, deps)
+
+
+def release_order(objs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``namespace/name`` of every release, dependencies first (ties by name; a cycle or an
+    edge to a release outside the set does not stop the order)."""
+    deps: dict[str, tuple[str, ...]] = {}
+    for obj in objs:
+        meta = obj.get("metadata") or {}
+        ns = str(meta.get("namespace") or "")
+        deps[f"{ns}/{meta.get('name')}"] = _depends_on(obj, ns)
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(key: str) -> None:
+        if state.get(key):
+            return
+        state[key] = 1
+        for dep in sorted(deps.get(key, ())):
+            if dep in deps:
+                visit(dep)
+        state[key] = 2
+        order.append(key)
+
+    for key in sorted(deps):
+        visit(key)
+    return order
+
+
+def _timeout_message(
+    timeout: float, pending: Sequence[ReleaseStatus], by_key: Mapping[str, ReleaseStatus]
+) -> str:
+    lines = []
+    for st in pending:
+        line = f"  - {st.describe()}"
+        blockers = [d for d in st.depends_on if d not in by_key or by_key[d].state != "ready"]
+        if blockers:
+            parts = [by_key[d].describe() if d in by_key else f"{d} (not found)" for d in blockers]
+            line += f"; waits for {', '.join(parts)}"
+        lines.append(line)
+    return (
+        f"timed out after {timeout:g}s waiting for {len(pending)} HelmRelease(s) to be "
+        "Ready:\n" + "\n".join(lines)
+    )
+
+
+def wait_helmreleases(
+    kube: Kube,
+    *,
+    namespace: str = "flux-system",
+    names: Iterable[str] | None = None,
+    timeout: float = 900.0,
+    interval: float = 1.0,
+    api_version: str = HELMRELEASE_API,
+    on_status: Callable[[ReleaseStatus], None] | None = None,
+    fail_fast: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[ReleaseStatus]:
+    """Wait until the HelmReleases of ``namespace`` (or just ``names``) are all Ready.
+
+    ``on_status`` is called, in dependsOn order, for each release whose state, reason or
+    message changed since the last poll. Returns the final statuses in dependsOn order.
+    """
+    wanted = None if names is None else set(names)
+    deadline = clock() + timeout
+    last: dict[str, ReleaseStatus] = {}
+    while True:
+        listed = kube.list(api_version, "HelmRelease", namespace=namespace)
+        everything = {st.key: st for st in (release_status(o, fail_fast=fail_fast) for o in listed)}
+        objs = [
+            o for o in listed if wanted is None or (o.get("metadata") or {}).get("name") in wanted
+        ]
+        by_key = {key: everything[key] for key in (f"{_ns(o)}/{_name(o)}" for o in objs)}
+        for name in sorted(wanted or ()):
+            by_key.setdefault(
+                f"{namespace}/{name}", ReleaseStatus(namespace, name, "missing", "", "not found")
+            )
+        order = [k for k in release_order(objs) if k in by_key]
+        order += sorted(k for k in by_key if k not in order)
+        current = [by_key[k] for k in order]
+        for st in current:
+            if on_status is not None and last.get(st.key) != st:
+                on_status(st)
+            last[st.key] = st
+        failed = [st for st in current if st.state == "failed"]
+        if failed:
+            st = failed[0]
+            raise PlatformError(
+                f"HelmRelease {st.key} failed: {st.reason}: {st.message}"
+                + (f" (also failed: {', '.join(f.key for f in failed[1:])})" if failed[1:] else "")
+            )
+        pending = [st for st in current if st.state != "ready"]
+        if not pending and (current or wanted is None):
+            return current
+        if clock() >= deadline:
+            raise Timeout(_timeout_message(timeout, pending, {**everything, **by_key}))
+        sleep(interval)
+
+
+def _ns(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("namespace") or "")
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    ref: ObjectRef
+    ready: bool
+    detail: str
+
+
+def workload_status(obj: Mapping[str, Any]) -> WorkloadStatus:
+    """Rolled out? The checks of ``kubectl rollout status`` for Deployment/DaemonSet/StatefulSet."""
+    ref = ObjectRef.of(obj)
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    st = obj.get("status") or {}
+    gen = meta.get("generation")
+    if gen is not None and st.get("observedGeneration", 0) < gen:
+        return WorkloadStatus(ref, False, "waiting for the controller to observe the update")
+    if ref.kind == "Deployment":
+        want = int(spec.get("replicas", 1))
+        updated, avail = int(st.get("updatedReplicas", 0)), int(st.get("availableReplicas", 0))
+        total = int(st.get("replicas", 0))
+        available = _condition(obj, "Available")
+        if updated < want:
+            return WorkloadStatus(ref, False, f"{updated} of {want} replicas updated")
+        if total > updated:
+            return WorkloadStatus(ref, False, f"{total - updated} old replicas pending termination")
+        if avail < updated:
+            return WorkloadStatus(ref, False, f"{avail} of {updated} updated replicas available")
+        if available is not None and available.get("status") != "True":
+            return WorkloadStatus(
+                ref, False, f"{available.get('reason')}: {available.get('message')}"
+            )
+        return WorkloadStatus(ref, True, f"{avail} replicas available")
+    if ref.kind == "DaemonSet":
+        want = int(st.get("desiredNumberScheduled", 0))
+        updated, avail = int(st.get("updatedNumberScheduled", 0)), int(st.get("numberAvailable", 0))
+        if updated < want:
+            return WorkloadStatus(ref, False, f"{updated} of {want} pods updated")
+        if avail < want:
+            return WorkloadStatus(ref, False, f"{avail} of {want} pods available")
+        return WorkloadStatus(ref, True, f"{avail} of {want} pods available")
+    if ref.kind == "StatefulSet":
+        want = int(spec.get("replicas", 1))
+        ready, updated = int(st.get("readyReplicas", 0)), int(st.get("updatedReplicas", 0))
+        if ready < want:
+            return WorkloadStatus(ref, False, f"{ready} of {want} replicas ready")
+        if updated < want:
+            return WorkloadStatus(ref, False, f"{updated} of {want} replicas updated")
+        return WorkloadStatus(ref, True, f"{ready} replicas ready")
+    return WorkloadStatus(ref, True, "not a workload")
+
+
+def wait_workloads(
+    kube: Kube,
+    refs: Iterable[ObjectRef],
+    *,
+    timeout: float = 300.0,
+    interval: float = 1.0,
+    on_status: Callable[[WorkloadStatus], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[WorkloadStatus]:
+    """Wait until every Deployment/DaemonSet/StatefulSet in ``refs`` is rolled out (other
+    kinds are ignored). A workload that does not exist yet is waited for."""
+    pending = sorted({r for r in refs if r.kind in WORKLOAD_KINDS})
+    deadline = clock() + timeout
+    last: dict[ObjectRef, WorkloadStatus] = {}
+    done: list[WorkloadStatus] = []
+    while True:
+        still: list[WorkloadStatus] = []
+        for ref in pending:
+            obj = kube.get(ref)
+            st = WorkloadStatus(ref, False, "not found") if obj is None else workload_status(obj)
+            if on_status is not None and last.get(ref) != st:
+                on_status(st)
+            last[ref] = st
+            (done if st.ready else still).append(st)
+        pending = [st.ref for st in still]
+        if not pending:
+            return done
+        if clock() >= deadline:
+            lines = "\n".join(f"  - {st.ref}: {st.detail}" for st in still)
+            raise Timeout(
+                f"timed out after {timeout:g}s waiting for {len(still)} workload(s) to "
+                f"be ready:\n{lines}"
+            )
+        sleep(interval)
+
+
+# --------------------------------------------------------------------------- Ready conditions
+
+
+def ready_status(obj: Mapping[str, Any]) -> WorkloadStatus:
+    """An object with a ``Ready`` condition (Flux Kustomization, GitRepository, ...)."""
+    ref = ObjectRef.of(obj)
+    ready = _condition(obj, "Ready")
+    if ready is None:
+        return WorkloadStatus(ref, False, "not reconciled yet")
+    what = f"{ready.get('reason')}: {ready.get('message')}"
+    if not _current(obj, ready):
+        return WorkloadStatus(ref, False, "new generation not reconciled yet")
+    return WorkloadStatus(ref, ready.get("status") == "True", what)
+
+
+def wait_ready(
+    kube: Kube,
+    refs: Iterable[ObjectRef],
+    *,
+    timeout: float = 300.0,
+    interval: float = 1.0,
+    on_status: Callable[[WorkloadStatus], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[WorkloadStatus]:
+    """Wait for ``Ready=True`` on each object; ``Stalled=True`` fails with its Ready reason
+    and message (``PlatformError``), running out of time names what is still not Ready."""
+    pending = sorted(set(refs))
+    deadline = clock() + timeout
+    last: dict[ObjectRef, WorkloadStatus] = {}
+    done: list[WorkloadStatus] = []
+    while True:
+        still: list[WorkloadStatus] = []
+        for ref in pending:
+            obj = kube.get(ref)
+            st = WorkloadStatus(ref, False, "not found") if obj is None else ready_status(obj)
+            if on_status is not None and last.get(ref) != st:
+                on_status(st)
+            last[ref] = st
+            stalled = None if obj is None else _condition(obj, "Stalled")
+            if stalled is not None and stalled.get("status") == "True" and obj is not None:
+                raise PlatformError(f"{ref} failed: {st.detail}")
+            (done if st.ready else still).append(st)
+        pending = [st.ref for st in still]
+        if not pending:
+            return done
+        if clock() >= deadline:
+            lines = "\n".join(f"  - {st.ref}: {st.detail}" for st in still)
+            raise Timeout(
+                f"timed out after {timeout:g}s waiting for {len(still)} object(s) to be "
+                f"Ready:\n{lines}"
+            )
+        sleep(interval)
