@@ -218,5 +218,20 @@ def render(
     )
 
 
+def _register() -> None:
+    """Attach the verb groups that live in cloudctl/commands/ (imported lazily by click)."""
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        for cmd in getattr(module, "COMMANDS", ()):
+            main.add_command(cmd)
+
+
+_register()
+
 if __name__ == "__main__":  # pragma: no cover
     main()
