@@ -1,0 +1,333 @@
+"""Read-only TFTP server on asyncio: thin transport around ``tftp_proto``.
+
+The listening socket only receives requests; every accepted transfer gets its own ephemeral UDP
+socket (its TID, RFC 1350), so transfers run concurrently and independently. Sockets are plain
+non-blocking sockets driven by ``loop.add_reader`` (cheaper per packet than datagram protocols),
+and each transfer has at most one timer armed at a time.
+
+Transfer sockets are *connected* to the client: the kernel then picks the reply source address
+and drops datagrams from any other host/port before they reach us. RFC 1350 says such a stray
+packet "should" be answered with ERROR 5 (unknown TID); we drop it silently instead, which
+leaves the transfer undisturbed as the RFC requires and makes send/recv markedly cheaper
+(measured in bench/tftp.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import time
+from pathlib import Path
+
+from ..errors import EnvironmentNotReady
+from .events import BootEvent, OnEvent
+from .tftp_proto import (
+    MAX_PACKET,
+    OP_ACK,
+    Accepted,
+    BytesSource,
+    ErrorCode,
+    FileSource,
+    Ignored,
+    Output,
+    ReadTransfer,
+    Refused,
+    State,
+    encode_error,
+    handle_request,
+)
+
+MAX_TRANSFERS = 1024
+BATCH = 64
+"""Datagrams handled per transfer per event-loop wake-up."""
+SENDING = State.SENDING
+DONE = State.DONE
+
+
+def _peer(addr: tuple[str, int]) -> str:
+    return f"{addr[0]}:{addr[1]}"
+
+
+class _Session:
+    """One read transfer: its own socket, its state machine, one timer."""
+
+    def __init__(
+        self,
+        server: TftpServer,
+        accepted: Accepted,
+        client: tuple[str, int],
+        sock: socket.socket,
+    ) -> None:
+        self.server = server
+        self.client = client
+        self.sock = sock
+        self.filename = accepted.request.filename
+        self.source: FileSource | BytesSource
+        if accepted.converted is not None:
+            self.source = BytesSource(accepted.converted)
+        else:
+            self.source = server._content.source(accepted.path)
+        self.transfer = ReadTransfer(self.source, accepted.negotiated, retries=server.retries)
+        self.loop = asyncio.get_running_loop()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None
+        self.closed = False
+
+    def start(self) -> None:
+        self.loop.add_reader(self.sock.fileno(), self._readable)
+        self._apply(self.transfer.start(time.monotonic()))
+
+    def _send(self, packets: list[bytes]) -> None:
+        for p in packets:
+            try:
+                self.sock.send(p)
+            except BlockingIOError:
+                return  # socket buffer full: the retransmission timer recovers
+            except OSError as exc:
+                self._finish(Output(finished=True, error=f"send failed: {exc.strerror}"))
+                return
+
+    def _apply(self, out: Output) -> None:
+        if out.send:
+            self._send(out.send)
+        if out.finished:
+            self._finish(out)
+            return
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.transfer.deadline
+        if deadline is None or self.closed:
+            return
+        # Keep one timer; when it fires early (the deadline moved on), it re-arms itself.
+        if self.timer is None or self.timer_at is None or deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = deadline
+            self.timer = self.loop.call_at(self._loop_time(deadline), self._on_timer)
+
+    def _loop_time(self, monotonic_deadline: float) -> float:
+        return self.loop.time() + (monotonic_deadline - time.monotonic())
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.timer_at = None
+        if self.closed:
+            return
+        self._apply(self.transfer.on_timer(time.monotonic()))
+
+    def _readable(self) -> None:
+        sock, transfer = self.sock, self.transfer
+        now = time.monotonic()  # one clock read per wake-up is precise enough for 1 s timers
+        # A fast client can answer before we see EAGAIN; cap the ping-pong per wake-up so one
+        # transfer cannot starve the others (and the HTTP/DHCP servers on the same loop).
+        for _ in range(BATCH):
+            try:
+                data = sock.recv(MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                reason = "client unreachable" if exc.errno == errno.ECONNREFUSED else exc.strerror
+                self._finish(Output(finished=True, error=f"receive failed: {reason}"))
+                return
+            if len(data) == 4 and data[1] == OP_ACK and data[0] == 0 and transfer.state is SENDING:
+                # Hot path: one ACK in, the next block(s) out, no packet objects.
+                for packet in transfer.on_ack((data[2] << 8) | data[3], now):
+                    try:
+                        sock.send(packet)
+                    except BlockingIOError:
+                        break  # socket buffer full: the retransmission timer recovers
+                    except OSError as exc:
+                        self._finish(Output(finished=True, error=f"send failed: {exc.strerror}"))
+                        return
+                if transfer.state is DONE:
+                    self._finish(Output(finished=True))
+                    return
+                if self.timer is None:
+                    self._arm()
+                continue
+            self._apply(transfer.receive(data, now))
+            if self.closed:
+                return
+
+    def _finish(self, out: Output) -> None:
+        if self.closed:
+            return
+        self.close()
+        if out.error is None:
+            # detail: the negotiated options ("blksize=1428 windowsize=8"), None for plain RFC 1350
+            oack = self.transfer.neg.oack
+            detail = " ".join(f"{k}={v}" for k, v in oack.items()) or None
+            self.server._emit("tftp-sent", self.client, self.filename, self.transfer.size, detail)
+        else:
+            self.server._emit(
+                "tftp-error", self.client, self.filename, self.transfer.bytes_sent, out.error
+            )
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        if isinstance(self.source, FileSource):
+            self.source.close()
+        self.server._sessions.discard(self)
+
+
+class _ContentCache:
+    """Small served files (iPXE binaries are < 2 MB) kept in memory, shared by transfers.
+
+    Keyed by device, inode, size and mtime, so a replaced file is read again. Files above
+    ``max_file`` are read block by block with pread instead.
+    """
+
+    def __init__(self, max_file: int = 16 << 20, max_total: int = 128 << 20) -> None:
+        self.max_file = max_file
+        self.max_total = max_total
+        self._entries: dict[tuple[int, int, int, int], BytesSource] = {}
+        self._total = 0
+
+    def source(self, path: Path) -> FileSource | BytesSource:
+        src = FileSource(path)
+        st = os.fstat(src.fileno)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = self._entries.get(key)
+        if hit is not None:
+            src.close()
+            return hit
+        if st.st_size > self.max_file or self._total + st.st_size > self.max_total:
+            return src
+        data = src.read(0, st.st_size)
+        src.close()
+        if len(data) != st.st_size:  # changed while reading: do not cache
+            return BytesSource(data)
+        entry = BytesSource(data)
+        self._entries[key] = entry
+        self._total += len(data)
+        return entry
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._total = 0
+
+
+class TftpServer:
+    """Read-only TFTP server for one root directory."""
+
+    def __init__(
+        self,
+        root: Path,
+        host: str,
+        port: int = 69,
+        *,
+        on_event: OnEvent | None = None,
+        max_blksize: int = 1468,
+        timeout: float = 1.0,
+        retries: int = 5,
+    ) -> None:
+        self.root = Path(root)
+        self.host = host
+        self.port = port
+        self.on_event = on_event
+        self.max_blksize = max_blksize
+        self.timeout = timeout
+        self.retries = retries
+        self._sock: socket.socket | None = None
+        self._sessions: set[_Session] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._content = _ContentCache()
+
+    @property
+    def active_transfers(self) -> int:
+        return len(self._sessions)
+
+    async def start(self) -> None:
+        if not self.root.is_dir():
+            raise EnvironmentNotReady(f"TFTP root {self.root} is not a directory")
+        self._loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise EnvironmentNotReady(
+                f"TFTP cannot bind {self.host}:{self.port}: {exc.strerror}"
+            ) from None
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._loop.add_reader(sock.fileno(), self._on_request)
+
+    async def stop(self) -> None:
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for s in list(self._sessions):
+            s.close()
+        self._content.clear()
+
+    def _emit(
+        self,
+        kind: str,
+        client: tuple[str, int],
+        path: str | None,
+        size: int | None,
+        detail: str | None,
+    ) -> None:
+        if self.on_event is not None:
+            self.on_event(BootEvent(kind, None, _peer(client), path, size, time.time(), detail))
+
+    def _on_request(self) -> None:
+        sock = self._sock
+        while sock is not None:
+            try:
+                data, addr = sock.recvfrom(MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            decision = handle_request(
+                data, self.root, max_blksize=self.max_blksize, default_timeout=self.timeout
+            )
+            if isinstance(decision, Ignored):
+                continue
+            if isinstance(decision, Refused):
+                with contextlib.suppress(OSError):
+                    sock.sendto(decision.packet(), addr)
+                self._emit("tftp-error", addr, decision.filename, None, decision.message)
+                continue
+            if len(self._sessions) >= MAX_TRANSFERS:
+                with contextlib.suppress(OSError):
+                    sock.sendto(encode_error(ErrorCode.NOT_DEFINED, "server busy"), addr)
+                self._emit("tftp-error", addr, decision.request.filename, None, "server busy")
+                continue
+            self._begin(decision, addr)
+
+    def _begin(self, accepted: Accepted, client: tuple[str, int]) -> None:
+        family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
+        tsock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            tsock.bind((self.host, 0))
+            tsock.connect(client)
+            tsock.setblocking(False)
+            session = _Session(self, accepted, client, tsock)
+        except OSError as exc:
+            tsock.close()
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    msg = f"cannot serve {accepted.request.filename!r}"
+                    self._sock.sendto(encode_error(ErrorCode.NOT_DEFINED, msg), client)
+            self._emit("tftp-error", client, accepted.request.filename, None, str(exc))
+            return
+        self._sessions.add(session)
+        session.start()

@@ -1,0 +1,457 @@
+"""TFTP protocol core: codec, option negotiation, path policy, read-transfer state machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloudctl.boot import tftp_proto as tp
+from cloudctl.boot.tftp_proto import (
+    Ack,
+    BytesSource,
+    Data,
+    Error,
+    ErrorCode,
+    Negotiated,
+    OptionAck,
+    ReadTransfer,
+    Request,
+    State,
+    TftpProtocolError,
+    decode,
+    encode_ack,
+    encode_data,
+    encode_error,
+    encode_oack,
+    encode_request,
+    handle_request,
+    negotiate,
+    resolve_path,
+)
+
+# --------------------------------------------------------------------------- codec
+
+
+def test_request_round_trip_with_options() -> None:
+    req = Request(tp.OP_RRQ, "undionly.kpxe", "octet", {"blksize": "1428", "tsize": "0"})
+    wire = encode_request(req)
+    assert wire == b"\x00\x01undionly.kpxe\x00octet\x00blksize\x001428\x00tsize\x000\x00"
+    assert decode(wire) == req
+
+
+def test_decode_lowercases_mode_and_option_names() -> None:
+    pkt = decode(b"\x00\x01f\x00OCTET\x00BlkSize\x00512\x00")
+    assert isinstance(pkt, Request)
+    assert pkt.mode == "octet" and pkt.options == {"blksize": "512"}
+
+
+@pytest.mark.parametrize(
+    ("packet", "expected"),
+    [
+        (encode_data(7, b"abc"), Data(7, b"abc")),
+        (encode_data(0x1_0000, b""), Data(0, b"")),  # wire number wraps
+        (encode_ack(65535), Ack(65535)),
+        (encode_error(1, "nope"), Error(1, "nope")),
+        (encode_oack({"blksize": "1024"}), OptionAck({"blksize": "1024"})),
+    ],
+)
+def test_packet_round_trips(packet: bytes, expected: object) -> None:
+    assert decode(packet) == expected
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"",
+        b"\x00",
+        b"\x00\x09xx",  # unknown opcode
+        b"\x00\x01file\x00octet",  # not NUL terminated
+        b"\x00\x01file\x00",  # no mode
+        b"\x00\x01\x00octet\x00",  # empty name
+        b"\x00\x01f\x00binary\x00",  # unknown mode
+        b"\x00\x01f\x00octet\x00blksize\x00",  # option without value (odd count)
+        b"\x00\x01f\x00octet\x00a\x001\x00A\x002\x00",  # duplicate option
+        b"\x00\x01f\xff\x00octet\x00",  # non-ASCII
+        b"\x00\x04\x00",  # short ACK
+        b"\x00\x04\x00\x01\x00",  # long ACK
+        b"\x00\x03\x00",  # short DATA
+    ],
+)
+def test_malformed_packets_raise_protocol_error(wire: bytes) -> None:
+    with pytest.raises(TftpProtocolError) as exc:
+        decode(wire)
+    assert exc.value.code == ErrorCode.ILLEGAL_OPERATION
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(max_size=600))
+def test_decode_never_crashes(data: bytes) -> None:
+    with contextlib.suppress(TftpProtocolError):
+        decode(data)
+
+
+# --------------------------------------------------------------------------- negotiation
+
+
+def _neg(options: dict[str, str], size: int = 10_000) -> Negotiated:
+    return negotiate(options, file_size=size, max_blksize=1468, default_timeout=1.0)
+
+
+def test_no_options_means_no_oack() -> None:
+    n = _neg({})
+    assert n.oack == {} and n.blksize == 512 and n.windowsize == 1
+
+
+def test_blksize_is_clamped_to_server_max() -> None:
+    n = _neg({"blksize": "65464"})
+    assert n.blksize == 1468 and n.oack == {"blksize": "1468"}
+
+
+def test_invalid_and_unknown_options_are_left_out() -> None:
+    n = _neg({"blksize": "7", "timeout": "0", "windowsize": "x", "multicast": "", "foo": "1"})
+    assert n.oack == {} and n.blksize == 512 and n.windowsize == 1
+
+
+def test_tsize_timeout_windowsize() -> None:
+    n = _neg({"tsize": "0", "timeout": "3", "windowsize": "1000", "blksize": "1024"}, 123456)
+    assert n.oack == {"tsize": "123456", "timeout": "3", "windowsize": "64", "blksize": "1024"}
+    assert list(n.oack) == ["tsize", "timeout", "windowsize", "blksize"]  # client's order
+    assert (n.blksize, n.timeout, n.windowsize) == (1024, 3.0, 64)
+
+
+# --------------------------------------------------------------------------- path policy
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    (r / "sub").mkdir(parents=True)
+    (r / "undionly.kpxe").write_bytes(b"ipxe")
+    (r / "sub" / "f.bin").write_bytes(b"x")
+    (tmp_path / "secret").write_text("outside")
+    os.symlink(tmp_path / "secret", r / "escape")
+    os.symlink(r / "sub" / "f.bin", r / "inside-link")
+    os.symlink("/etc", r / "etc-link")
+    return r
+
+
+@pytest.mark.parametrize(
+    "name", ["undionly.kpxe", "/undionly.kpxe", "./undionly.kpxe", "sub/f.bin", "sub\\f.bin"]
+)
+def test_allowed_paths(root: Path, name: str) -> None:
+    assert resolve_path(root, name).is_file()
+
+
+def test_symlink_inside_root_is_allowed(root: Path) -> None:
+    assert resolve_path(root, "inside-link") == (root / "sub" / "f.bin").resolve()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../secret",
+        "sub/../../secret",
+        "..\\secret",
+        "//etc/passwd",
+        "escape",
+        "etc-link/passwd",
+        "undionly.kpxe\0.txt",
+        "..",
+    ],
+)
+def test_escapes_are_access_violations(root: Path, name: str) -> None:
+    with pytest.raises(TftpProtocolError) as exc:
+        resolve_path(root, name)
+    assert exc.value.code == ErrorCode.ACCESS_VIOLATION
+
+
+@pytest.mark.parametrize("name", ["missing", "sub", "sub/f.bin/x"])
+def test_missing_and_non_files_are_not_found(root: Path, name: str) -> None:
+    with pytest.raises(TftpProtocolError) as exc:
+        resolve_path(root, name)
+    assert exc.value.code == ErrorCode.FILE_NOT_FOUND
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.text(alphabet="./\\ae%\0sctrub", min_size=1, max_size=24))
+def test_resolve_never_leaves_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+    r = _fuzz_root(tmp_path_factory)
+    try:
+        p = resolve_path(r, name)
+    except TftpProtocolError:
+        return
+    assert r.resolve() in p.parents
+
+
+_FUZZ_ROOT: list[Path] = []
+
+
+def _fuzz_root(factory: pytest.TempPathFactory) -> Path:
+    if not _FUZZ_ROOT:
+        base = factory.mktemp("fuzz")
+        r = base / "root"
+        (r / "sub").mkdir(parents=True)
+        (r / "a").write_text("a")
+        (r / "sub" / "e").write_text("e")
+        (base / "secret").write_text("s")
+        os.symlink(base / "secret", r / "s")
+        _FUZZ_ROOT.append(r)
+    return _FUZZ_ROOT[0]
+
+
+# --------------------------------------------------------------------------- request policy
+
+
+def test_write_request_is_refused(root: Path) -> None:
+    d = handle_request(b"\x00\x02x\x00octet\x00", root, max_blksize=1468, default_timeout=1)
+    assert isinstance(d, tp.Refused) and d.code == ErrorCode.ACCESS_VIOLATION
+    assert decode(d.packet()) == Error(2, d.message)
+
+
+def test_missing_file_is_file_not_found(root: Path) -> None:
+    d = handle_request(b"\x00\x01nope\x00octet\x00", root, max_blksize=1468, default_timeout=1)
+    assert isinstance(d, tp.Refused) and d.code == ErrorCode.FILE_NOT_FOUND
+
+
+def test_non_request_on_listening_port_is_ignored(root: Path) -> None:
+    d = handle_request(encode_ack(1), root, max_blksize=1468, default_timeout=1)
+    assert isinstance(d, tp.Ignored)
+    d = handle_request(b"\x00\x09", root, max_blksize=1468, default_timeout=1)
+    assert isinstance(d, tp.Refused) and d.code == ErrorCode.ILLEGAL_OPERATION
+
+
+def test_netascii_request_gets_converted_content_and_tsize(root: Path) -> None:
+    (root / "t.txt").write_bytes(b"a\nb\rc")
+    d = handle_request(
+        b"\x00\x01t.txt\x00netascii\x00tsize\x000\x00", root, max_blksize=1468, default_timeout=1
+    )
+    assert isinstance(d, tp.Accepted)
+    assert d.converted == b"a\r\nb\r\0c"
+    assert d.negotiated.oack == {"tsize": "7"}
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+def _blocks(packets: list[bytes]) -> list[tuple[int, bytes]]:
+    out = []
+    for p in packets:
+        pkt = decode(p)
+        assert isinstance(pkt, Data), pkt
+        out.append((pkt.block, pkt.payload))
+    return out
+
+
+def test_plain_transfer_with_short_last_block() -> None:
+    t = ReadTransfer(BytesSource(b"x" * 1000), Negotiated())
+    out = t.start(0.0)
+    assert _blocks(out.send) == [(1, b"x" * 512)]
+    out = t.receive(encode_ack(1), 0.1)
+    assert _blocks(out.send) == [(2, b"x" * 488)]
+    out = t.receive(encode_ack(2), 0.2)
+    assert out.finished and out.error is None and out.send == [] and t.state is State.DONE
+
+
+def test_exact_multiple_ends_with_empty_block() -> None:
+    t = ReadTransfer(BytesSource(b"y" * 1024), Negotiated())
+    t.start(0.0)
+    t.receive(encode_ack(1), 0.0)
+    out = t.receive(encode_ack(2), 0.0)
+    assert _blocks(out.send) == [(3, b"")]
+    assert t.receive(encode_ack(3), 0.0).finished
+
+
+def test_empty_file_is_one_empty_block() -> None:
+    t = ReadTransfer(BytesSource(b""), Negotiated())
+    assert _blocks(t.start(0.0).send) == [(1, b"")]
+    assert t.receive(encode_ack(1), 0.0).finished
+
+
+def test_oack_then_ack0_starts_data() -> None:
+    neg = _neg({"blksize": "1024", "tsize": "0"}, 3000)
+    t = ReadTransfer(BytesSource(b"z" * 3000), neg)
+    out = t.start(0.0)
+    assert decode(out.send[0]) == OptionAck({"blksize": "1024", "tsize": "3000"})
+    assert t.receive(encode_ack(5), 0.1).send == []  # stray ACK ignored while waiting
+    out = t.receive(encode_ack(0), 0.2)
+    assert _blocks(out.send) == [(1, b"z" * 1024)]
+
+
+def test_oack_is_retransmitted_on_timeout() -> None:
+    t = ReadTransfer(BytesSource(b"z"), _neg({"tsize": "0"}, 1))
+    t.start(0.0)
+    assert t.on_timer(0.5).send == []  # before the deadline
+    assert decode(t.on_timer(1.0).send[0]) == OptionAck({"tsize": "1"})
+
+
+def test_client_refusing_options_ends_transfer() -> None:
+    t = ReadTransfer(BytesSource(b"z"), _neg({"tsize": "0"}, 1))
+    t.start(0.0)
+    out = t.receive(encode_error(8, "no thanks"), 0.1)
+    assert out.finished and out.error and "8" in out.error and out.send == []
+
+
+def test_duplicate_ack_does_not_trigger_resend_sorcerers_apprentice() -> None:
+    t = ReadTransfer(BytesSource(b"a" * 2000), Negotiated())
+    t.start(0.0)
+    assert len(t.receive(encode_ack(1), 0.1).send) == 1  # block 2
+    assert t.receive(encode_ack(1), 0.2).send == []  # duplicate ACK 1: nothing
+    assert t.receive(encode_ack(1), 0.3).send == []
+    assert _blocks(t.receive(encode_ack(2), 0.4).send) == [(3, b"a" * 512)]
+
+
+def test_timeout_retransmits_then_gives_up() -> None:
+    t = ReadTransfer(BytesSource(b"a" * 600), Negotiated(timeout=1.0), retries=2)
+    t.start(0.0)
+    assert t.deadline == 1.0
+    assert _blocks(t.on_timer(1.0).send) == [(1, b"a" * 512)]
+    assert _blocks(t.on_timer(2.0).send) == [(1, b"a" * 512)]
+    out = t.on_timer(3.0)
+    assert out.finished and out.error and "timed out" in out.error
+    assert decode(out.send[0]) == Error(0, out.error)
+    assert t.state is State.FAILED
+
+
+def test_ack_resets_retry_budget() -> None:
+    t = ReadTransfer(BytesSource(b"a" * 2000), Negotiated(timeout=1.0), retries=1)
+    t.start(0.0)
+    t.on_timer(1.0)  # one retransmission used
+    t.receive(encode_ack(1), 1.5)
+    assert not t.on_timer(2.6).finished  # budget restored by progress
+
+
+def test_windowsize_sends_window_and_restarts_after_partial_ack() -> None:
+    neg = Negotiated(blksize=8, windowsize=4, oack={"windowsize": "4"})
+    t = ReadTransfer(BytesSource(bytes(range(80))), neg)  # 10 full blocks + empty 11th
+    t.start(0.0)
+    out = t.receive(encode_ack(0), 0.0)
+    assert [b for b, _ in _blocks(out.send)] == [1, 2, 3, 4]
+    out = t.receive(encode_ack(2), 0.1)  # client missed 3: window restarts at 3
+    assert [b for b, _ in _blocks(out.send)] == [3, 4, 5, 6]
+    out = t.receive(encode_ack(6), 0.2)
+    assert [b for b, _ in _blocks(out.send)] == [7, 8, 9, 10]
+    out = t.receive(encode_ack(10), 0.3)
+    assert _blocks(out.send) == [(11, b"")]
+    assert t.receive(encode_ack(11), 0.4).finished
+
+
+def test_windowsize_duplicate_ack_resends_once_per_window() -> None:
+    neg = Negotiated(blksize=8, windowsize=4)
+    t = ReadTransfer(BytesSource(bytes(64)), neg)
+    t.start(0.0)
+    t.receive(encode_ack(4), 0.0)  # window 5..8 in flight
+    assert [b for b, _ in _blocks(t.receive(encode_ack(4), 0.1).send)] == [5, 6, 7, 8]
+    assert t.receive(encode_ack(4), 0.2).send == []  # not again: no apprentice cascade
+
+
+def test_ack_older_than_window_is_ignored() -> None:
+    t = ReadTransfer(BytesSource(bytes(100)), Negotiated(blksize=8, windowsize=2))
+    t.start(0.0)
+    t.receive(encode_ack(2), 0.0)
+    t.receive(encode_ack(4), 0.0)
+    assert t.receive(encode_ack(1), 0.0).send == []
+    assert t.acked == 4
+
+
+def test_non_ack_packet_is_an_illegal_operation() -> None:
+    t = ReadTransfer(BytesSource(bytes(100)), Negotiated())
+    t.start(0.0)
+    out = t.receive(encode_data(1, b"x"), 0.0)
+    assert out.finished and decode(out.send[0]) == Error(4, "only ACK expected on a read transfer")
+
+
+def _run_client(
+    t: ReadTransfer, *, loss: float, seed: int, window: int, oack: bool
+) -> tuple[bytes, int]:
+    """A simulated RFC 7440 client over a lossy link; returns (data, rounds)."""
+    rng = random.Random(seed)
+    now = 0.0
+    got: list[bytes] = []
+    expected = 1  # absolute block expected next
+    inflight = t.start(now).send
+    rounds = 0
+    while True:
+        rounds += 1
+        assert rounds < 200_000, "transfer does not converge"
+        delivered = [p for p in inflight if rng.random() >= loss]
+        acks: list[int] = []
+        if oack and any(decode(p).__class__ is OptionAck for p in delivered):
+            acks.append(0)
+        finished_client = False
+        for p in delivered:
+            pkt = decode(p)
+            if isinstance(pkt, Data):
+                if pkt.block == expected & 0xFFFF:
+                    got.append(pkt.payload)
+                    expected += 1
+                    if len(pkt.payload) < t.blksize:
+                        finished_client = True
+                    if (expected - 1) % window == 0 or finished_client:
+                        acks.append(expected - 1)
+                else:
+                    acks.append(expected - 1)  # out of order: ack last in-order block
+        inflight = []
+        for a in acks:
+            if rng.random() >= loss:
+                out = t.receive(encode_ack(a), now)
+                inflight += out.send
+                if out.finished:
+                    return b"".join(got), rounds
+        if not inflight:
+            now = (t.deadline or now) + 0.001
+            out = t.on_timer(now)
+            assert not out.finished or out.error is None, out.error
+            inflight = out.send
+
+
+@pytest.mark.parametrize(("window", "loss"), [(1, 0.0), (1, 0.1), (8, 0.0), (8, 0.1)])
+def test_lossy_transfer_reassembles(window: int, loss: float) -> None:
+    data = os.urandom(8 * 400 + 5)
+    neg = Negotiated(blksize=8, windowsize=window, oack={"windowsize": str(window)})
+    t = ReadTransfer(BytesSource(data), neg, retries=1000)
+    got, _ = _run_client(t, loss=loss, seed=window * 100 + int(loss * 10), window=window, oack=True)
+    assert got == data
+
+
+def test_block_number_rollover_past_65535() -> None:
+    # 70,000 blocks of 8 bytes: wire numbers go ...65534, 65535, 0, 1, ...
+    data = struct.pack("!I", 7) * (2 * 70_000) + b"end"
+    t = ReadTransfer(BytesSource(data), Negotiated(blksize=8, windowsize=16))
+    wire_numbers: list[int] = []
+    got = bytearray()
+    expected = 1
+    out = t.start(0.0)
+    while True:
+        last = None
+        for p in out.send:
+            pkt = decode(p)
+            assert isinstance(pkt, Data)
+            wire_numbers.append(pkt.block)
+            assert pkt.block == expected & 0xFFFF
+            got += pkt.payload
+            expected += 1
+            last = pkt.block
+        assert last is not None
+        out = t.receive(encode_ack(last), 0.0)
+        if out.finished:
+            break
+    assert bytes(got) == data
+    i = wire_numbers.index(65535)
+    assert wire_numbers[i + 1] == 0 and wire_numbers[i + 2] == 1
+    assert t.state is State.DONE and t.acked == len(data) // 8 + 1
+
+
+def test_error_on_listening_port_is_not_answered(root: Path) -> None:
+    d = handle_request(encode_error(0, "bye"), root, max_blksize=1468, default_timeout=1)
+    assert isinstance(d, tp.Ignored)
+
+
+def test_tsize_with_non_numeric_value_still_reports_size() -> None:
+    assert _neg({"tsize": "enable"}, 42).oack == {"tsize": "42"}
