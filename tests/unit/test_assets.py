@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -280,3 +281,44 @@ def test_concurrent_fetch_into_same_cache_is_refused(
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         with pytest.raises(EnvironmentNotReady, match="another cloudctl"):
             fetch_assets(inventory(), cache=tmp_path, factory_url=url)
+
+
+def test_cli_image_fetch_json(tmp_path: Path, factory: tuple[str, type[Factory]]) -> None:
+    from click.testing import CliRunner
+
+    from cloudctl.cli import main
+    from cloudctl.inventory import load_inventory
+
+    url, f = factory
+    example = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(example.read_text())
+    r = CliRunner().invoke(main, ["image", "fetch", "-i", str(inv_path), "--cache",
+                                  str(tmp_path / "cache"), "--factory-url", url, "-o", "json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["schematic"] == schematic_for(load_inventory(inv_path).inventory).id
+    kernel = Path(out["assets"]["kernel"]["path"])
+    assert kernel.read_bytes() == f.files["kernel-amd64"]
+    assert out["assets"]["kernel"]["checksum"] == "recorded"
+    r = CliRunner().invoke(main, ["image", "fetch", "-i", str(inv_path), "--cache",
+                                  str(tmp_path / "cache"), "--factory-url", url])
+    assert r.exit_code == 0 and "cached" in r.stdout
+
+
+def test_cli_image_fetch_unreachable_factory(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cloudctl.cli import main
+
+    example = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(example.read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = CliRunner().invoke(main, ["image", "fetch", "-i", str(inv_path), "--cache",
+                                  str(tmp_path / "c"), "--factory-url",
+                                  f"http://127.0.0.1:{port}", "--timeout", "3"])
+    assert r.exit_code in (6, 7), r.output
+    assert "127.0.0.1" in r.stderr
