@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -104,7 +104,7 @@ class KubeApi:
         self.controllers.reconcile(self.clock())
         url = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        parts = [p for p in url.path.split("/") if p]
+        parts = [unquote(p) for p in url.path.split("/") if p]
         self.requests[method] += 1
         try:
             return self._route(method, parts, query, _lower(headers), body)

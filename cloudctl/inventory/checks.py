@@ -169,13 +169,13 @@ def _cidrs(inv: Inventory) -> Iterator[Problem]:
                 yield Problem(pb, msg)
     # pool addresses must not sit in cluster-internal ranges
     for pi, pool in enumerate(inv.platform.metallb.pools):
-        for ai, a in enumerate(pool.addresses):
-            lo, hi = _pool_ranges(a)
+        for ai, entry in enumerate(pool.addresses):
+            lo, hi = _pool_ranges(entry)
             for path, net, what in named[1:]:
                 if _overlap((lo, hi), _net_range(net)):
                     yield Problem(
                         f"platform.metallb.pools[{pi}].addresses[{ai}]",
-                        f"{a} overlaps the {what} {net} ({path})",
+                        f"{entry} overlaps the {what} {net} ({path})",
                     )
 
 
