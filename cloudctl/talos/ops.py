@@ -487,18 +487,25 @@ def bootstrap_node(inv: Inventory) -> Node:
 def etcd_views_problem(views: dict[str, list[EtcdMember] | None]) -> str | None:
     """Split-brain detection over each control plane's EtcdMemberList (pure).
 
-    ``None`` = that node has no etcd yet. Nodes with etcd must all report the same member
-    set; two different sets mean two etcd clusters.
+    ``None`` = that node has no etcd yet. Views read while a member joins may differ (one
+    node already lists the new member, another not yet), so views that share a member are
+    one cluster; views with no member in common mean two etcd clusters.
     """
-    sets: dict[frozenset[int], list[str]] = {}
+    groups: list[tuple[set[int], list[str]]] = []
     for node, members in views.items():
-        if members:
-            sets.setdefault(frozenset(m.id for m in members), []).append(node)
-    if len(sets) <= 1:
+        if not members:
+            continue
+        ids, nodes = {m.id for m in members}, [node]
+        for g in [g for g in groups if g[0] & ids]:
+            groups.remove(g)
+            ids |= g[0]
+            nodes += g[1]
+        groups.append((ids, nodes))
+    if len(groups) <= 1:
         return None
     desc = "; ".join(
         f"{', '.join(sorted(nodes))} see members {{{', '.join(sorted(f'{i:x}' for i in ids))}}}"
-        for ids, nodes in sets.items()
+        for ids, nodes in groups
     )
     return f"etcd split brain: control planes report different clusters ({desc})"
 
@@ -580,7 +587,8 @@ async def wait_etcd_healthy(
         split = etcd_views_problem(views)
         if split:
             raise RemoteError(split)
-        if all(views.values()):
+        settled = len({frozenset(m.id for m in v or ()) for v in views.values()}) == 1
+        if all(views.values()) and settled:
             first = next(iter(views.values()))
             assert first is not None
             return tuple(sorted(m.hostname for m in first))

@@ -1,0 +1,232 @@
+"""The emulated rack as a long-lived process: Talos nodes + the Kubernetes API emulator.
+
+    python -m cloudctl.emulate.rack -i inventory.yaml --secrets DIR --dir CLUSTER_DIR/emulator \
+        [--fail-release NAME=REASON:MESSAGE] [--release-delay S]
+
+``cloudctl bootstrap --emulate`` starts it detached (see :mod:`cloudctl.emulate.rack_control`)
+so it outlives a killed bootstrap process, exactly as a real rack outlives its operator's
+terminal. It stands in for machines that already PXE-booted into maintenance mode.
+
+- The Kubernetes API emulator is started with the cluster's Kubernetes CA (from the secrets
+  bundle) so the kubeconfig the emulated control planes stream is accepted; HelmRelease values
+  are checked against the vendored chart schemas.
+- A Talos node joins Kubernetes (``add_node``) once it runs in normal mode and etcd has been
+  bootstrapped — when a kubelet would register.
+- ``<dir>/rack.json`` (rewritten atomically whenever it changes) holds the pid, the Talos port,
+  the Kubernetes API URL and the counters tests read: Bootstrap RPCs and applies per node, and
+  per HelmRelease its uid, generation and Ready state. No secrets.
+- Flux Kustomizations whose GitRepository is local (``file://`` or HTTP on loopback) are
+  reconciled for real
+  (:mod:`cloudctl.emulate.rack_gitops`): the tree at the branch head is applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..inventory import load_inventory
+from ..inventory.models import Inventory
+from ..render.gitops.contracts import VENDORED_CRDS
+from ..resources import read_text
+from ..secrets import SecretsStore
+from .kube_api import KubeApiEmulator
+from .kube_platform import platform_values_validators
+from .rack_control import RACK_FILE
+from .rack_gitops import FileGitKustomizeController
+from .talos_rack import Rack
+
+POLL = 0.05
+
+CHART_CRDS: dict[str, tuple[str, ...]] = {
+    "metallb": tuple(f for f in VENDORED_CRDS if "/metallb/" in f),
+    "piraeus-operator": tuple(f for f in VENDORED_CRDS if "/piraeus/" in f),
+}
+"""Release -> the vendored CRDs its chart ships (``crds/``): installed into the Kubernetes
+emulator when the release becomes Ready, as Helm would install them."""
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def parse_failure(text: str) -> tuple[str, str, str]:
+    """``NAME=REASON:MESSAGE`` -> (name, reason, message)."""
+    name, _, rest = text.partition("=")
+    reason, _, message = rest.partition(":")
+    if not name or not reason:
+        raise ValueError(f"--fail-release wants NAME=REASON:MESSAGE, got {text!r}")
+    return name, reason, message or "Helm install failed: injected failure"
+
+
+class RackProcess:
+    def __init__(
+        self,
+        inv: Inventory,
+        emu: KubeApiEmulator,
+        rack: Rack,
+        directory: Path,
+    ) -> None:
+        self.inv = inv
+        self.emu = emu
+        self.rack = rack
+        self.directory = directory
+        self.joined: set[str] = set()
+        self.charts_installed: set[str] = set()
+        self.gitops = FileGitKustomizeController(emu, directory / "git-cache")
+        self._last = ""
+
+    def snapshot(self) -> dict[str, Any]:
+        releases = {}
+        for hr in self.emu.list("helm.toolkit.fluxcd.io/v2", "HelmRelease"):
+            meta = hr["metadata"]
+            conds = (hr.get("status") or {}).get("conditions") or []
+            ready: dict[str, Any] = next((c for c in conds if c.get("type") == "Ready"), {})
+            releases[meta["name"]] = {
+                "uid": meta.get("uid"),
+                "generation": meta.get("generation"),
+                "ready": ready.get("status"),
+                "reason": ready.get("reason"),
+            }
+        nodes = {
+            name: {
+                "stage": n.state.stage,
+                "bootstrap_rpcs": n.state.bootstrap_rpcs,
+                "bootstrap_calls": n.state.bootstrap_calls,
+                "apply_calls": n.state.apply_calls,
+                "joined": name in self.joined,
+            }
+            for name, n in self.rack.nodes.items()
+        }
+        return {
+            "pid": os.getpid(),
+            "cluster": self.inv.cluster.name,
+            "talos_port": self.rack.port,
+            "kube_api_url": self.emu.url,
+            "ready": True,
+            "bootstrap_rpcs": sum(n["bootstrap_rpcs"] for n in nodes.values()),
+            "nodes": nodes,
+            "helmreleases": releases,
+            "gitops": {
+                "applied": dict(self.gitops.applied),
+                "errors": dict(self.gitops.errors),
+                "objects_applied": self.gitops.objects_applied,
+            },
+        }
+
+    def join_nodes(self) -> None:
+        """Running nodes of a bootstrapped cluster register with Kubernetes."""
+        if not any(n.state.etcd_member_id is not None for n in self.rack.nodes.values()):
+            return
+        for node in self.inv.nodes:
+            if node.name in self.joined or self.rack.nodes[node.name].state.stage != "running":
+                continue
+            self.emu.add_node(node.name, str(node.ip), (node.role,))
+            self.joined.add(node.name)
+
+    def install_chart_crds(self, snapshot: dict[str, Any]) -> None:
+        """Helm's part: a Ready release has installed its chart's CRDs."""
+        for name, rel in snapshot["helmreleases"].items():
+            if rel["ready"] != "True" or name in self.charts_installed:
+                continue
+            self.charts_installed.add(name)
+            for crd in _crds(CHART_CRDS.get(name, ())):
+                body = json.dumps(crd).encode()
+                headers = {"content-type": "application/json",
+                           "user-agent": "helm-controller/emulated"}
+                resp = self.emu.handle(
+                    "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                    headers, body)
+                if resp.code not in (201, 409):
+                    print(f"installing CRDs of {name}: {resp.code} {resp.body[:300]!r}",
+                          file=sys.stderr, flush=True)
+
+    def publish(self) -> None:
+        snap = self.snapshot()
+        self.install_chart_crds(snap)
+        text = json.dumps(snap, sort_keys=True)
+        if text != self._last:
+            write_json_atomic(self.directory / RACK_FILE, snap)
+            self._last = text
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.join_nodes()
+            self.gitops.reconcile()
+            self.emu.reconcile()
+            self.publish()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), POLL)
+
+
+def _crds(files: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    import yaml
+
+    for relative in files:
+        for doc in yaml.safe_load_all(read_text("helm-values", relative)):
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                yield doc
+
+
+async def serve(args: argparse.Namespace) -> None:
+    inv = load_inventory(args.inventory).inventory
+    bundle = SecretsStore(Path(args.secrets)).load()
+    assert bundle.k8s.key is not None
+    emu = KubeApiEmulator(
+        ca=(bundle.k8s.crt, bundle.k8s.key),
+        crd_delay=0.02,
+        workload_delay=args.workload_delay,
+        source_delay=0.02,
+        release_delay=args.release_delay,
+        values_validators=platform_values_validators(),
+        cluster_name=inv.cluster.name,
+        kubernetes_version=inv.cluster.kubernetes_version,
+    )
+    for spec in args.fail_release or ():
+        name, reason, message = parse_failure(spec)
+        emu.fail_release(name, reason, message)
+    emu.start()
+    directory = Path(args.dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Rack(inv, port=args.port or None, kube_api_url=emu.url) as rack:
+            proc = RackProcess(inv, emu, rack, directory)
+            await proc.run(stop)
+    finally:
+        emu.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (directory / RACK_FILE).unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Run an emulated rack (Talos nodes + Kubernetes API).")
+    p.add_argument("-i", "--inventory", required=True)
+    p.add_argument("--secrets", required=True, help="secrets directory (Kubernetes CA)")
+    p.add_argument("--dir", required=True, help="directory for rack.json")
+    p.add_argument("--port", type=int, default=0, help="Talos API port (default: a free one)")
+    p.add_argument("--release-delay", type=float, default=0.05)
+    p.add_argument("--workload-delay", type=float, default=0.05)
+    p.add_argument("--fail-release", action="append", metavar="NAME=REASON:MESSAGE")
+    args = p.parse_args(argv)
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The emulated rack's source- and kustomize-controller for local Git repositories.
+
+For each Flux ``Kustomization`` whose ``sourceRef`` is a ``GitRepository`` with a ``file://``
+URL or an ``http(s)://`` URL on a loopback address (mirrored with ``git fetch`` into a cache,
+at most every ``fetch_interval`` seconds), read the repository at the branch head (git CLI,
+nothing is checked out), follow
+``kustomization.yaml`` ``resources:`` from ``spec.path`` (directories and files, in order)
+and server-side apply every object into the Kubernetes API emulator with the field manager
+``kustomize-controller`` — what Flux would do. A revision is recorded as applied only when
+every object was accepted; otherwise it is retried on the next pass (CRDs becoming
+Established, a namespace not there yet). Other URLs are left alone (the emulator never
+reaches beyond loopback). Flux's CRD only admits http/https/ssh URLs, so a lab serves its
+repository over HTTP on loopback (``git http-backend``).
+
+Not done: kustomize patches/generators/images (cloudctl's tree uses plain ``resources:``),
+pruning, health checks (the emulator's own Kustomization reconciler sets Ready).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import posixpath
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import yaml
+
+from ..kube.objects import order_for_apply
+from .kube_api import KubeApiEmulator
+
+MANAGER = "kustomize-controller"
+
+
+class GitError(Exception):
+    pass
+
+
+def _git(repo: str, *args: str) -> bytes:
+    try:
+        return subprocess.run(["git", "--git-dir", repo, *args], capture_output=True,
+                              check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise GitError(f"git {' '.join(args)} in {repo}: {exc}") from None
+
+
+def head(repo: str, branch: str) -> str | None:
+    try:
+        return _git(repo, "rev-parse", "--verify", "-q", f"refs/heads/{branch}").decode().strip()
+    except GitError:
+        return None
+
+
+def _is_dir(repo: str, rev: str, path: str) -> bool:
+    try:
+        return _git(repo, "cat-file", "-t", f"{rev}:{path}").strip() == b"tree"
+    except GitError:
+        return False
+
+
+def read_objects(repo: str, rev: str, path: str) -> list[dict[str, Any]]:
+    """Objects of the kustomize directory ``path`` at ``rev`` (``resources:`` in order)."""
+    path = posixpath.normpath(path.lstrip("./") or ".")
+    kust = yaml.safe_load(_git(repo, "show", f"{rev}:{path}/kustomization.yaml")) or {}
+    out: list[dict[str, Any]] = []
+    for res in kust.get("resources") or []:
+        sub = posixpath.normpath(posixpath.join(path, str(res)))
+        if _is_dir(repo, rev, sub):
+            out += read_objects(repo, rev, sub)
+        else:
+            out += [d for d in yaml.safe_load_all(_git(repo, "show", f"{rev}:{sub}"))
+                    if isinstance(d, dict)]
+    return out
+
+
+def _item_path(emu: KubeApiEmulator, obj: Mapping[str, Any]) -> str | None:
+    rt = emu.store.type_of(str(obj.get("apiVersion")), str(obj.get("kind")))
+    if rt is None:
+        return None
+    base = f"/apis/{rt.api_version}" if rt.group else f"/api/{rt.version}"
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace") or "default"
+    where = f"/namespaces/{quote(ns, safe='')}" if rt.namespaced else ""
+    return f"{base}{where}/{rt.plural}/{quote(str(meta.get('name')), safe='')}"
+
+
+def is_loopback(host: str | None) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+class FileGitKustomizeController:
+    def __init__(self, emu: KubeApiEmulator, cache: Path, *, fetch_interval: float = 0.5) -> None:
+        self.emu = emu
+        self.cache = cache
+        self.fetch_interval = fetch_interval
+        self._fetched: dict[str, float] = {}
+        self.applied: dict[str, str] = {}
+        """Kustomization namespace/name -> last revision fully applied."""
+        self.errors: dict[str, str] = {}
+        self.objects_applied = 0
+
+    def apply(self, obj: Mapping[str, Any]) -> str | None:
+        target = _item_path(self.emu, obj)
+        if target is None:
+            return f"{obj.get('apiVersion')} {obj.get('kind')} is not served (yet)"
+        headers = {"content-type": "application/apply-patch+yaml",
+                   "user-agent": f"{MANAGER}/emulated"}
+        resp = self.emu.handle("PATCH", f"{target}?fieldManager={MANAGER}&force=true", headers,
+                               json.dumps(obj).encode())
+        if resp.code >= 300:
+            return f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}: " \
+                   f"{resp.code} {resp.body[:200].decode(errors='replace')}"
+        self.objects_applied += 1
+        return None
+
+    def local_repo(self, url_text: str, key: str) -> str | None:
+        """A git dir holding the URL's branches (the repo itself for file://), or None."""
+        url = urlsplit(url_text)
+        if url.scheme == "file":
+            return url.path
+        if url.scheme not in ("http", "https") or not is_loopback(url.hostname):
+            return None
+        mirror = self.cache / hashlib.sha256(url_text.encode()).hexdigest()[:16]
+        now = time.monotonic()
+        if now - self._fetched.get(url_text, -1e9) < self.fetch_interval:
+            return str(mirror) if mirror.is_dir() else None
+        self._fetched[url_text] = now
+        try:
+            if not mirror.is_dir():
+                subprocess.run(["git", "init", "-q", "--bare", str(mirror)], check=True,
+                               capture_output=True, timeout=30)
+            _git(str(mirror), "fetch", "-q", "--prune", url_text, "+refs/heads/*:refs/heads/*")
+        except (GitError, OSError, subprocess.SubprocessError) as exc:
+            self.errors[key] = str(exc)
+            return None
+        return str(mirror)
+
+    def reconcile(self) -> None:
+        for ks in self.emu.list("kustomize.toolkit.fluxcd.io/v1", "Kustomization"):
+            meta, spec = ks["metadata"], ks.get("spec") or {}
+            ref = spec.get("sourceRef") or {}
+            if ref.get("kind", "GitRepository") != "GitRepository" or spec.get("suspend"):
+                continue
+            ns = ref.get("namespace") or meta.get("namespace")
+            src = self.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository",
+                               str(ref.get("name", "")), ns)
+            if src is None:
+                continue
+            branch = ((src.get("spec") or {}).get("ref") or {}).get("branch", "main")
+            key = f"{meta.get('namespace')}/{meta['name']}"
+            repo = self.local_repo(str((src.get("spec") or {}).get("url", "")), key)
+            if repo is None:
+                continue
+            rev = head(repo, branch)
+            if rev is None or self.applied.get(key) == rev:
+                continue
+            try:
+                objs = read_objects(repo, rev, str(spec.get("path") or "."))
+            except (GitError, yaml.YAMLError) as exc:
+                self.errors[key] = str(exc)
+                continue
+            problems = [p for p in (self.apply(o) for o in order_for_apply(objs)) if p]
+            if problems:
+                self.errors[key] = "; ".join(problems[:3])
+            else:
+                self.applied[key] = rev
+                self.errors.pop(key, None)

@@ -1,0 +1,206 @@
+"""Pipeline pieces without a rack: stage selection, state file, redacted events, the rendered
+GitOps tree as apply sets, plan on a fresh cluster, the emulator's file:// Git reader."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cloudctl.emulate.rack import parse_failure
+from cloudctl.emulate.rack_gitops import head, read_objects
+from cloudctl.errors import CloudctlError, InputError
+from cloudctl.inventory import load_inventory
+from cloudctl.pipeline import (
+    STAGES,
+    Context,
+    Event,
+    Events,
+    JsonLinesSink,
+    Options,
+    PipelineState,
+    StateFile,
+    plan_pipeline,
+    select_stages,
+)
+from cloudctl.pipeline.platform import (
+    flux_objects,
+    kustomize_resources,
+    platform_objects,
+    tree_objects,
+)
+from cloudctl.render.gitops import local_chart_manifests, platform_releases, render_gitops
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "inventory.example.yaml"
+INV = load_inventory(EXAMPLE).inventory
+
+
+def _ctx(tmp_path: Path, **opts: object) -> Context:
+    inv_path = tmp_path / "inventory.yaml"
+    shutil.copy(EXAMPLE, inv_path)
+    return Context(
+        inventory=INV,
+        inventory_path=inv_path,
+        cluster_dir=tmp_path / "clusters" / "rack1",
+        secrets_dir=tmp_path / "secrets" / "rack1",
+        events=Events(),
+        options=Options(**opts),  # type: ignore[arg-type]
+    )
+
+
+def test_stage_selection(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    assert select_stages(ctx) == list(STAGES)
+    assert select_stages(ctx, resume=True) == list(STAGES)
+    for name in ("preflight", "image", "boot"):
+        ctx.state.stage(name).status = "skipped" if name == "boot" else "done"
+    ctx.state.stage("discover").status = "running"  # killed in the middle
+    assert select_stages(ctx, resume=True)[0] == "discover"
+    assert select_stages(ctx, only="flux") == ["flux"]
+    assert select_stages(ctx, from_stage="platform") == ["platform", "done"]
+    with pytest.raises(InputError) as exc:
+        select_stages(ctx, only="nope")
+    assert "--only 'nope'" in str(exc.value)
+    for name in STAGES:
+        ctx.state.stage(name).status = "done"
+    assert select_stages(ctx, resume=True) == []
+
+
+def test_state_file_round_trip_and_cluster_check(tmp_path: Path) -> None:
+    sf = StateFile(tmp_path / "state.json", "rack1")
+    assert sf.load().first_unfinished() == "preflight"
+    st = PipelineState(cluster="rack1")
+    st.stage("preflight").status = "done"
+    st.node("cp1").phase = "applied"
+    st.releases["cilium"] = {"state": "ready"}
+    sf.save(st)
+    again = sf.load()
+    assert again.stage("preflight").status == "done"
+    assert again.node("cp1").phase == "applied"
+    assert again.first_unfinished() == "image"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp files left
+    with pytest.raises(CloudctlError, match="belongs to cluster 'rack1'"):
+        StateFile(tmp_path / "state.json", "other").load()
+    (tmp_path / "state.json").write_text("{not json")
+    with pytest.raises(CloudctlError, match="corrupt state file"):
+        sf.load()
+
+
+def test_events_are_redacted_before_any_sink() -> None:
+    out = io.StringIO()
+    events = Events([JsonLinesSink(out)])
+    secret = "c2VjcmV0LWtleS1tYXRlcmlhbC0xMjM0NTY="
+    events.set_secrets([secret])
+    events("apply", "stage-failed", f"node said {secret}", node="cp1", error=f"x{secret}y")
+    line = json.loads(out.getvalue())
+    assert secret not in out.getvalue()
+    assert line["message"] == "node said [REDACTED]" and line["error"] == "x[REDACTED]y"
+    assert line["ts"] > 0 and line["node"] == "cp1"
+    assert events.history[0] == Event(**line)
+
+
+def test_rendered_tree_as_apply_sets() -> None:
+    files = render_gitops(INV)
+    assert kustomize_resources(files, "gitops") == ["flux-system", "platform"]
+    flux = flux_objects(files)
+    kinds = {o["kind"] for o in flux}
+    assert {"CustomResourceDefinition", "Deployment", "Namespace"} <= kinds
+    assert all(o["metadata"]["name"] != "cloudctl-platform" for o in flux)
+    everything = tree_objects(files, "gitops")
+    assert len(everything) > len(flux)
+    direct = platform_objects(INV, files, direct=True)
+    releases = [o["metadata"]["name"] for o in direct if o["kind"] == "HelmRelease"]
+    local = set(local_chart_manifests(INV))
+    assert local == {"kubevirt-operator", "kubevirt", "cdi-operator", "cdi", "metallb-config"}
+    assert releases == [r.name for r in platform_releases(INV) if r.name not in local]
+    assert direct[0]["kind"] == "Namespace"
+    gitops_mode = platform_objects(INV, files, direct=False)
+    assert {o["metadata"]["name"] for o in gitops_mode if o["kind"] == "HelmRelease"} == {
+        r.name for r in platform_releases(INV)}
+
+
+def test_plan_on_a_fresh_cluster(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, emulate=True)
+    items = asyncio.run(plan_pipeline(ctx))
+    assert [i for i in items if i.action == "skip"] == [
+        i for i in items if i.stage == "boot"]
+    assert [i.node for i in items if i.stage == "apply"] == [n.name for n in INV.nodes]
+    assert any("nodes not reachable" in i.reason for i in items if i.stage == "discover")
+    assert items[-1].stage == "done" and items[-1].action == "run"
+    assert items[0].line().startswith("run  preflight  validate inventory, secrets missing")
+    assert not ctx.cluster_dir.exists()
+
+
+def test_parse_failure() -> None:
+    assert parse_failure("metallb=InstallFailed:boom: x") == ("metallb", "InstallFailed",
+                                                             "boom: x")
+    assert parse_failure("cilium=UpgradeFailed")[2].startswith("Helm install failed")
+    with pytest.raises(ValueError):
+        parse_failure("cilium")
+
+
+def test_file_git_reader_follows_kustomization_resources(tmp_path: Path) -> None:
+    bare = tmp_path / "repo.git"
+    work = tmp_path / "work"
+    env = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    d = work / "clusters" / "c1"
+    (d / "sub").mkdir(parents=True)
+    (d / "kustomization.yaml").write_text("resources: [a.yaml, sub]\n")
+    (d / "a.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n"
+                              "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n")
+    (d / "sub" / "kustomization.yaml").write_text("resources: [c.yaml]\n")
+    (d / "sub" / "c.yaml").write_text("apiVersion: v1\nkind: ConfigMap\n"
+                                      "metadata: {name: c, namespace: a}\n")
+    for cmd in (["add", "-A"], ["commit", "-q", "-m", "x"],
+                ["push", "-q", str(bare), "HEAD:refs/heads/main"]):
+        subprocess.run(["git", *env, "-C", str(work), *cmd], check=True)
+    rev = head(str(bare), "main")
+    assert rev and len(rev) == 40
+    assert head(str(bare), "nope") is None
+    objs = read_objects(str(bare), rev, "./clusters/c1")
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
+        ("Namespace", "a"), ("Namespace", "b"), ("ConfigMap", "c")]
+
+
+def test_etcd_views_read_during_a_join_are_not_split_brain() -> None:
+    """The bootstrap stage polls every control plane's member list while members join: a
+    stale view that shares members with a newer one is the same cluster (seen at 100 nodes:
+    cp1 {1001} vs cp3 {1001, 1002, 1003}); disjoint views are two clusters."""
+    from cloudctl.talos.client import EtcdMember
+    from cloudctl.talos.ops import etcd_views_problem
+
+    a, b, c = (EtcdMember(i, f"cp{i}", (), (), False) for i in (1, 2, 3))
+    assert etcd_views_problem({"cp1": [a], "cp2": None, "cp3": [a, b, c]}) is None
+    assert etcd_views_problem({"cp1": [a, b], "cp2": [b, c], "cp3": [c]}) is None
+    msg = etcd_views_problem({"cp1": [a], "cp2": [b, c], "cp3": [c]})
+    assert msg is not None and "cp1 see members {1}" in msg and "cp2, cp3 see" in msg
+
+
+def test_host_network_checks_name_the_inventory_field(tmp_path: Path) -> None:
+    import ipaddress
+    import socket
+
+    from cloudctl.pipeline.stages import host_network_problems
+
+    ctx = _ctx(tmp_path)
+    if "eno1" not in {n for _, n in socket.if_nameindex()}:
+        problems = host_network_problems(ctx)
+        assert [p.path for p in problems] == ["network.interface"]
+        assert "'eno1' does not exist on this host" in problems[0].message
+    # loopback exists and carries 127.0.0.1 but not the inventory's boot server
+    net = INV.network.model_copy(update={"interface": "lo"})
+    ctx.inventory = INV.model_copy(update={"network": net})
+    problems = host_network_problems(ctx)
+    assert [p.path for p in problems] == ["network.bootServer"]
+    assert "127.0.0.1" in problems[0].message
+    net = net.model_copy(update={"boot_server": ipaddress.IPv4Address("127.0.0.1")})
+    ctx.inventory = INV.model_copy(update={"network": net})
+    assert host_network_problems(ctx) == []
