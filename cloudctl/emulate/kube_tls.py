@@ -43,11 +43,13 @@ def make_pki(
         authority = new_ca(
             new_p256(), organization="cloudctl-emulator", common_name="kubernetes", now=now
         )
+    ips: tuple[str, ...] = ()
+    names: tuple[str, ...] = ("localhost", "kubernetes")
     try:
         ipaddress.ip_address(host)
-        ips, names = (host,), ("localhost", "kubernetes")
+        ips = (host,)
     except ValueError:
-        ips, names = (), ("localhost", "kubernetes", host)
+        names = (*names, host)
     server = issue_cert(
         authority,
         new_p256(),
