@@ -5,9 +5,9 @@ round) from each server in turn; aggregate throughput is compared. Both servers 
 from the page cache with sendfile: nginx (`sendfile on`, `worker_processes auto`, access log
 off) and cloudctl (one asyncio process, ``loop.sendfile``). Runs as any user:
 
-    python bench/http_throughput.py                      # 64 x 100 MiB, 3 rounds
+    python bench/http_throughput.py                  # 64 x 100 MiB, 3 rounds
     python bench/http_throughput.py --size 50000000 --rounds 5
-    python bench/http_throughput.py --nginx-workers 1    # nginx limited to one process like cloudctl
+    python bench/http_throughput.py --nginx-workers 1  # nginx with one worker, like cloudctl
 
 Prints one line per round and the ratio of median throughputs (cloudctl / nginx; >= 0.9 is
 the target).
