@@ -175,13 +175,37 @@ def _branches(minor: str) -> dict[tuple[str, str], str]:
     return table
 
 
+def _inline_refs(node: Any, defs: dict[str, Any], active: tuple[str, ...] = ()) -> Any:
+    """``node`` with every local ``$ref`` replaced by the definition it names.
+
+    jsonschema resolves each ``$ref`` on every validation, which dominated rendering large
+    racks; the Talos schemas are trees of struct definitions, so inlining once is exact. A
+    recursive reference (none today) is left as ``$ref`` and still resolves through ``$defs``.
+    """
+    if isinstance(node, list):
+        return [_inline_refs(item, defs, active) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        if name in defs and name not in active:
+            target = _inline_refs(defs[name], defs, (*active, name))
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            if not rest:
+                return target
+            return {"allOf": [target, _inline_refs(rest, defs, active)]}
+    return {k: _inline_refs(v, defs, active) for k, v in node.items()}
+
+
 @functools.cache
 def _validator(minor: str, definition: str) -> jsonschema.protocols.Validator:
     schema = _schema(minor)
+    defs = schema["$defs"]
     sub = {
         "$schema": schema["$schema"],
-        "$defs": schema["$defs"],
-        "$ref": f"#/$defs/{definition}",
+        "$defs": defs,
+        **_inline_refs(defs[definition], defs, (definition,)),
     }
     # The vendored schema is checked against its metaschema by the unit tests, not here: that
     # check costs ~0.5 s per minor and the data cannot change at run time.

@@ -14,6 +14,8 @@ from ...resources import read_text
 from .flux import vendored_documents
 from .localcharts import OPERATORS, operator_documents
 
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 VENDORED_CRDS = (
     "_upstream/metallb/0.16.1/crds/metallb.io_ipaddresspools.yaml",
     "_upstream/metallb/0.16.1/crds/metallb.io_l2advertisements.yaml",
@@ -30,7 +32,9 @@ def crd_registry() -> CrdRegistry:
     reg = CrdRegistry.from_documents(vendored_documents())
     for relative in VENDORED_CRDS:
         reg.merge(
-            CrdRegistry.from_documents(yaml.safe_load_all(read_text("helm-values", relative)))
+            CrdRegistry.from_documents(
+                yaml.load_all(read_text("helm-values", relative), Loader=_LOADER)
+            )
         )
     for chart in OPERATORS:
         reg.merge(CrdRegistry.from_documents(doc for _, doc in operator_documents(chart)))
