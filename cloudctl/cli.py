@@ -181,29 +181,41 @@ def secrets_init(inventory_path: Path, secrets_dir: Path | None, force: bool) ->
 @click.option(
     "--plan", is_flag=True, help="List what would be added/changed/removed; write nothing."
 )
-@click.option("--init-secrets", is_flag=True, help="Generate the secrets bundle first if missing.")
+@click.option(
+    "--require-secrets",
+    is_flag=True,
+    help="Fail (exit 3) instead of generating the secrets bundle when it does not exist yet.",
+)
 @handle_errors
 def render(
     inventory_path: Path,
     out_dir: Path,
     secrets_dir: Path | None,
     plan: bool,
-    init_secrets: bool,
+    require_secrets: bool,
 ) -> None:
     """Render Talos image definitions, machine configs and the GitOps tree.
 
     Renders into a temporary directory and swaps it in, so a failed render leaves OUT as it
-    was. Machine configs and the talosconfig are written 0600.
+    was. Machine configs and the talosconfig are written 0600. The first render of a cluster
+    generates its secrets bundle (as `cloudctl secrets init` does; said on stderr); later
+    renders reuse it. --plan writes nothing, secrets included.
     """
     from .render import render_all
     from .render.output import plan_tree, write_tree
 
     inv = _load(inventory_path).inventory
     store = _store(inventory_path, inv.cluster.name, secrets_dir)
-    if init_secrets and not plan:
-        bundle, _ = store.init()
-    else:
+    if store.exists() or require_secrets:
         bundle = store.load()
+    elif plan:
+        from .secrets import generate_bundle
+
+        click.echo(f"secrets bundle would be generated at {store.directory}", err=True)
+        bundle = generate_bundle()  # in memory only: the plan needs the file set, not the keys
+    else:
+        bundle, _ = store.init()
+        click.echo(f"secrets bundle generated at {store.directory} (0600)", err=True)
     files = render_all(inv, bundle)
     result = plan_tree(files, out_dir)
     if plan:

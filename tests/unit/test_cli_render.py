@@ -122,11 +122,26 @@ def test_bad_inventory_writes_nothing(workdir: Path) -> None:
     assert code == 2 and not (workdir / "fresh").exists()
 
 
-def test_render_without_secrets_exit_3(workdir: Path) -> None:
+def test_render_without_secrets(workdir: Path) -> None:
     shutil.rmtree(workdir / "secrets")
-    code, _, err = run("render", "-i", "inventory.yaml", "-o", "out", cwd=workdir)
+    code, _, err = run(
+        "render", "-i", "inventory.yaml", "-o", "out", "--require-secrets", cwd=workdir
+    )
     assert code == 3 and "secrets init" in err
     assert not (workdir / "out").exists()
+    code, out, err = run("render", "-i", "inventory.yaml", "-o", "out", "--plan", cwd=workdir)
+    assert code == 0 and "would be generated" in err and " 0 to add" not in out
+    assert not (workdir / "secrets" / "rack1").exists() and not (workdir / "out").exists()
+    # a first render generates the bundle once; the next render reuses it
+    code, out, err = run("render", "-i", "inventory.yaml", "-o", "out", cwd=workdir)
+    assert code == 0 and "secrets bundle generated" in err
+    bundle = SecretsStore(workdir / "secrets" / "rack1").load()
+    for needle in bundle.secret_strings():
+        assert needle not in out and needle not in err
+    first = (workdir / "out/talos/nodes/cp1.yaml").read_bytes()
+    code, _, err = run("render", "-i", "inventory.yaml", "-o", "out", cwd=workdir)
+    assert code == 0 and "generated" not in err
+    assert (workdir / "out/talos/nodes/cp1.yaml").read_bytes() == first
 
 
 def test_secrets_init_then_render(tmp_path: Path) -> None:
