@@ -401,7 +401,8 @@ class Node(Model):
     """Extra kernel arguments for this node's network boot."""
     labels: dict[NonEmpty, str] = Field(default_factory=dict)
     config_patches: list[dict[str, Any]] = Field(default_factory=list)
-    """Strategic-merge patches applied to this node's v1alpha1 machine config document."""
+    """Patches merged into this node's v1alpha1 document, in order (mappings merge, lists
+    replace, null or {$patch: delete} deletes; see render/machineconfig/patches.py)."""
 
     @model_validator(mode="before")
     @classmethod
