@@ -275,10 +275,19 @@ def fetch_assets(
     timeout: float = 60.0,
     progress: Progress | None = None,
 ) -> FetchedAssets:
-    """Register the inventory's schematic and make its kernel/initramfs available in the cache."""
+    """Register the inventory's schematic and make its kernel/initramfs available in the cache.
+
+    When the cache already holds both files and they match their recorded SHA-256, nothing is
+    asked of the factory at all: a rack without Internet access boots from a cache filled
+    beforehand (the cache is keyed by the schematic ID cloudctl computes offline)."""
     schematic = schematic_for(inv)
     offline_id = schematic.id
     factory = (factory_url or inv.image.installer.factory_url).rstrip("/")
+    version = inv.cluster.talos_version
+    directory = (cache or default_cache_dir()) / offline_id / version
+    cached = _verified_cache(directory, factory, offline_id, version, inv.image.arch)
+    if cached is not None:
+        return cached
     remote_id = register_schematic(factory, schematic.canonical_yaml(), timeout=timeout)
     if remote_id != offline_id:
         raise RemoteError(
@@ -286,9 +295,7 @@ def fetch_assets(
             f"{offline_id} for the same schematic; refusing to use assets whose content "
             "we cannot tie to the inventory"
         )
-    version = inv.cluster.talos_version
     arch = inv.image.arch
-    directory = (cache or default_cache_dir()) / offline_id / version
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):
         return _fetch_into(directory, factory, offline_id, version, arch, timeout, progress)
@@ -308,6 +315,30 @@ def _locked(directory: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _verified_cache(
+    directory: Path, factory: str, offline_id: str, version: str, arch: str
+) -> FetchedAssets | None:
+    """The cached assets when every one is present and matches its recorded SHA-256."""
+    if not directory.is_dir():
+        return None
+    manifest = _read_manifest(directory)
+    result: dict[str, FetchedAsset] = {}
+    for name, remote_name in asset_files(arch).items():
+        dest = directory / remote_name
+        recorded = manifest.get(remote_name, {})
+        recorded_sha = recorded.get("sha256") if isinstance(recorded, dict) else None
+        if not dest.is_file() or not isinstance(recorded_sha, str):
+            return None
+        actual = _sha256_file(dest)
+        if actual != recorded_sha:
+            return None  # corrupted: the normal path fetches it again
+        url = f"{factory}/image/{offline_id}/{version}/{remote_name}"
+        result[name] = FetchedAsset(
+            name, dest, actual, dest.stat().st_size, url, "verified-cache", False
+        )
+    return FetchedAssets(offline_id, version, arch, directory, result)
 
 
 def _fetch_into(

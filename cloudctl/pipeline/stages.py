@@ -162,8 +162,11 @@ async def boot(ctx: Context) -> str:
     running = await running_nodes(ctx)
     if len(running) == len(ctx.inventory.nodes):
         raise Skip("every node already runs Talos in normal mode")
+    from ..boot.assets import find_ipxe_binaries, stage_tftp_root
     from ..boot.service import BootService
 
+    tftp_root = ctx.cluster_dir / "tftp"
+    stage_tftp_root(find_ipxe_binaries(), tftp_root)
     if ctx.assets is None:
         from ..boot.assets import fetch_assets
 
@@ -175,7 +178,7 @@ async def boot(ctx: Context) -> str:
     # full mode: Talos in maintenance mode asks DHCP again after the initramfs, so DHCP keeps
     # answering until the configs are applied (closed at the end of the apply stage)
     keep = ctx.inventory.network.dhcp.mode == "full"
-    service = BootService(ctx.inventory, assets=ctx.assets, tftp_root=ctx.cluster_dir / "tftp",
+    service = BootService(ctx.inventory, assets=ctx.assets, tftp_root=tftp_root,
                           force=ctx.options.force, timeout=ctx.options.timeout,
                           on_event=on_event, keep_dhcp=keep)
     result = await service.run()
