@@ -9,14 +9,13 @@ talosconfig credentials for an inventory.
 from __future__ import annotations
 
 import ipaddress
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..inventory import load_inventory
+from ..inventory import parse_inventory
 from ..inventory.models import Inventory
 from ..secrets import SecretsBundle, generate_bundle, talosconfig
 from ..talos.client import Credentials
@@ -46,10 +45,7 @@ def scaled_inventory(source: str | Path, nodes: int) -> Inventory:
                  macs=[f"52:54:00:30:{(i >> 8) & 0xff:02x}:{i & 0xff:02x}"])
         out.append(w)
     doc["nodes"] = out
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"inventory-{nodes}.yaml"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return load_inventory(path).inventory
+    return parse_inventory(yaml.safe_dump(doc, sort_keys=False), f"{source} x{nodes}").inventory
 
 
 @dataclass(frozen=True)
