@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..errors import EnvironmentNotReady, RemoteError
 from ..inventory.models import Inventory
 from ..render.schematic import schematic_for
@@ -158,9 +159,8 @@ def _read_manifest(directory: Path) -> dict[str, dict[str, object]]:
 
 
 def _write_manifest(directory: Path, manifest: dict[str, dict[str, object]]) -> None:
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, directory / MANIFEST)
+    write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n",
+                 mode=0o644)
 
 
 def _published_sha256(url: str, timeout: float) -> str | None:

@@ -29,11 +29,11 @@ import json
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
 from ..inventory import load_inventory
 from ..inventory.models import Inventory
 from ..render.gitops.contracts import VENDORED_CRDS
@@ -56,11 +56,8 @@ emulator when the release becomes Ready, as Helm would install them."""
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    # rewritten on every counter change: atomic, but not worth an fsync each time
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True), mode=0o600, fsync=False)
 
 
 def parse_failure(text: str) -> tuple[str, str, str]:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import socket
 import subprocess
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from ..errors import EnvironmentNotReady, InputError, Problem, RemoteError
 from ..inventory.models import Node
 from ..kube import Applied, Kube, ReleaseStatus
+from ..secrets.store import write_private
 from ..talos import ops
 from .context import Context
 from .state import now
@@ -308,18 +307,6 @@ async def bootstrap(ctx: Context) -> str:
 
 
 # --------------------------------------------------------------------------- kubeconfig
-
-
-def write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 async def kubeconfig(ctx: Context) -> str:

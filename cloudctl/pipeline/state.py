@@ -8,13 +8,12 @@ secrets.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
 from ..errors import CloudctlError
 
 STAGES: tuple[str, ...] = (
@@ -115,18 +114,7 @@ class StateFile:
         return st
 
     def save(self, state: PipelineState) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(state.to_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.path, state.to_json(), mode=0o600)
 
 
 def now() -> float:

@@ -7,13 +7,12 @@ callers; today only the plaintext codec exists and ``cloudctl secrets`` says so.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..atomic import write_atomic
 from ..errors import SecretsError
 from .bundle import SecretsBundle, admin_to_yaml, bundle_from_yaml, bundle_to_yaml, generate_bundle
 
@@ -40,20 +39,9 @@ class PlainCodec:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Atomically write ``data`` to ``path`` with mode 0600."""
+    """Atomically write ``data`` to ``path`` with mode 0600 (directory created 0700)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data, mode=0o600)
 
 
 @dataclass(frozen=True)

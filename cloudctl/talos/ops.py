@@ -20,7 +20,6 @@ import ipaddress
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from grpclib.const import Status
 
+from ..atomic import write_atomic
 from ..errors import CloudctlError, InputError, Problem, RemoteError, Timeout
 from ..inventory.models import Inventory, Node
 from .client import (
@@ -431,14 +431,7 @@ class BootstrapState:
         return data if isinstance(data, dict) else {}
 
     def write(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True), mode=0o600)
 
     @property
     def bootstrapped_node(self) -> str | None:
