@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,18 +26,12 @@ from .dhcp.config import DhcpConfig, dhcp_config_from_inventory
 from .dhcp.probe import DhcpServerSeen, ensure_no_other_server
 from .dhcp.transport import DhcpServer
 from .events import BootEvent, EventSink
+from .http import normalize_mac
 
 log = logging.getLogger("cloudctl.boot")
 
 PHASES: tuple[str, ...] = ("offered", "acked", "boot-file", "script", "kernel", "initramfs")
 """Phases of one node's network boot, in order."""
-
-_MAC_IN_PATH = re.compile(r"^/(?:ipxe|boot)/([0-9a-fA-F]{2}(?:[-:][0-9a-fA-F]{2}){5})")
-
-
-def _norm_mac(text: str) -> str:
-    return text.lower().replace("-", ":")
-
 
 # --------------------------------------------------------------------------- phase table
 
@@ -77,7 +70,8 @@ class PhaseTable:
     def node_for_mac(self, mac: str | None) -> NodeProgress | None:
         if mac is None:
             return None
-        name = self._by_mac.get(_norm_mac(mac))
+        norm = normalize_mac(mac)
+        name = self._by_mac.get(norm) if norm else None
         return self.nodes.get(name) if name else None
 
     @staticmethod
@@ -111,10 +105,7 @@ class PhaseTable:
         phase = self.phase_of(event)
         if phase is None:
             return None
-        mac = event.mac
-        if mac is None and event.path:
-            m = _MAC_IN_PATH.match(event.path)
-            mac = m.group(1) if m else None
+        mac = event.mac  # the HTTP server already parsed it from /ipxe/<mac> and /boot/<mac>/
         if mac is None:
             mac = mac_of_ip(event.client.rsplit(":", 1)[0])
         node = self.node_for_mac(mac)
