@@ -8,9 +8,14 @@ off) and cloudctl (one asyncio process, ``loop.sendfile``). Runs as any user:
     python bench/http_throughput.py                  # 64 x 100 MiB, 3 rounds
     python bench/http_throughput.py --size 50000000 --rounds 5
     python bench/http_throughput.py --nginx-workers 1  # nginx with one worker, like cloudctl
+    python bench/http_throughput.py --requests 2000  # small requests instead of big bodies
 
 Prints one line per round and the ratio of median throughputs (cloudctl / nginx; >= 0.9 is
 the target).
+
+``--requests N`` measures request handling instead of body copying: each client fetches the
+small per-MAC iPXE script N times over one keep-alive connection (curl URL globbing), so the
+cost of parsing, routing and building response heads dominates; the rate is in requests/s.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from pathlib import Path
 
 MAC = "52:54:00:10:00:11"
 PATH = "/boot/52-54-00-10-00-11/kernel"
+SCRIPT_PATH = "/ipxe/52-54-00-10-00-11.ipxe"
+SCRIPT = b"#!ipxe\n"
 
 
 def serve_ours(asset: str, port: int) -> None:
@@ -46,7 +53,7 @@ def serve_ours(asset: str, port: int) -> None:
             port,
             tftp_root=Path(asset).parent,
             assets={"kernel": Path(asset)},
-            scripts=lambda mac: b"#!ipxe\n" if mac == MAC else None,
+            scripts=lambda mac: SCRIPT if mac == MAC else None,
         )
         await server.start()
         stop = asyncio.Event()
@@ -94,6 +101,26 @@ def run_clients(url: str, n: int, size: int) -> tuple[float, int]:
     return elapsed, bad
 
 
+def run_small_clients(url: str, n: int, per_client: int) -> tuple[float, int]:
+    """n curl clients at once, each GETting ``url`` per_client times on one keep-alive
+    connection; return (seconds until all done, clients with a response that was not 200)."""
+    curl = shutil.which("curl")
+    assert curl
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [curl, "-s", "-w", "\n%{http_code}\n", f"{url}?[1-{per_client}]"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    outs = [p.communicate()[0] for p in procs]
+    elapsed = time.perf_counter() - t0
+    bad = sum(1 for o in outs if o.split().count("200") != per_client)
+    return elapsed, bad
+
+
 NGINX_CONF = """
 worker_processes {workers};
 daemon off;
@@ -125,6 +152,13 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=100 << 20, help="file size in bytes")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--nginx-workers", default="auto")
+    ap.add_argument(
+        "--requests",
+        type=int,
+        default=0,
+        metavar="N",
+        help="small-request mode: N keep-alive GETs of the iPXE script per client",
+    )
     ap.add_argument("--serve-ours", nargs=2, metavar=("FILE", "PORT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve_ours:
@@ -152,6 +186,11 @@ def main() -> int:
         for d in (base, base / "root", base / "root" / "boot", root):
             os.chmod(d, 0o755)
         os.chmod(asset, 0o644)
+        script_dir = base / "root" / "ipxe"
+        script_dir.mkdir()
+        (script_dir / Path(SCRIPT_PATH).name).write_bytes(SCRIPT)
+        for p in (script_dir, script_dir / Path(SCRIPT_PATH).name):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
         port_ours, port_nginx = free_tcp_port(), free_tcp_port()
         conf = base / "nginx.conf"
@@ -169,27 +208,39 @@ def main() -> int:
         ngx = subprocess.Popen([nginx, "-c", str(conf), "-p", str(base)])
         try:
             wait_port(port_nginx)
+            path, unit, scale = PATH, "GB/s", a.clients * a.size / 1e9
+            if a.requests:
+                path, unit, scale = SCRIPT_PATH, "kreq/s", a.clients * a.requests / 1e3
+                what = f"{a.requests} keep-alive requests for a {len(SCRIPT)}-byte script"
+            else:
+                what = f"{a.size} bytes"
             print(
-                f"{a.clients} clients x {a.size} bytes, nginx worker_processes "
+                f"{a.clients} clients x {what}, nginx worker_processes "
                 f"{a.nginx_workers}, {os.cpu_count()} CPUs"
             )
             urls = {
-                "cloudctl": f"http://127.0.0.1:{port_ours}{PATH}",
-                "nginx": f"http://127.0.0.1:{port_nginx}{PATH}",
+                "cloudctl": f"http://127.0.0.1:{port_ours}{path}",
+                "nginx": f"http://127.0.0.1:{port_nginx}{path}",
             }
+
+            def run(url: str, clients: int) -> tuple[float, int]:
+                if a.requests:
+                    return run_small_clients(url, clients, a.requests)
+                return run_clients(url, clients, a.size)
+
             for url in urls.values():  # warm-up
-                run_clients(url, 2, a.size)
+                run(url, 2)
             rates: dict[str, list[float]] = {"cloudctl": [], "nginx": []}
             for r in range(a.rounds):
                 order = ["cloudctl", "nginx"] if r % 2 == 0 else ["nginx", "cloudctl"]
                 for label in order:
-                    t, bad = run_clients(urls[label], a.clients, a.size)
-                    rate = a.clients * a.size / t / 1e9
+                    t, bad = run(urls[label], a.clients)
+                    rate = scale / t
                     rates[label].append(rate)
-                    print(f"round {r + 1} {label:8s} {t:7.3f} s  {rate:6.2f} GB/s  bad={bad}")
+                    print(f"round {r + 1} {label:8s} {t:7.3f} s  {rate:6.2f} {unit}  bad={bad}")
             ours_r = statistics.median(rates["cloudctl"])
             peer_r = statistics.median(rates["nginx"])
-            print(f"median cloudctl {ours_r:.2f} GB/s, nginx {peer_r:.2f} GB/s")
+            print(f"median cloudctl {ours_r:.2f} {unit}, nginx {peer_r:.2f} {unit}")
             print(f"ratio cloudctl/nginx throughput = {ours_r / peer_r:.2f} (target >= 0.9)")
         finally:
             ours.send_signal(signal.SIGTERM)
