@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from ..cli import EXIT_CODES, _load, handle_errors, inventory_option, secrets_option
-from .bootstrap import _context, cluster_dir_option
-
+from .bootstrap import cluster_dir_option
 
 # --------------------------------------------------------------------------- emulate
 
@@ -19,30 +18,71 @@ def emulate() -> None:
     """The emulated rack (Talos nodes + Kubernetes API) used by ``bootstrap --emulate``."""
 
 
-@emulate.command("start", epilog=EXIT_CODES)
+FAULT_HELP = """\b
+Fault injection (for rehearsal): --fault KIND:TARGET[:key=value,key=value]
+(repeatable) and/or --faults FILE, a YAML list of {kind, target, key: value}.
+A value may contain ':' and ','; parameters split at ',' before 'key='.
+  release-fails:RELEASE[:times=N,reason=R,message=M]
+      HelmRelease RELEASE (flux-system) fails its Helm install/upgrade N
+      times, then succeeds (no times: always fails); helm-controller retries
+      per spec.install.remediation.retries (-1: forever) and stalls with
+      RetriesExceeded once they are used up.
+  node-unreachable:NODE          the node's Talos API refuses connections
+  node-slow:NODE[:seconds=S]     every Talos API call waits S s (default 2)
+  apply-rejected:NODE[:message=M]  ApplyConfiguration fails with M
+  upgrade-rollback:NODE          an upgrade rolls back to the old version
+  component-not-deployed:kubevirt|cdi[:reason=R,message=M]
+      the operator never finishes: the CR stays phase Deploying with
+      Available=False, Degraded=True (R, M)
+NODE is an inventory node name, RELEASE a platform HelmRelease name. Faults
+are fixed for the life of the rack; `emulate status` lists them. A rack
+already running with other faults is an error (exit 5): stop it first.
+"""
+
+
+@emulate.command("start", epilog=FAULT_HELP + "\n" + EXIT_CODES)
 @inventory_option
 @secrets_option
 @cluster_dir_option
-@click.option("--fail-release", "fail_releases", multiple=True, metavar="NAME=REASON:MESSAGE",
-              help="Make a HelmRelease fail with this Ready condition.")
+@click.option("--fault", "fault_specs", multiple=True, metavar="KIND:TARGET[:k=v,...]",
+              help="Inject a fault (repeatable); see below.")
+@click.option("--faults", "faults_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML file: a list of {kind, target, key: value} faults.")
 @handle_errors
 def emulate_start(
     inventory_path: Path, secrets_dir: Path | None, cluster_dir: Path | None,
-    fail_releases: tuple[str, ...],
+    fault_specs: tuple[str, ...], faults_file: Path | None,
 ) -> None:
     """Start the emulated rack in the background (or report the running one)."""
-    from ..emulate.rack_control import start_rack
-    from ..pipeline import Events, Options
+    from ..emulate.faults import Fault, parse_fault, parse_faults_document
+    from ..emulate.rack_control import rack_faults, start_rack
+    from ..errors import InputError, Problem
+    from ..pipeline import default_cluster_dir
+    from ..secrets import SecretsStore, default_secrets_dir
 
-    ctx = _context(inventory_path, secrets_dir, cluster_dir, Events(), Options(emulate=True))
-    _, created = ctx.store.init()
+    faults: list[Fault] = [parse_fault(spec) for spec in fault_specs]
+    if faults_file is not None:
+        try:
+            text = faults_file.read_text()
+        except OSError as exc:
+            raise InputError(
+                Problem("--faults", f"cannot read {faults_file}: {exc.strerror}")
+            ) from None
+        faults += parse_faults_document(text, source=str(faults_file))
+    inv = _load(inventory_path).inventory
+    rack_faults(inventory_path, faults)  # bad targets fail before anything is written
+    directory = cluster_dir or default_cluster_dir(inventory_path, inv.cluster.name)
+    secrets = secrets_dir or default_secrets_dir(inventory_path, inv.cluster.name)
+    _, created = SecretsStore(secrets).init()
     if created:
-        click.echo(f"secrets bundle written to {ctx.secrets_dir} (0600)")
-    info, started = start_rack(inventory_path, ctx.secrets_dir, ctx.cluster_dir,
-                               fail_releases=fail_releases)
+        click.echo(f"secrets bundle written to {secrets} (0600)")
+    info, started = start_rack(inventory_path, secrets, directory,
+                               faults=faults, exact_faults=True)
     verb = "started" if started else "already running"
     click.echo(f"emulated rack {verb}: pid {info.pid}, Talos API port {info.talos_port} "
                f"(node a.b.c.d on 127.b.c.d), Kubernetes API {info.kube_api_url}")
+    for spec in info.raw.get("faults") or []:
+        click.echo(f"  fault: {spec}")
 
 
 @emulate.command("stop", epilog=EXIT_CODES)
@@ -64,7 +104,7 @@ def emulate_stop(inventory_path: Path, cluster_dir: Path | None) -> None:
 @cluster_dir_option
 @handle_errors
 def emulate_status(inventory_path: Path, cluster_dir: Path | None) -> None:
-    """Print the running rack's rack.json (pid, ports, counters) or exit 5."""
+    """Print the running rack's rack.json (pid, ports, faults, counters) or exit 5."""
     from ..emulate.rack_control import read_rack
     from ..errors import EnvironmentNotReady
     from ..pipeline import default_cluster_dir

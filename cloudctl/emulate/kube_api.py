@@ -407,6 +407,8 @@ class KubeApiEmulator:
         workload_delay: float = 0.0,
         source_delay: float = 0.0,
         release_delay: float = 0.0,
+        retry_interval: float = 0.4,
+        operator_delay: float = 0.0,
         values_validators: Mapping[str, ValuesValidator] | None = None,
         cni_charts: tuple[str, ...] = ("cilium",),
         cluster_name: str = "emulated",
@@ -426,6 +428,8 @@ class KubeApiEmulator:
             release_delay=release_delay,
             source_delay=source_delay,
             crd_delay=crd_delay,
+            retry_interval=retry_interval,
+            operator_delay=operator_delay,
             values_validators=dict(values_validators or {}),
             cni_charts=cni_charts,
             kubelet_version=kubernetes_version,
@@ -601,15 +605,26 @@ class KubeApiEmulator:
     def fail_release(
         self,
         name: str,
-        reason: str = "InstallFailed",
-        message: str = "Helm install failed: injected failure",
+        reason: str = "",
+        message: str = "injected failure",
         *,
+        times: int | None = None,
         namespace: str | None = None,
     ) -> None:
-        """The named HelmRelease fails (once its dependencies are Ready) with this condition."""
+        """The named HelmRelease's Helm actions fail (once its dependencies are Ready):
+        ``times`` attempts (None: all), with this reason (default InstallFailed/UpgradeFailed)
+        and error message; helm-controller's remediation retries decide what happens next."""
         key = f"{namespace}/{name}" if namespace else name
         with self._lock:
-            self.controllers.failures[key] = Failure(reason, message)
+            self.controllers.failures[key] = Failure(reason, message, times)
+            self.controllers._injected.pop(key, None)
+
+    def fail_component(
+        self, component: str, reason: str = "", message: str = "injected failure"
+    ) -> None:
+        """``kubevirt`` or ``cdi``: its operator never finishes deploying the CR."""
+        with self._lock:
+            self.controllers.component_faults[component] = Failure(reason, message)
 
     def clear_failure(self, name: str, *, namespace: str | None = None) -> None:
         key = f"{namespace}/{name}" if namespace else name

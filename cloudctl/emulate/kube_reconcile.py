@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,8 +51,12 @@ _CONTROLLER = "emulated-controller-manager"
 
 @dataclass(frozen=True)
 class Failure:
-    reason: str
-    message: str
+    """An injected Helm action failure: ``times`` attempts fail (None: every attempt), each
+    with this condition reason ("" : InstallFailed/UpgradeFailed) and error message."""
+
+    reason: str = ""
+    message: str = "injected failure"
+    times: int | None = None
 
 
 def _condition(
@@ -114,9 +119,17 @@ class Controllers:
     kubelet_version: str = "v1.34.1"
     release_delays: dict[str, float] = field(default_factory=dict)
     failures: dict[str, Failure] = field(default_factory=dict)
+    retry_interval: float = 0.4
+    """Seconds between a failed Helm action and helm-controller's next attempt."""
+    operator_delay: float = 0.0
+    """Seconds the KubeVirt/CDI operators take to deploy once their Deployment is available."""
+    component_faults: dict[str, Failure] = field(default_factory=dict)
+    """``kubevirt``/``cdi`` -> the failure that keeps its CR from being deployed."""
     wallclock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     _since: dict[tuple[str, ...], tuple[Any, float]] = field(default_factory=dict)
     _checked: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    _retry_at: dict[tuple[str, ...], float] = field(default_factory=dict)
+    _injected: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ helpers
 
@@ -169,6 +182,7 @@ class Controllers:
         self._sources(now)
         self._kustomizations(now)
         self._helmreleases(now)
+        self._operators(now)
         self._nodes()
 
     def _crds(self, now: float) -> None:
@@ -323,8 +337,11 @@ class Controllers:
                 return self.release_delays[key]
         return self.release_delay
 
-    def _failure(self, namespace: str, name: str) -> Failure | None:
-        return self.failures.get(f"{namespace}/{name}") or self.failures.get(name)
+    def _failure(self, namespace: str, name: str) -> tuple[str, Failure | None]:
+        for key in (f"{namespace}/{name}", name):
+            if key in self.failures:
+                return key, self.failures[key]
+        return name, None
 
     def _helmreleases(self, now: float) -> None:
         for rt in self._types_of_kind("HelmRelease"):
@@ -336,12 +353,9 @@ class Controllers:
         meta = obj["metadata"]
         spec = obj.get("spec") or {}
         ns, name, gen = meta.get("namespace", ""), meta["name"], meta.get("generation", 1)
-        if spec.get("suspend"):
-            return
-        failure = self._failure(ns, name)
+        if spec.get("suspend") or is_ready(obj):
+            return  # helm-controller acts again on a new generation only
         old = obj.get("status") or {}
-        if is_ready(obj) and failure is None:
-            return
         key = ("HelmRelease", ns, name)
         target_ns = spec.get("targetNamespace") or ns
         release = spec.get("releaseName") or (
@@ -357,9 +371,22 @@ class Controllers:
             version = str(ref.get("tag") or ref.get("semver") or version)
         installed = bool(old.get("history"))
         action = "upgrade" if installed else "install"
+        counter = "upgradeFailures" if installed else "installFailures"
+        # failure counts are "against the latest desired state": a new generation resets them
+        counts = {k: int(old.get(k) or 0) for k in _FAILURE_COUNTERS}
+        if old.get("lastAttemptedGeneration") not in (None, gen):
+            counts = dict.fromkeys(_FAILURE_COUNTERS, 0)
+            self._retry_at.pop(key, None)
 
         def status(conds: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-            out = {k: v for k, v in old.items() if k in ("history", "lastAttemptedRevision")}
+            out = {
+                k: v
+                for k, v in old.items()
+                if k in ("history", "lastAttemptedRevision", "lastAttemptedGeneration",
+                         "lastAttemptedReleaseAction", "lastAttemptedConfigDigest",
+                         "observedGeneration", "storageNamespace")
+            }
+            out.update({k: v for k, v in counts.items() if v})
             out.update(extra)
             out["conditions"] = conds
             return out
@@ -367,91 +394,88 @@ class Controllers:
         blocked = self._blocked_dependency("HelmRelease", obj)
         if blocked:
             self._since.pop(key, None)
-            self._write_status(
-                rt,
-                stored,
-                status(
-                    [
-                        _condition("Ready", "False", "DependencyNotReady", blocked, gen),
-                    ]
-                ),
-            )
+            cond = _condition("Ready", "False", "DependencyNotReady", blocked, gen)
+            self._write_status(rt, stored, status([cond]))
             return
         source_problem = self._source_problem(spec, ns)
         if source_problem:
             self._since.pop(key, None)
-            self._write_status(
-                rt,
-                stored,
-                status(
-                    [
-                        _condition("Ready", "False", "ArtifactFailed", source_problem, gen),
-                    ]
-                ),
-            )
+            cond = _condition("Ready", "False", "ArtifactFailed", source_problem, gen)
+            self._write_status(rt, stored, status([cond]))
             return
-        if failure is not None:
-            conds = [_condition("Ready", "False", failure.reason, failure.message, gen)]
-            self._write_status(
-                rt, stored, status(conds + _stalled(spec, action, gen), lastAttemptedGeneration=gen)
-            )
-            return
+        if old.get("lastAttemptedGeneration") == gen and _stalled_at(old, gen):
+            return  # retries exhausted: helm-controller stopped trying this generation
+        if now < self._retry_at.get(key, -math.inf):
+            return  # failed; the next attempt is requeued (status unchanged meanwhile)
         values, init_problem = self._values(spec, ns)
         if init_problem:
+            cond = _condition("Ready", "False", "InitFailed", init_problem, gen)
+            self._write_status(rt, stored, status([cond]))
+            return
+        digest = "sha256:" + _digest(values)
+        attempt = (gen, counts[counter])
+        if self._elapsed(key, attempt, now) < self._release_delay(ns, name):
+            running = f"Running '{action}' action with timeout of 5m0s"
             self._write_status(
                 rt,
                 stored,
                 status(
                     [
-                        _condition("Ready", "False", "InitFailed", init_problem, gen),
-                    ]
-                ),
-            )
-            return
-        problems = self._values_problems(chart, version, name, values)
-        if problems:
-            verb = "upgrade" if installed else "install"
-            lines = "\n".join(f"- {p}" for p in problems)
-            message = (
-                f"Helm {verb} failed for release {target_ns}/{release} with chart "
-                f"{chart}@{version}: values don't meet the specifications of the schema(s) in "
-                f"the following chart(s):\n{chart}:\n{lines}"
-            )
-            reason = "UpgradeFailed" if installed else "InstallFailed"
-            conds = [_condition("Ready", "False", reason, message, gen)]
-            self._write_status(
-                rt, stored, status(conds + _stalled(spec, action, gen), lastAttemptedGeneration=gen)
-            )
-            return
-        if self._elapsed(key, gen, now) < self._release_delay(ns, name):
-            self._write_status(
-                rt,
-                stored,
-                status(
-                    [
-                        _condition(
-                            "Ready",
-                            "Unknown",
-                            "Progressing",
-                            f"Running '{action}' action with timeout of 5m0s",
-                            gen,
-                        ),
-                        _condition(
-                            "Reconciling",
-                            "True",
-                            "Progressing",
-                            f"Running '{action}' action with timeout of 5m0s",
-                            gen,
-                        ),
+                        _condition("Ready", "Unknown", "Progressing", running, gen),
+                        _condition("Reconciling", "True", "Progressing", running, gen),
                     ],
                     lastAttemptedGeneration=gen,
+                    lastAttemptedReleaseAction=action,
+                    lastAttemptedRevision=version,
+                    lastAttemptedConfigDigest=digest,
                 ),
             )
             return
+        error = self._attempt_error(ns, name, chart, version, values)
+        if error is not None:
+            reason, text = error
+            reason = reason or ("UpgradeFailed" if installed else "InstallFailed")
+            counts["failures"] += 1
+            counts[counter] += 1
+            message = (
+                f"Helm {action} failed for release {target_ns}/{release} with chart "
+                f"{chart}@{version}: {text}"
+            )
+            conds = [
+                _condition("Ready", "False", reason, message, gen),
+                _condition("Released", "False", reason, message, gen),
+            ]
+            retries = _retries(spec, action)
+            if retries >= 0 and counts[counter] > retries:
+                conds.append(
+                    _condition(
+                        "Stalled",
+                        "True",
+                        "RetriesExceeded",
+                        f"Failed to {action} after {counts[counter]} attempt(s)",
+                        gen,
+                    )
+                )
+            else:
+                self._retry_at[key] = now + self.retry_interval
+            self._write_status(
+                rt,
+                stored,
+                status(
+                    conds,
+                    lastAttemptedGeneration=gen,
+                    lastAttemptedReleaseAction=action,
+                    lastAttemptedRevision=version,
+                    lastAttemptedConfigDigest=digest,
+                ),
+            )
+            return
+        self._retry_at.pop(key, None)
+        counts = dict.fromkeys(_FAILURE_COUNTERS, 0)  # reset by a successful reconciliation
         if spec.get("install", {}).get("createNamespace"):
             self._ensure_namespace(target_ns)
         history = list(old.get("history") or [])
-        revision = len(history) + 1
+        revision = (history[0].get("version", len(history)) if history else 0) + 1
         history.insert(
             0,
             {
@@ -461,13 +485,12 @@ class Controllers:
                 "status": "deployed",
                 "chartName": chart,
                 "chartVersion": version,
-                "configDigest": "sha256:" + _digest(values),
+                "configDigest": digest,
             },
         )
         reason = "UpgradeSucceeded" if installed else "InstallSucceeded"
-        verb = "upgrade" if installed else "install"
         message = (
-            f"Helm {verb} succeeded for release {target_ns}/{release}.v{revision} with "
+            f"Helm {action} succeeded for release {target_ns}/{release}.v{revision} with "
             f"chart {chart}@{version}"
         )
         self._write_status(
@@ -481,10 +504,33 @@ class Controllers:
                 history=history[:5],
                 lastAttemptedRevision=version,
                 lastAttemptedGeneration=gen,
+                lastAttemptedReleaseAction=action,
+                lastAttemptedConfigDigest=digest,
                 observedGeneration=gen,
                 storageNamespace=target_ns,
             ),
         )
+
+    def _attempt_error(
+        self, ns: str, name: str, chart: str, version: str, values: Mapping[str, Any]
+    ) -> tuple[str, str] | None:
+        """(reason or "", error) when this Helm action fails: the values break the chart's
+        schema, or an injected failure has attempts left (one is used up)."""
+        problems = self._values_problems(chart, version, name, values)
+        if problems:
+            lines = "\n".join(f"- {p}" for p in problems)
+            return "", (
+                "values don't meet the specifications of the schema(s) in the following "
+                f"chart(s):\n{chart}:\n{lines}"
+            )
+        failure_key, failure = self._failure(ns, name)
+        if failure is None:
+            return None
+        used = self._injected.get(failure_key, 0)
+        if failure.times is not None and used >= failure.times:
+            return None
+        self._injected[failure_key] = used + 1
+        return failure.reason, failure.message
 
     def _source_problem(self, spec: Mapping[str, Any], ns: str) -> str | None:
         chart_ref = spec.get("chartRef")
@@ -560,6 +606,52 @@ class Controllers:
                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
                     manager="helm",
                 )
+
+    # ------------------------------------------------------------------ operators
+
+    def _operators(self, now: float) -> None:
+        for op in _OPERATORS:
+            rt = self._type(op.api_version, op.kind)
+            if rt is None:
+                continue  # CRD not established yet
+            for stored in self.store.iter_stored(rt):
+                self._operator_cr(op, rt, stored, now)
+
+    def _operator_deployment(self, op: _Operator, namespace: str | None) -> dict[str, Any] | None:
+        rt = self._type("apps/v1", "Deployment")
+        assert rt is not None
+        for stored in self.store.iter_stored(rt):
+            meta = stored.obj["metadata"]
+            if meta["name"] == op.deployment and namespace in (None, meta.get("namespace")):
+                return stored.obj
+        return None
+
+    def _operator_cr(
+        self, op: _Operator, rt: ResourceType, stored: StoredObject, now: float
+    ) -> None:
+        """What virt-operator / cdi-operator write into their CR's status."""
+        meta = stored.obj["metadata"]
+        gen = meta.get("generation", 1)
+        old = stored.obj.get("status") or {}
+        deployment = self._operator_deployment(op, meta.get("namespace") if op.namespaced else None)
+        key = (op.kind, meta.get("namespace", ""), meta["name"])
+        if deployment is None or not _available(deployment):
+            self._since.pop(key, None)
+            return  # no operator running: nobody writes this status
+        fault = self.component_faults.get(op.component)
+        was_deployed = old.get("phase") == "Deployed" and fault is None
+        if was_deployed and old.get("observedGeneration", gen) == gen:
+            return
+        version, registry = _image_version(deployment, op.image)
+        # a deployed CR stays Deployed while the operator re-syncs a changed spec
+        deployed = fault is None and (
+            was_deployed or self._elapsed(key, version, now) >= self.operator_delay
+        )
+        stamp = self._stamp()
+        status = op.status(version, registry, gen, deployed, fault, _digest([version, registry]))
+        for cond in status["conditions"]:
+            cond[op.probe_field] = stamp
+        self._write_status(rt, stored, status)
 
     def _nodes(self) -> None:
         rt = self._type("v1", "Node")
@@ -638,22 +730,21 @@ class Controllers:
 _NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 
 
-def _stalled(spec: Mapping[str, Any], action: str, gen: int) -> list[dict[str, Any]]:
-    """helm-controller stalls once remediation retries are used up; ``-1`` retries forever.
+_FAILURE_COUNTERS = ("failures", "installFailures", "upgradeFailures")
 
-    (The emulator fails every attempt of a failing release at once: after retries + 1.)"""
-    retries = int(((spec.get(action) or {}).get("remediation") or {}).get("retries", 0))
-    if retries < 0:
-        return []
-    return [
-        _condition(
-            "Stalled",
-            "True",
-            "RetriesExceeded",
-            f"Failed to {action} after {retries + 1} attempt(s)",
-            gen,
-        )
-    ]
+
+def _retries(spec: Mapping[str, Any], action: str) -> int:
+    """``spec.<action>.remediation.retries``: 0 by default, negative retries forever."""
+    return int(((spec.get(action) or {}).get("remediation") or {}).get("retries", 0))
+
+
+def _stalled_at(status: Mapping[str, Any], gen: int) -> bool:
+    return any(
+        c.get("type") == "Stalled"
+        and c.get("status") == "True"
+        and c.get("observedGeneration", gen) == gen
+        for c in status.get("conditions") or []
+    )
 
 
 def is_established_at(crd: Mapping[str, Any], generation: int | None) -> bool:
@@ -786,3 +877,131 @@ def _source_ready(kind: str, spec: Mapping[str, Any], gen: int, stamp: str) -> d
             _condition("ArtifactInStorage", "True", "Succeeded", message, gen),
         ],
     }
+
+
+# --------------------------------------------------------------------------- KubeVirt and CDI
+
+
+def _available(deployment: Mapping[str, Any]) -> bool:
+    status = deployment.get("status") or {}
+    gen = (deployment.get("metadata") or {}).get("generation")
+    if gen is not None and status.get("observedGeneration") not in (None, gen):
+        return False
+    return any(
+        c.get("type") == "Available" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def _image_version(deployment: Mapping[str, Any], image: str) -> tuple[str, str]:
+    """(tag, registry) of the operator's container image (e.g. v1.8.4, quay.io/kubevirt)."""
+    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers"
+    ) or []
+    for c in containers:
+        ref = str(c.get("image") or "")
+        repo, _, tag = ref.rpartition(":")
+        if repo.rsplit("/", 1)[-1] == image and "/" not in tag:
+            return tag, repo.rsplit("/", 1)[0]
+    return "", ""
+
+
+def _kubevirt_status(
+    version: str, registry: str, gen: int, deployed: bool, fault: Failure | None, deployment_id: str
+) -> dict[str, Any]:
+    """virt-operator's KubeVirt status (pkg/virt-operator: phase Deploying -> Deployed)."""
+    status: dict[str, Any] = {
+        "phase": "Deployed" if deployed else "Deploying",
+        "operatorVersion": version,
+        "targetKubeVirtVersion": version,
+        "targetKubeVirtRegistry": registry,
+        "targetDeploymentID": deployment_id,
+        "defaultArchitecture": "amd64",
+    }
+    if deployed:
+        ready = "All components are ready."
+        status.update(
+            observedKubeVirtVersion=version,
+            observedKubeVirtRegistry=registry,
+            observedDeploymentID=deployment_id,
+            observedGeneration=gen,
+            conditions=[
+                _condition("Available", "True", "AllComponentsReady", ready, None),
+                _condition("Progressing", "False", "AllComponentsReady", ready, None),
+                _condition("Degraded", "False", "AllComponentsReady", ready, None),
+                _condition("Created", "True", "AllResourcesCreated",
+                           "All resources were created.", None),
+            ],
+        )
+        return status
+    deploying = f"Deploying version {version} with registry {registry}"
+    if fault is None:
+        status["conditions"] = [
+            _condition("Available", "False", "DeploymentInProgress", deploying, None),
+            _condition("Progressing", "True", "DeploymentInProgress", deploying, None),
+            _condition("Degraded", "False", "DeploymentInProgress", deploying, None),
+        ]
+    else:
+        reason = fault.reason or "DeploymentFailed"
+        status["conditions"] = [
+            _condition("Available", "False", reason, fault.message, None),
+            _condition("Progressing", "True", "DeploymentInProgress", deploying, None),
+            _condition("Degraded", "True", reason, fault.message, None),
+        ]
+    return status
+
+
+def _cdi_status(
+    version: str, registry: str, gen: int, deployed: bool, fault: Failure | None, _id: str
+) -> dict[str, Any]:
+    """cdi-operator's CDI status (controller-lifecycle-operator-sdk conditions)."""
+    status: dict[str, Any] = {
+        "phase": "Deployed" if deployed else "Deploying",
+        "operatorVersion": version,
+        "targetVersion": version,
+    }
+    if deployed:
+        status["observedVersion"] = version
+        status["conditions"] = [
+            {"type": "Available", "status": "True", "reason": "DeployCompleted",
+             "message": "Deployment Completed"},
+            {"type": "Progressing", "status": "False"},
+            {"type": "Degraded", "status": "False"},
+        ]
+    elif fault is None:
+        status["conditions"] = [
+            {"type": "Available", "status": "False", "reason": "DeployStarted",
+             "message": "Started Deployment"},
+            {"type": "Progressing", "status": "True", "reason": "DeployStarted",
+             "message": "Started Deployment"},
+            {"type": "Degraded", "status": "False"},
+        ]
+    else:
+        reason = fault.reason or "DeployFailed"
+        status["conditions"] = [
+            {"type": "Available", "status": "False", "reason": reason, "message": fault.message},
+            {"type": "Progressing", "status": "True", "reason": "DeployStarted",
+             "message": "Started Deployment"},
+            {"type": "Degraded", "status": "True", "reason": reason, "message": fault.message},
+        ]
+    return status
+
+
+@dataclass(frozen=True)
+class _Operator:
+    component: str
+    api_version: str
+    kind: str
+    namespaced: bool
+    deployment: str
+    image: str
+    probe_field: str
+    status: Callable[[str, str, int, bool, Failure | None, str], dict[str, Any]]
+
+
+_OPERATORS = (
+    _Operator("kubevirt", "kubevirt.io/v1", "KubeVirt", True, "virt-operator", "virt-operator",
+              "lastProbeTime", _kubevirt_status),
+    _Operator("cdi", "cdi.kubevirt.io/v1beta1", "CDI", False, "cdi-operator", "cdi-operator",
+              "lastHeartbeatTime", _cdi_status),
+)

@@ -1,7 +1,7 @@
 """The emulated rack as a long-lived process: Talos nodes + the Kubernetes API emulator.
 
     python -m cloudctl.emulate.rack -i inventory.yaml --secrets DIR --dir CLUSTER_DIR/emulator \
-        [--fail-release NAME=REASON:MESSAGE] [--release-delay S]
+        [--faults FILE] [--release-delay S] [--retry-interval S]
 
 ``cloudctl bootstrap --emulate`` starts it detached (see :mod:`cloudctl.emulate.rack_control`)
 so it outlives a killed bootstrap process, exactly as a real rack outlives its operator's
@@ -15,6 +15,8 @@ terminal. It stands in for machines that already PXE-booted into maintenance mod
 - ``<dir>/rack.json`` (rewritten atomically whenever it changes) holds the pid, the Talos port,
   the Kubernetes API URL and the counters tests read: Bootstrap RPCs and applies per node, and
   per HelmRelease its uid, generation and Ready state. No secrets.
+- Faults (:mod:`cloudctl.emulate.faults`, a faults file written by ``rack_control``) are
+  fixed for the life of the process and listed in ``rack.json`` as ``faults``.
 - Flux Kustomizations whose GitRepository is local (``file://`` or HTTP on loopback) are
   reconciled for real
   (:mod:`cloudctl.emulate.rack_gitops`): the tree at the branch head is applied.
@@ -39,10 +41,12 @@ from ..inventory.models import Inventory
 from ..render.gitops.contracts import VENDORED_CRDS
 from ..resources import read_text
 from ..secrets import SecretsStore
+from .faults import NODE_KINDS, FaultSet, parse_faults_document
 from .kube_api import KubeApiEmulator
 from .kube_platform import platform_values_validators
-from .rack_control import RACK_FILE
+from .rack_control import RACK_FILE, platform_release_names
 from .rack_gitops import FileGitKustomizeController
+from .talos_node import Faults
 from .talos_rack import Rack
 
 POLL = 0.05
@@ -60,13 +64,38 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True), mode=0o600, fsync=False)
 
 
-def parse_failure(text: str) -> tuple[str, str, str]:
-    """``NAME=REASON:MESSAGE`` -> (name, reason, message)."""
-    name, _, rest = text.partition("=")
-    reason, _, message = rest.partition(":")
-    if not name or not reason:
-        raise ValueError(f"--fail-release wants NAME=REASON:MESSAGE, got {text!r}")
-    return name, reason, message or "Helm install failed: injected failure"
+NODE_SLOW_DEFAULT = 2.0
+APPLY_REJECTED_DEFAULT = "configuration rejected (injected fault)"
+COMPONENT_DEFAULT = "operator failed to deploy its components (injected fault)"
+RELEASE_DEFAULT = "injected failure"
+
+
+def node_faults(faults: FaultSet) -> dict[str, Faults]:
+    """Inventory node name -> the Talos emulator's per-node faults."""
+    out: dict[str, Faults] = {}
+    for f in faults.faults:
+        if f.kind not in NODE_KINDS:
+            continue
+        node = out.setdefault(f.target, Faults())
+        if f.kind == "node-unreachable":
+            node.unreachable = True
+        elif f.kind == "node-slow":
+            node.slow = float(f.get("seconds", NODE_SLOW_DEFAULT))
+        elif f.kind == "apply-rejected":
+            node.apply_fails = str(f.get("message", APPLY_REJECTED_DEFAULT))
+        elif f.kind == "upgrade-rollback":
+            node.upgrade_rollback = True
+    return out
+
+
+def inject_kube_faults(emu: KubeApiEmulator, faults: FaultSet) -> None:
+    for f in faults.of_kind("release-fails"):
+        emu.fail_release(f.target, str(f.get("reason", "")),
+                         str(f.get("message", RELEASE_DEFAULT)),
+                         times=f.get("times"), namespace="flux-system")
+    for f in faults.of_kind("component-not-deployed"):
+        emu.fail_component(f.target, str(f.get("reason", "")),
+                           str(f.get("message", COMPONENT_DEFAULT)))
 
 
 class RackProcess:
@@ -76,8 +105,10 @@ class RackProcess:
         emu: KubeApiEmulator,
         rack: Rack,
         directory: Path,
+        faults: FaultSet | None = None,
     ) -> None:
         self.inv = inv
+        self.faults = faults or FaultSet(())
         self.emu = emu
         self.rack = rack
         self.directory = directory
@@ -92,12 +123,25 @@ class RackProcess:
             meta = hr["metadata"]
             conds = (hr.get("status") or {}).get("conditions") or []
             ready: dict[str, Any] = next((c for c in conds if c.get("type") == "Ready"), {})
+            status = hr.get("status") or {}
+            stalled: dict[str, Any] = next((c for c in conds if c.get("type") == "Stalled"), {})
             releases[meta["name"]] = {
                 "uid": meta.get("uid"),
                 "generation": meta.get("generation"),
                 "ready": ready.get("status"),
                 "reason": ready.get("reason"),
+                "install_failures": status.get("installFailures", 0),
+                "upgrade_failures": status.get("upgradeFailures", 0),
+                "stalled": stalled.get("status") == "True",
             }
+        components = {}
+        for api_version, kind in (("kubevirt.io/v1", "KubeVirt"),
+                                  ("cdi.kubevirt.io/v1beta1", "CDI")):
+            for cr in self.emu.list(api_version, kind):
+                components[kind] = {
+                    "name": cr["metadata"]["name"],
+                    "phase": (cr.get("status") or {}).get("phase"),
+                }
         nodes = {
             name: {
                 "stage": n.state.stage,
@@ -117,6 +161,8 @@ class RackProcess:
             "bootstrap_rpcs": sum(n["bootstrap_rpcs"] for n in nodes.values()),
             "nodes": nodes,
             "helmreleases": releases,
+            "components": components,
+            "faults": self.faults.specs(),
             "gitops": {
                 "applied": dict(self.gitops.applied),
                 "errors": dict(self.gitops.errors),
@@ -180,6 +226,14 @@ def _crds(files: tuple[str, ...]) -> Iterator[dict[str, Any]]:
 
 async def serve(args: argparse.Namespace) -> None:
     inv = load_inventory(args.inventory).inventory
+    faults = FaultSet(())
+    if args.faults:
+        path = Path(args.faults)
+        faults = FaultSet.build(
+            parse_faults_document(path.read_text(), source=str(path)),
+            nodes=[n.name for n in inv.nodes],
+            releases=platform_release_names(),
+        )
     bundle = SecretsStore(Path(args.secrets)).load()
     assert bundle.k8s.key is not None
     emu = KubeApiEmulator(
@@ -188,13 +242,13 @@ async def serve(args: argparse.Namespace) -> None:
         workload_delay=args.workload_delay,
         source_delay=0.02,
         release_delay=args.release_delay,
+        retry_interval=args.retry_interval,
+        operator_delay=args.workload_delay,
         values_validators=platform_values_validators(),
         cluster_name=inv.cluster.name,
         kubernetes_version=inv.cluster.kubernetes_version,
     )
-    for spec in args.fail_release or ():
-        name, reason, message = parse_failure(spec)
-        emu.fail_release(name, reason, message)
+    inject_kube_faults(emu, faults)
     emu.start()
     directory = Path(args.dir)
     stop = asyncio.Event()
@@ -202,8 +256,9 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Rack(inv, port=args.port or None, kube_api_url=emu.url) as rack:
-            proc = RackProcess(inv, emu, rack, directory)
+        async with Rack(inv, port=args.port or None, kube_api_url=emu.url,
+                        faults=node_faults(faults)) as rack:
+            proc = RackProcess(inv, emu, rack, directory, faults)
             await proc.run(stop)
     finally:
         emu.stop()
@@ -219,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="Talos API port (default: a free one)")
     p.add_argument("--release-delay", type=float, default=0.05)
     p.add_argument("--workload-delay", type=float, default=0.05)
-    p.add_argument("--fail-release", action="append", metavar="NAME=REASON:MESSAGE")
+    p.add_argument("--retry-interval", type=float, default=0.4,
+                   help="seconds between helm-controller's attempts of a failing release")
+    p.add_argument("--faults", metavar="FILE", help="faults file (YAML/JSON list)")
     args = p.parse_args(argv)
     asyncio.run(serve(args))
     return 0
