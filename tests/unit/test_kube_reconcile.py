@@ -173,6 +173,7 @@ def test_injected_failure_applies_after_dependencies(cluster: tuple[Store, Contr
     assert (cond["status"], cond["reason"], cond["message"]) == (
         "False",
         "InstallFailed",
+        "Helm install failed for release flux-system/kube-ovn with chart kube-ovn@1.0.0: "
         "Helm install failed: boom",
     )
 
@@ -290,3 +291,181 @@ def test_workloads_and_nodes(cluster: tuple[Store, Controllers]) -> None:
     ctl.reconcile(2.1)
     n = _get(store, "v1", "Node", "cp1", None)
     assert _cond(n)["status"] == "True" and "taints" not in n["spec"]
+
+
+def _hr(store: Store, name: str) -> dict[str, Any]:
+    return _get(store, "helm.toolkit.fluxcd.io/v2", "HelmRelease", name, "flux-system")
+
+
+def test_release_fails_n_times_then_succeeds_with_retries_forever(
+    cluster: tuple[Store, Controllers],
+) -> None:
+    """helm-controller with remediation.retries -1: each failure is counted in
+    status.installFailures, the next attempt comes after the retry interval, never Stalled."""
+    store, ctl = cluster
+    ctl.retry_interval = 0.5
+    ctl.failures["cilium"] = Failure("", "context deadline exceeded", times=2)
+    rel = _release("cilium", [])
+    rel["spec"]["install"] = {"remediation": {"retries": -1}}
+    _apply(store, rel)
+    ctl.reconcile(1.0)  # attempt 1 fails
+    obj = _hr(store, "cilium")
+    ready, released = _cond(obj), _cond(obj, "Released")
+    message = (
+        "Helm install failed for release flux-system/cilium with chart cilium@1.0.0: "
+        "context deadline exceeded"
+    )
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False", "InstallFailed", message)
+    assert (released["status"], released["reason"]) == ("False", "InstallFailed")
+    assert obj["status"]["installFailures"] == 1 and obj["status"]["failures"] == 1
+    assert obj["status"]["lastAttemptedReleaseAction"] == "install"
+    assert all(c["type"] != "Stalled" for c in obj["status"]["conditions"])
+    ctl.reconcile(1.3)  # within the retry interval: nothing happens
+    assert _hr(store, "cilium")["status"]["installFailures"] == 1
+    ctl.reconcile(1.6)  # attempt 2 fails
+    assert _hr(store, "cilium")["status"]["installFailures"] == 2
+    ctl.reconcile(2.2)  # attempt 3 succeeds; the counters are reset
+    obj = _hr(store, "cilium")
+    assert is_ready(obj)
+    assert _cond(obj)["reason"] == "InstallSucceeded"
+    assert "installFailures" not in obj["status"] and "failures" not in obj["status"]
+    assert obj["status"]["history"][0]["version"] == 1
+
+
+def test_retries_exhausted_stall_with_retries_exceeded(cluster: tuple[Store, Controllers]) -> None:
+    """retries: 1 allows two attempts; after the second failure Stalled=True RetriesExceeded and
+    no further attempt, even though the injected fault would have healed."""
+    store, ctl = cluster
+    ctl.retry_interval = 0.1
+    ctl.failures["cilium"] = Failure("", "boom", times=3)
+    rel = _release("cilium", [])
+    rel["spec"]["install"] = {"remediation": {"retries": 1}}
+    _apply(store, rel)
+    ctl.reconcile(1.0)
+    assert "Stalled" not in {c["type"] for c in _hr(store, "cilium")["status"]["conditions"]}
+    ctl.reconcile(1.2)
+    obj = _hr(store, "cilium")
+    stalled = _cond(obj, "Stalled")
+    assert (stalled["status"], stalled["reason"], stalled["message"]) == (
+        "True", "RetriesExceeded", "Failed to install after 2 attempt(s)")
+    assert _cond(obj)["reason"] == "InstallFailed"
+    assert obj["status"]["installFailures"] == 2
+    for t in (1.5, 2.0, 5.0):
+        ctl.reconcile(t)
+    assert _hr(store, "cilium")["status"]["installFailures"] == 2  # stopped retrying
+    # a new generation resets the counters and is attempted again (the 3rd injected failure)
+    rel["spec"]["values"] = {"debug": {"enabled": True}}
+    _apply(store, rel)
+    ctl.reconcile(6.0)
+    obj = _hr(store, "cilium")
+    assert obj["status"]["installFailures"] == 1
+    ctl.reconcile(6.2)
+    assert is_ready(_hr(store, "cilium"))
+
+
+def test_default_retries_zero_stall_after_first_failure(cluster: tuple[Store, Controllers]) -> None:
+    store, ctl = cluster
+    ctl.failures["cilium"] = Failure("ChartPullFailed", "pull failed")
+    _apply(store, _release("cilium", []))
+    ctl.reconcile(1.0)
+    obj = _hr(store, "cilium")
+    assert _cond(obj)["reason"] == "ChartPullFailed"
+    assert _cond(obj, "Stalled")["message"] == "Failed to install after 1 attempt(s)"
+
+
+def test_failed_upgrade_counts_upgrade_failures(cluster: tuple[Store, Controllers]) -> None:
+    store, ctl = cluster
+    rel = _release("cilium", [])
+    rel["spec"]["upgrade"] = {"remediation": {"retries": -1}}
+    _apply(store, rel)
+    ctl.reconcile(1.0)
+    assert is_ready(_hr(store, "cilium"))
+    ctl.failures["cilium"] = Failure("", "timed out waiting for the condition", times=1)
+    rel["spec"]["values"] = {"debug": {"enabled": True}}
+    _apply(store, rel)
+    ctl.reconcile(2.0)
+    obj = _hr(store, "cilium")
+    assert _cond(obj)["reason"] == "UpgradeFailed"
+    assert _cond(obj)["message"].startswith("Helm upgrade failed for release flux-system/cilium")
+    assert obj["status"]["upgradeFailures"] == 1 and "installFailures" not in obj["status"]
+    ctl.reconcile(3.0)
+    obj = _hr(store, "cilium")
+    assert _cond(obj)["reason"] == "UpgradeSucceeded"
+    assert [h["version"] for h in obj["status"]["history"]] == [2, 1]
+
+
+def _operator_setup(store: Store, ctl: Controllers, operator: str, cr: str) -> None:
+    docs = parse_manifests(read_text("flux", f"vendor/kubevirt/{operator}"), source=operator)
+    for doc in docs:
+        if doc["kind"] in ("Namespace", "CustomResourceDefinition"):
+            _apply(store, doc)
+    ctl.reconcile(10.0)
+    ctl.reconcile(11.0)  # CRDs established
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            _apply(store, doc)
+    for doc in parse_manifests(read_text("flux", f"vendor/kubevirt/{cr}"), source=cr):
+        _apply(store, doc)
+
+
+def test_kubevirt_cr_deployed_once_virt_operator_is_available(
+    cluster: tuple[Store, Controllers],
+) -> None:
+    store, ctl = cluster
+    ctl.workload_delay, ctl.operator_delay = 1.0, 2.0
+    _operator_setup(store, ctl, "kubevirt-operator-v1.8.4.yaml", "kubevirt-cr-v1.8.4.yaml")
+    ctl.reconcile(12.0)  # virt-operator not available yet: nobody writes the CR's status
+    kv = _get(store, "kubevirt.io/v1", "KubeVirt", "kubevirt", "kubevirt")
+    assert "status" not in kv or not kv["status"]
+    ctl.reconcile(13.0)  # operator available: deploying
+    kv = _get(store, "kubevirt.io/v1", "KubeVirt", "kubevirt", "kubevirt")
+    assert kv["status"]["phase"] == "Deploying"
+    assert (_cond(kv, "Available")["status"], _cond(kv, "Progressing")["status"]) == (
+        "False", "True")
+    assert _cond(kv, "Available")["message"] == (
+        "Deploying version v1.8.4 with registry quay.io/kubevirt")
+    ctl.reconcile(15.0)
+    kv = _get(store, "kubevirt.io/v1", "KubeVirt", "kubevirt", "kubevirt")
+    st = kv["status"]
+    assert st["phase"] == "Deployed"
+    assert {c["type"]: (c["status"], c["reason"]) for c in st["conditions"]} == {
+        "Available": ("True", "AllComponentsReady"),
+        "Progressing": ("False", "AllComponentsReady"),
+        "Degraded": ("False", "AllComponentsReady"),
+        "Created": ("True", "AllResourcesCreated"),
+    }
+    assert st["observedKubeVirtVersion"] == st["targetKubeVirtVersion"] == "v1.8.4"
+    assert st["observedGeneration"] == kv["metadata"]["generation"]
+    assert all("lastProbeTime" in c and "lastTransitionTime" in c for c in st["conditions"])
+
+
+def test_cdi_cr_deployed_and_not_deployed_fault(cluster: tuple[Store, Controllers]) -> None:
+    store, ctl = cluster
+    _operator_setup(store, ctl, "cdi-operator-v1.66.0.yaml", "cdi-cr-v1.66.0.yaml")
+    ctl.reconcile(12.0)
+    ctl.reconcile(12.5)
+    cdi = _get(store, "cdi.kubevirt.io/v1beta1", "CDI", "cdi", None)
+    st = cdi["status"]
+    assert st["phase"] == "Deployed"
+    assert st["observedVersion"] == st["targetVersion"] == st["operatorVersion"] == "v1.66.0"
+    assert {c["type"]: c["status"] for c in st["conditions"]} == {
+        "Available": "True", "Progressing": "False", "Degraded": "False"}
+    assert _cond(cdi, "Available")["reason"] == "DeployCompleted"
+
+
+def test_component_not_deployed_fault_keeps_cr_deploying(
+    cluster: tuple[Store, Controllers],
+) -> None:
+    store, ctl = cluster
+    ctl.component_faults["kubevirt"] = Failure("ImagePullFailed", "virt-handler: ErrImagePull")
+    _operator_setup(store, ctl, "kubevirt-operator-v1.8.4.yaml", "kubevirt-cr-v1.8.4.yaml")
+    for t in (12.0, 13.0, 20.0, 60.0):
+        ctl.reconcile(t)
+    kv = _get(store, "kubevirt.io/v1", "KubeVirt", "kubevirt", "kubevirt")
+    assert kv["status"]["phase"] == "Deploying"
+    available, degraded = _cond(kv, "Available"), _cond(kv, "Degraded")
+    assert (available["status"], available["reason"], available["message"]) == (
+        "False", "ImagePullFailed", "virt-handler: ErrImagePull")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ImagePullFailed")
+    assert "observedKubeVirtVersion" not in kv["status"]
