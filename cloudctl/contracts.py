@@ -41,6 +41,7 @@ from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
 from .errors import Problem, RenderError
+from .util.paths import format_path
 
 __all__ = [
     "ContractError",
@@ -64,18 +65,7 @@ class ContractError(RenderError):
         super().__init__(f"{source}: {len(self.problems)} contract violation(s):\n{lines}")
 
 
-# --------------------------------------------------------------------------- paths and errors
-
-
-def format_path(parts: Iterable[str | int]) -> str:
-    """``["spec", "values", "ports", 0, "name"]`` -> ``spec.values.ports[0].name``."""
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out += f".{p}" if out else str(p)
-    return out
+# --------------------------------------------------------------------------- errors
 
 
 def _leaf_errors(err: ValidationError) -> list[ValidationError]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import jsonschema
@@ -36,6 +36,7 @@ import yaml
 
 from cloudctl import resources
 from cloudctl.errors import InputError, Problem, RenderError
+from cloudctl.util.paths import format_path
 
 V1ALPHA1 = "v1alpha1"
 """Pseudo-kind used in messages for the legacy ``version: v1alpha1`` document."""
@@ -228,14 +229,8 @@ def document_kind(doc: dict[str, Any]) -> str:
     return str(doc.get("kind", "?"))
 
 
-def _json_path(parts: Iterator[Any] | Any) -> str:
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(document root)"
+def _json_path(parts: Iterable[str | int]) -> str:
+    return format_path(parts) or "(document root)"
 
 
 def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:

@@ -15,8 +15,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ..errors import InventoryError, Problem
+from ..util.paths import format_path
 from .checks import check
-from .loader import LineMap, PathKey, format_path, line_for, load_yaml_with_lines
+from .loader import LineMap, PathKey, line_for, load_yaml_with_lines
 from .models import Inventory, Node
 
 __all__ = [

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ..errors import InventoryError, Problem
+from ..util.paths import format_path
 
 PathKey = tuple[str | int, ...]
 LineMap = dict[PathKey, int]
@@ -36,13 +37,15 @@ def _construct(node: yaml.Node, loader: yaml.SafeLoader, path: PathKey, lines: L
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise InventoryError(
                     Problem(
-                        _fmt(path), "mapping keys must be scalars", key_node.start_mark.line + 1
+                        format_path(path),
+                        "mapping keys must be scalars",
+                        key_node.start_mark.line + 1,
                     )
                 )
             if key in out:
                 raise InventoryError(
                     Problem(
-                        _fmt((*path, str(key))),
+                        format_path((*path, str(key))),
                         "duplicate key",
                         key_node.start_mark.line + 1,
                     )
@@ -53,19 +56,6 @@ def _construct(node: yaml.Node, loader: yaml.SafeLoader, path: PathKey, lines: L
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, loader, (*path, i), lines) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
-
-
-def _fmt(path: PathKey) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-format_path = _fmt
 
 
 def load_yaml_with_lines(text: str, source: str = "<inventory>") -> tuple[Any, LineMap]:

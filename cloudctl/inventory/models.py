@@ -2,7 +2,8 @@
 
 YAML keys are camelCase (as in Talos and Kubernetes); Python attributes are snake_case. Unknown
 keys are rejected everywhere. Defaults here are the documented defaults of the inventory format
-(see ``inventory.example.yaml``). Cross-field rules live in ``checks.py``.
+(see ``inventory.example.yaml``); the Cozystack ones (cluster domain, system extensions) are read
+from ``talos/preset.yaml``. Cross-field rules live in ``checks.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from ..preset import preset
 
 # --------------------------------------------------------------------------- scalar types
 
@@ -158,7 +161,8 @@ class Cluster(Model):
     service_subnets: list[IPv4Net] = Field(
         default_factory=lambda: [ipaddress.IPv4Network("10.96.0.0/16")], min_length=1
     )
-    domain: Host = "cozy.local"
+    domain: Host = Field(default_factory=lambda: preset().cluster_domain)
+    """Cluster DNS domain; default ``defaults.clusterDomain`` of ``talos/preset.yaml``."""
     registry_mirrors: dict[NonEmpty, list[NonEmpty]] = Field(
         default_factory=lambda: {"docker.io": ["https://mirror.gcr.io"]}
     )
@@ -221,17 +225,8 @@ class Network(Model):
 # --------------------------------------------------------------------------- image
 
 
-DEFAULT_EXTENSIONS: tuple[str, ...] = (
-    "siderolabs/zfs",
-    "siderolabs/drbd",
-    "siderolabs/amd-ucode",
-    "siderolabs/intel-ucode",
-    "siderolabs/bnx2-bnx2x",
-    "siderolabs/intel-ice-firmware",
-    "siderolabs/qlogic-firmware",
-    "siderolabs/i915",
-    "siderolabs/amdgpu",
-)
+DEFAULT_EXTENSIONS: tuple[str, ...] = preset().extensions
+"""Default ``image.extensions`` (``defaults.extensions`` of ``talos/preset.yaml``)."""
 
 
 def _extension_name(value: Any) -> str:

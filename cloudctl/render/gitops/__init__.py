@@ -31,10 +31,12 @@ from typing import Any
 from ...contracts import ContractError
 from ...errors import InputError, Problem
 from ...inventory.models import Inventory
+from ...preset import preset
+from ...util.merge import deep_merge
 from ..files import Files, text_file, yaml_docs_file, yaml_file
 from .catalog import PlatformRelease, component_of, inventory_path, platform_releases
 from .contracts import crd_registry, custom_resource_problems
-from .flux import flux_documents, render_flux_install
+from .flux import flux_documents, flux_version, render_flux_install
 from .localcharts import (
     CUSTOM_RESOURCES,
     OPERATORS,
@@ -54,7 +56,7 @@ from .platform import (
     sources,
     sync_kustomization,
 )
-from .values import deep_merge, release_values, values_problems
+from .values import release_values, values_problems
 
 __all__ = [
     "GitOpsObjects",
@@ -211,12 +213,13 @@ def _readme(inv: Inventory, objs: GitOpsObjects) -> str:
                 "until that repository exists (set `gitops:` in the inventory) these releases "
                 "stay not Ready."
             )
+    prism, flux = preset().kube_prism, flux_version()
     return f"""# GitOps tree of cluster `{inv.cluster.name}`
 
 {GENERATED}
 
-- `flux-system/` — Flux v2.9.3 (source, kustomize, helm and notification controllers), patched
-  to run before any CNI exists: host network, API through KubePrism (localhost:7445),
+- `flux-system/` — Flux {flux} (source, kustomize, helm and notification controllers), patched
+  to run before any CNI exists: host network, API through KubePrism ({prism.host}:{prism.port}),
   tolerations for not-ready/uninitialised nodes, distinct host ports per controller, loopback
   links between the controllers (kept on one node). See `cloudctl/render/gitops/flux.py`.
 - `platform/` — namespaces (Pod Security labels), chart sources, one HelmRelease per component.

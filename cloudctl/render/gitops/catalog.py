@@ -8,7 +8,7 @@ replaced by those releases' own dependencies, so the order of what remains is un
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
@@ -43,12 +43,16 @@ class CatalogRelease:
     values_files: tuple[str, ...]
     schemas: dict[str, str]
     contract: str | None
+    # release name -> values files merged (after values_files) when that release is enabled
+    overlays: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Catalog:
     sources: dict[str, Source]
     releases: dict[str, CatalogRelease]
+    flux_version: str | None = None
+    """The pinned Flux release (``flux.version``); its manifest is gotk-components-<v>.yaml."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ def _parse_catalog(text: str) -> Catalog:
             values_files=tuple(spec.get("values") or ()),
             schemas={str(k): v for k, v in (spec.get("schema") or {}).items()},
             contract=spec.get("contract"),
+            overlays={str(k): tuple(v or ()) for k, v in (spec.get("overlays") or {}).items()},
         )
     for rel in releases.values():
         for dep in rel.depends_on:
@@ -99,7 +104,18 @@ def _parse_catalog(text: str) -> Catalog:
                 raise RenderError(
                     f"flux/platform.yaml: release {rel.name}: unknown dependency {dep}"
                 )
-    return Catalog(sources=sources, releases=releases)
+        for other in rel.overlays:
+            if other not in releases:
+                raise RenderError(
+                    f"flux/platform.yaml: release {rel.name}: overlay for unknown release {other}"
+                )
+    flux = data.get("flux") or {}
+    version = flux.get("version")
+    return Catalog(
+        sources=sources,
+        releases=releases,
+        flux_version=None if version is None else str(version),
+    )
 
 
 @functools.cache

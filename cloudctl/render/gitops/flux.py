@@ -1,14 +1,15 @@
-"""The pinned Flux install (``flux/gotk-components-v2.9.3.yaml``), patched to run before any CNI.
+"""The pinned Flux install (``flux/gotk-components-<version>.yaml``, version pinned in
+``flux/platform.yaml``), patched to run before any CNI.
 
-The vendored manifest is the unedited output of ``flux install`` for v2.9.3; every change below
+The vendored manifest is the unedited output of ``flux install``; every change below
 is a transformation of its parsed documents, so a Flux bump is a new vendored file, not a hand
 edit. Before Cilium is running there is no pod network, no Service routing (kube-proxy is
 disabled, Cilium replaces it) and no cluster DNS (CoreDNS needs the CNI). So:
 
 - every controller runs with ``hostNetwork: true`` and ``dnsPolicy: Default`` (the node's
   resolver: Git and Helm repository names resolve without CoreDNS);
-- the API server is reached through KubePrism: ``KUBERNETES_SERVICE_HOST=localhost``,
-  ``KUBERNETES_SERVICE_PORT=7445``;
+- the API server is reached through KubePrism (endpoint from ``talos/preset.yaml``, the one the
+  machine configs enable): ``KUBERNETES_SERVICE_HOST`` / ``KUBERNETES_SERVICE_PORT``;
 - they tolerate the taints of a node without a CNI / cloud provider, and the control-plane
   taint (the first nodes may all be control planes);
 - each controller listens on its own host ports (``PORTS``), since all share the node's network
@@ -43,14 +44,24 @@ from typing import Any
 import yaml
 
 from ...errors import RenderError
+from ...preset import preset
 from ...resources import read_text
 from ..files import RenderedFile, text_file, to_yaml_docs
+from .catalog import load_catalog
 
-FLUX_VERSION = "v2.9.3"
-MANIFEST = "gotk-components-v2.9.3.yaml"
 
-KUBEPRISM_HOST = "localhost"
-KUBEPRISM_PORT = 7445
+def flux_version() -> str:
+    """The pinned Flux release (``flux.version`` in ``flux/platform.yaml``)."""
+    version = load_catalog().flux_version
+    if not version:
+        raise RenderError("flux/platform.yaml: no flux.version (broken install?)")
+    return version
+
+
+def manifest_name() -> str:
+    """File name of the vendored install manifest under ``flux/``."""
+    return f"gotk-components-{flux_version()}.yaml"
+
 
 CONTROLLERS = (
     "source-controller",
@@ -82,7 +93,7 @@ LOOPBACK = {"source-controller": ("http",), "notification-controller": ("http",)
 RESERVED_HOST_PORTS: dict[str, tuple[int, ...]] = {
     "talos apid/trustd": (50000, 50001),
     "kubelet": (10248, 10250),
-    "kube-apiserver / KubePrism": (6443, 7445),
+    "kube-apiserver / KubePrism": (6443, preset().kube_prism.port),
     "etcd": (2379, 2380, 2381),
     "kube-controller-manager / kube-scheduler": (10257, 10259),
     "cilium agent/operator/envoy/hubble": (
@@ -128,9 +139,10 @@ PSA_PRIVILEGED = {
 @functools.cache
 def _parsed() -> tuple[dict[str, Any], ...]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    docs = [d for d in yaml.load_all(read_text("flux", MANIFEST), Loader=loader) if d]
+    manifest = manifest_name()
+    docs = [d for d in yaml.load_all(read_text("flux", manifest), Loader=loader) if d]
     if not any(d.get("kind") == "Deployment" for d in docs):
-        raise RenderError(f"flux/{MANIFEST}: no Deployments (not a Flux install manifest)")
+        raise RenderError(f"flux/{manifest}: no Deployments (not a Flux install manifest)")
     return tuple(docs)
 
 
@@ -164,26 +176,27 @@ def _controller_args(name: str, args: list[str]) -> list[str]:
 
 def _patch_container(name: str, c: dict[str, Any]) -> None:
     if name not in PORTS:
-        raise RenderError(f"flux/{MANIFEST}: no host ports assigned to {name}")
+        raise RenderError(f"flux/{manifest_name()}: no host ports assigned to {name}")
     c["args"] = _controller_args(name, list(c.get("args") or []))
     env = [
         e
         for e in c.get("env") or []
         if e["name"] not in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
     ]
+    prism = preset().kube_prism
     env += [
-        {"name": "KUBERNETES_SERVICE_HOST", "value": KUBEPRISM_HOST},
-        {"name": "KUBERNETES_SERVICE_PORT", "value": str(KUBEPRISM_PORT)},
+        {"name": "KUBERNETES_SERVICE_HOST", "value": prism.host},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": str(prism.port)},
     ]
     c["env"] = env
     declared = {p["name"] for p in c.get("ports") or []}
     missing = set(PORTS[name]) - declared
     if missing:
-        raise RenderError(f"flux/{MANIFEST}: {name} declares no port(s) {sorted(missing)}")
+        raise RenderError(f"flux/{manifest_name()}: {name} declares no port(s) {sorted(missing)}")
     for p in c["ports"]:
         port = PORTS[name].get(p["name"])
         if port is None:
-            raise RenderError(f"flux/{MANIFEST}: {name} port {p['name']} has no host port")
+            raise RenderError(f"flux/{manifest_name()}: {name} port {p['name']} has no host port")
         p["containerPort"] = port
         p["hostPort"] = port
     loopback = set(LOOPBACK.get(name, ()))
@@ -215,7 +228,9 @@ def _patch_deployment(doc: dict[str, Any]) -> None:
     }
     containers = spec["containers"]
     if len(containers) != 1:
-        raise RenderError(f"flux/{MANIFEST}: {name} has {len(containers)} containers, expected 1")
+        raise RenderError(
+            f"flux/{manifest_name()}: {name} has {len(containers)} containers, expected 1"
+        )
     _patch_container(name, containers[0])
 
 
@@ -246,15 +261,17 @@ def flux_documents() -> list[dict[str, Any]]:
     names = {d["metadata"]["name"] for d in out if d["kind"] == "Deployment"}
     if names != set(CONTROLLERS):
         raise RenderError(
-            f"flux/{MANIFEST}: expected controllers {CONTROLLERS}, got {sorted(names)}"
+            f"flux/{manifest_name()}: expected controllers {CONTROLLERS}, got {sorted(names)}"
         )
     return out
 
 
-HEADER = f"""\
-Flux {FLUX_VERSION} install (flux/{MANIFEST}),
+def _header() -> str:
+    prism = preset().kube_prism
+    return f"""\
+Flux {flux_version()} install (flux/{manifest_name()}),
 patched by cloudctl to run before any CNI: hostNetwork, API through KubePrism
-({KUBEPRISM_HOST}:{KUBEPRISM_PORT}), no-CNI tolerations, distinct host ports, loopback links
+({prism.host}:{prism.port}), no-CNI tolerations, distinct host ports, loopback links
 between the co-located controllers; NetworkPolicies and image automation removed.
 Every change and its reason: cloudctl/render/gitops/flux.py. Generated; do not edit."""
 
@@ -263,5 +280,5 @@ Every change and its reason: cloudctl/render/gitops/flux.py. Generated; do not e
 def render_flux_install() -> RenderedFile:
     """The patched install as one file (independent of the inventory, so computed once)."""
     body = to_yaml_docs(flux_documents())
-    header = "".join(f"# {line}\n" for line in HEADER.splitlines())
+    header = "".join(f"# {line}\n" for line in _header().splitlines())
     return text_file(header + "---\n" + body)

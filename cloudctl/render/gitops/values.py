@@ -1,5 +1,7 @@
-"""Helm values per release: defaults + overlays (helm-values/) + values computed from the
-inventory + the inventory's ``platform.<x>.values`` overrides; and their contract check."""
+"""Helm values per release: defaults + overlays (helm-values/, chosen by flux/platform.yaml's
+``values`` and ``overlays``) + values computed from the inventory and the preset
+(talos/preset.yaml) + the inventory's ``platform.<x>.values`` overrides; and their contract
+check."""
 
 from __future__ import annotations
 
@@ -15,21 +17,11 @@ import yaml
 from ...contracts import validate_values
 from ...errors import Problem
 from ...inventory.models import Inventory
+from ...preset import preset
 from ...resources import read_text
+from ...util.merge import deep_merge
 from .catalog import CatalogRelease, PlatformRelease, component_of, inventory_path
 from .metallb import metallb_config_values
-
-
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Maps merge key by key, recursively; lists and scalars in ``over`` replace."""
-    out: dict[str, Any] = copy.deepcopy(dict(base))
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -58,11 +50,14 @@ def chart_defaults(schema_file: str) -> dict[str, Any]:
     return _load_values_file(posixpath.join(posixpath.dirname(schema_file), "values.yaml"))
 
 
-def _computed(inv: Inventory, rel: PlatformRelease, names: set[str]) -> dict[str, Any]:
+def _computed(inv: Inventory, rel: PlatformRelease) -> dict[str, Any]:
     """Values that follow from the inventory (not user-editable defaults)."""
     name = rel.name
-    if name == "cilium" and "kube-ovn" in names:
-        return _load_values_file("cilium/values-kubeovn.yaml")
+    if name == "cilium":
+        # Cilium reaches the API through KubePrism (no Service routing before it runs); the
+        # Talos overlay names these keys, the endpoint itself is the preset's
+        prism = preset().kube_prism
+        return {"k8sServiceHost": prism.host, "k8sServicePort": prism.port}
     if name == "kube-ovn":
         kovn = inv.platform.kube_ovn
         return {
@@ -86,9 +81,10 @@ def release_values(
     """The complete values document of one release, as written into its HelmRelease."""
     names = enabled if enabled is not None else {rel.name}
     values: dict[str, Any] = {}
-    for relative in rel.catalog.values_files:
+    overlays = [f for other, files in rel.catalog.overlays.items() if other in names for f in files]
+    for relative in (*rel.catalog.values_files, *overlays):
         values = deep_merge(values, _load_values_file(relative))
-    values = deep_merge(values, _computed(inv, rel, names))
+    values = deep_merge(values, _computed(inv, rel))
     if rel.catalog.values_key is not None:
         values = deep_merge(values, component_of(inv, rel.catalog.values_key).values)
     return values

@@ -15,8 +15,9 @@ The patch targets only the v1alpha1 document. The inputs are not modified.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+from ...util.merge import deep_merge
 
 DELETE_DIRECTIVE = {"$patch": "delete"}
 
@@ -27,24 +28,4 @@ def _deletes(value: Any) -> bool:
 
 def merge_patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """A new mapping: ``patch`` deep-merged onto ``base`` (see module doc for the rules)."""
-    out = {k: copy.deepcopy(v) for k, v in base.items()}
-    for key, value in patch.items():
-        if _deletes(value):
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_patch(out[key], value)
-        elif isinstance(value, dict):
-            out[key] = _strip_deletes(value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _strip_deletes(value: dict[str, Any]) -> dict[str, Any]:
-    """A mapping that lands where there was none: delete markers inside it have nothing to
-    delete and are dropped."""
-    return {
-        k: _strip_deletes(v) if isinstance(v, dict) else copy.deepcopy(v)
-        for k, v in value.items()
-        if not _deletes(v)
-    }
+    return deep_merge(base, patch, delete=_deletes)

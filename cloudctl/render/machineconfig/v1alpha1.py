@@ -3,8 +3,9 @@
 Layout and secrets follow ``talosctl gen config`` (reference/talos-api.md §3.2): control planes
 carry every CA with its key (OS, Kubernetes, aggregator, service account, etcd), workers only the
 OS and Kubernetes CA certificates. Crt/key values are base64 of the PEM, as in ``secrets.yaml``.
-On top come the Cozystack-grade settings (reference/cozystack.md §2), expressed directly in the
-full document rather than as patches. The control-plane label
+On top come the Cozystack-grade settings (reference/cozystack.md §2) of ``talos/preset.yaml``
+(kernel modules, sysctls, files, kubelet max pods, KubePrism, Pod Security admission, audit
+policy), expressed directly in the full document rather than as patches. The control-plane label
 ``node.kubernetes.io/exclude-from-external-load-balancers`` that gen config adds and Cozystack
 removes with ``$patch: delete`` is simply never written.
 
@@ -23,84 +24,15 @@ import base64
 from typing import Any
 
 from cloudctl.inventory.models import Inventory, Node
+from cloudctl.preset import preset
 from cloudctl.render.schematic import installer_image
 from cloudctl.secrets import SecretsBundle
 from cloudctl.secrets.pki import CertAndKey
 
 from .network import legacy_network
 
-KUBEPRISM_PORT = 7445
-MAX_PODS = 512
 LOCALHOST = "127.0.0.1"
 EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
-
-KERNEL_MODULES: tuple[dict[str, Any], ...] = (
-    {"name": "openvswitch"},
-    {"name": "drbd", "parameters": ["usermode_helper=disabled"]},
-    {"name": "drbd_transport_tcp"},
-    {"name": "zfs"},
-    {"name": "spl"},
-    {"name": "vfio_pci"},
-    {"name": "vfio_iommu_type1"},
-)
-
-SYSCTLS: dict[str, str] = {
-    # neighbour table sizes for large L2 segments (Cozystack)
-    "net.ipv4.neigh.default.gc_thresh1": "4096",
-    "net.ipv4.neigh.default.gc_thresh2": "8192",
-    "net.ipv4.neigh.default.gc_thresh3": "16384",
-    # DRBD/LINSTOR: avoid TCP port exhaustion during reconnect storms (talm cozystack preset)
-    "net.ipv4.tcp_orphan_retries": "3",
-    "net.ipv4.tcp_fin_timeout": "30",
-    "net.core.netdev_max_backlog": "5000",
-    "net.core.netdev_budget": "600",
-    "net.core.netdev_budget_usecs": "8000",
-}
-
-CRI_CUSTOMIZATION_PATH = "/etc/cri/conf.d/20-customization.part"
-CRI_CUSTOMIZATION = """\
-[plugins]
-  [plugins."io.containerd.grpc.v1.cri"]
-    device_ownership_from_security_context = true
-  [plugins."io.containerd.cri.v1.runtime"]
-    device_ownership_from_security_context = true
-"""
-
-LVM_CONF_PATH = "/etc/lvm/lvm.conf"
-LVM_CONF = """\
-backup {
-    backup = 0
-    archive = 0
-}
-devices {
-    global_filter = [ "r|^/dev/drbd.*|", "r|^/dev/dm-.*|", "r|^/dev/zd.*|", "r|^/dev/loop.*|" ]
-}
-"""
-
-FILE_MODE = 0o644
-
-POD_SECURITY_ADMISSION: dict[str, Any] = {
-    "name": "PodSecurity",
-    "configuration": {
-        "apiVersion": "pod-security.admission.config.k8s.io/v1alpha1",
-        "defaults": {
-            "audit": "restricted",
-            "audit-version": "latest",
-            "enforce": "baseline",
-            "enforce-version": "latest",
-            "warn": "restricted",
-            "warn-version": "latest",
-        },
-        "exemptions": {"namespaces": ["kube-system"], "runtimeClasses": [], "usernames": []},
-        "kind": "PodSecurityConfiguration",
-    },
-}
-
-AUDIT_POLICY: dict[str, Any] = {
-    "apiVersion": "audit.k8s.io/v1",
-    "kind": "Policy",
-    "rules": [{"level": "Metadata"}],
-}
 
 
 def _b64(data: bytes) -> str:
@@ -163,7 +95,7 @@ def _features(multi_doc: bool) -> dict[str, Any]:
         features["rbac"] = True
         features["apidCheckExtKeyUsage"] = True
     features["diskQuotaSupport"] = True
-    features["kubePrism"] = {"enabled": True, "port": KUBEPRISM_PORT}
+    features["kubePrism"] = {"enabled": True, "port": preset().kube_prism.port}
     features["hostDNS"] = {"enabled": True, "forwardKubeDNSToHost": True}
     return features
 
@@ -179,7 +111,7 @@ def _machine(inv: Inventory, bundle: SecretsBundle, node: Node, multi_doc: bool)
         "certSANs": api_cert_sans(inv) if cp else [LOCALHOST],
         "kubelet": {
             "image": images["kubelet"],
-            "extraConfig": {"maxPods": MAX_PODS},
+            "extraConfig": {"maxPods": preset().max_pods},
             "defaultRuntimeSeccompProfileEnabled": True,
             "nodeIP": {"validSubnets": [subnet]},
             "disableManifestsDirectory": True,
@@ -188,15 +120,7 @@ def _machine(inv: Inventory, bundle: SecretsBundle, node: Node, multi_doc: bool)
     if not multi_doc:
         machine["network"] = legacy_network(inv, node)
     machine["install"] = _install(inv, node, multi_doc)
-    machine["files"] = [
-        {
-            "content": CRI_CUSTOMIZATION,
-            "permissions": FILE_MODE,
-            "path": CRI_CUSTOMIZATION_PATH,
-            "op": "create",
-        },
-        {"content": LVM_CONF, "permissions": FILE_MODE, "path": LVM_CONF_PATH, "op": "overwrite"},
-    ]
+    machine["files"] = preset().files()
     if not multi_doc:
         if inv.network.ntp:
             machine["time"] = {"servers": list(inv.network.ntp)}
@@ -207,9 +131,9 @@ def _machine(inv: Inventory, bundle: SecretsBundle, node: Node, multi_doc: bool)
                     for host, endpoints in inv.cluster.registry_mirrors.items()
                 }
             }
-    machine["sysctls"] = dict(SYSCTLS)
+    machine["sysctls"] = preset().sysctls()
     machine["features"] = _features(multi_doc)
-    machine["kernel"] = {"modules": [dict(m) for m in KERNEL_MODULES]}
+    machine["kernel"] = {"modules": preset().kernel_modules()}
     if node.labels:
         machine["nodeLabels"] = dict(node.labels)
     return machine
@@ -242,8 +166,8 @@ def _cluster(inv: Inventory, bundle: SecretsBundle, node: Node) -> dict[str, Any
         cluster["apiServer"] = {
             "image": images["apiServer"],
             "certSANs": api_cert_sans(inv),
-            "admissionControl": [POD_SECURITY_ADMISSION],
-            "auditPolicy": AUDIT_POLICY,
+            "admissionControl": preset().admission_control(),
+            "auditPolicy": preset().audit_policy(),
         }
         cluster["controllerManager"] = {
             "image": images["controllerManager"],
