@@ -221,6 +221,18 @@ def ip_link_name(node: Node) -> str:
     return node.link if node.link is not None else nic_alias(node, node.primary_mac)
 
 
+def _with_mtu_and_ip(
+    inv: Inventory, node: Node, doc: dict[str, Any], mtu: int | None, carries_ip: bool
+) -> dict[str, Any]:
+    """A NIC or bond link document completed with its MTU and, on the link that carries the
+    node IP, the address, routes and ``up`` fields."""
+    if mtu is not None:
+        doc["mtu"] = mtu
+    if carries_ip:
+        doc.update(_ip_fields(inv, node))
+    return doc
+
+
 def network_documents(inv: Inventory, node: Node) -> list[dict[str, Any]]:
     """HostnameConfig, ResolverConfig, TimeSyncConfig and the link documents (v1.12+)."""
     docs: list[dict[str, Any]] = [_doc("HostnameConfig", auto="off", hostname=node.name)]
@@ -241,11 +253,7 @@ def network_documents(inv: Inventory, node: Node) -> list[dict[str, Any]]:
         carries_ip = _ip_on_nic(node, mac)
         link = _doc("LinkConfig", name=nic_alias(node, mac))
         mtu = _parent_mtu(inv, node, None, carries_ip, mac)
-        if mtu is not None:
-            link["mtu"] = mtu
-        if carries_ip:
-            link.update(_ip_fields(inv, node))
-        docs.append(link)
+        docs.append(_with_mtu_and_ip(inv, node, link, mtu, carries_ip))
     for bond in node.bonds:
         carries_ip = node.link == bond.name
         doc = _doc(
@@ -256,11 +264,7 @@ def network_documents(inv: Inventory, node: Node) -> list[dict[str, Any]]:
             **_bond_settings(bond),
         )
         mtu = _parent_mtu(inv, node, bond.mtu, carries_ip, bond.name)
-        if mtu is not None:
-            doc["mtu"] = mtu
-        if carries_ip:
-            doc.update(_ip_fields(inv, node))
-        docs.append(doc)
+        docs.append(_with_mtu_and_ip(inv, node, doc, mtu, carries_ip))
     for vlan in node.vlans:
         parent = vlan.parent if ":" not in vlan.parent else nic_alias(node, vlan.parent)
         doc = _doc("VLANConfig", name=vlan.link_name, vlanID=vlan.id, parent=parent)
