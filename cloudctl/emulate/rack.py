@@ -9,7 +9,7 @@ terminal. It stands in for machines that already PXE-booted into maintenance mod
 
 - The Kubernetes API emulator is started with the cluster's Kubernetes CA (from the secrets
   bundle) so the kubeconfig the emulated control planes stream is accepted; HelmRelease values
-  are checked against the vendored chart schemas.
+  are checked against the vendored upstream chart schemas (:mod:`cloudctl.emulate.schemas`).
 - A Talos node joins Kubernetes (``add_node``) once it runs in normal mode and etcd has been
   bootstrapped — when a kubelet would register.
 - ``<dir>/rack.json`` (rewritten atomically whenever it changes) holds the pid, the Talos port,
@@ -43,9 +43,9 @@ from ..resources import read_text
 from ..secrets import SecretsStore
 from .faults import NODE_KINDS, FaultSet, parse_faults_document
 from .kube_api import KubeApiEmulator
-from .kube_platform import platform_values_validators
 from .rack_control import RACK_FILE, platform_release_names
 from .rack_gitops import FileGitKustomizeController
+from .schemas import chart_values_validators
 from .talos_node import Faults
 from .talos_rack import Rack
 
@@ -244,7 +244,7 @@ async def serve(args: argparse.Namespace) -> None:
         release_delay=args.release_delay,
         retry_interval=args.retry_interval,
         operator_delay=args.workload_delay,
-        values_validators=platform_values_validators(),
+        values_validators=chart_values_validators(),
         cluster_name=inv.cluster.name,
         kubernetes_version=inv.cluster.kubernetes_version,
     )

@@ -481,15 +481,13 @@ class _MachineService(_Base, machine_grpc.MachineServiceBase):
         digest = hashlib.sha256(f"{n.state.version}\0{text}".encode()).hexdigest()
         if n._validated is not None and n._validated[0] == digest:
             return n._validated[1]
-        from ..errors import InputError
-        from ..talos_schema import split_documents, validate_documents
+        from .schemas import ConfigRejected, parse_config, talos_config_problems
 
         try:
-            docs = split_documents(text)
-        except InputError as exc:
-            raise GRPCError(Status.INVALID_ARGUMENT, "failed to parse config: "
-                            + "; ".join(str(p) for p in exc.problems)) from None
-        errors = validate_documents(docs, n.state.version) if docs else ["config is empty"]
+            docs = parse_config(text)
+        except ConfigRejected as exc:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"failed to parse config: {exc}") from None
+        errors = talos_config_problems(docs, n.state.version) if docs else ["config is empty"]
         if errors:
             raise GRPCError(Status.INVALID_ARGUMENT, "configuration validation failed:\n"
                             + "\n".join(f"  * {e}" for e in errors))

@@ -25,8 +25,8 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client, dynamic
 
 from cloudctl.emulate.kube_api import KubeApiEmulator
-from cloudctl.emulate.kube_platform import platform_values_validators
 from cloudctl.emulate.kube_tls import make_pki
+from cloudctl.emulate.schemas import chart_values_validators
 from cloudctl.errors import PlatformError
 from cloudctl.inventory import load_inventory
 from cloudctl.kube import (
@@ -144,7 +144,7 @@ def emulator() -> Iterator[KubeApiEmulator]:
         crd_delay=0.05,
         workload_delay=0.05,
         release_delay=0.02,
-        values_validators=platform_values_validators(),
+        values_validators=chart_values_validators(),
     ) as emu:
         yield emu
 
@@ -326,7 +326,8 @@ def test_flux_and_platform_install_in_dependency_order(emulator: KubeApiEmulator
 def test_invalid_values_override_fails_with_the_reason(emulator: KubeApiEmulator) -> None:
     kube = Kube.from_kubeconfig(emulator.kubeconfig())
     apply_manifests(kube, _flux_docs())
-    apply_manifests(kube, platform_manifests({"cilium": {"kubeProxyReplacement": "strict"}}))
+    # the upstream chart schema types kubeProxyReplacement as string or boolean
+    apply_manifests(kube, platform_manifests({"cilium": {"kubeProxyReplacement": 7}}))
     with pytest.raises(PlatformError) as exc:
         wait_helmreleases(kube, timeout=20, interval=0.02)
     text = str(exc.value)
@@ -335,7 +336,7 @@ def test_invalid_values_override_fails_with_the_reason(emulator: KubeApiEmulator
         "HelmRelease flux-system/cilium failed: InstallFailed: Helm install "
         "failed for release cilium/cilium with chart cilium@1.19.6"
     )
-    assert "values.kubeProxyReplacement: 'strict' is not one of" in text
+    assert "at '/kubeProxyReplacement': 7 is not of type 'string', 'boolean'" in text
 
 
 def _node_ready(node: Any) -> str:

@@ -1,0 +1,263 @@
+"""The emulators' own checks against the vendored upstream schemas (DESIGN.md #10).
+
+The emulators stand in for Talos and Helm, so they must not judge cloudctl's output with
+cloudctl's own validators (``cloudctl.talos_schema``, ``cloudctl.contracts``, the render
+layer): a bug there would then be invisible end to end. This module reads the vendored upstream
+files directly (located with :mod:`cloudctl.resources`, nothing else of the product) and
+validates with ``jsonschema``:
+
+- Talos machine configs: each YAML document (duplicate keys refused, as Go's yaml.v3 does) is
+  matched to the branch of the Talos minor's ``config.schema.v1.NN.json`` ``oneOf`` that its
+  ``apiVersion``/``kind`` (or ``version: v1alpha1``) names, and validated against
+  ``{"$ref": "#/$defs/<branch>"}`` with the schema's ``$defs`` alongside, so jsonschema
+  resolves the references inside the vendored document. Every object definition there sets
+  ``additionalProperties: false``: unknown keys are rejected as Talos rejects them. The one
+  field Talos' Go types decode but the schema omits, ``persist`` (written by ``talosctl gen
+  config``), is accepted.
+- Helm chart values: ``helm-values/_upstream/<chart>/<version>/`` holds an upstream chart's
+  ``Chart.yaml``, ``values.yaml`` and ``values.schema.json``; as Helm does, the chart's default
+  values are coalesced with the release's values (``null`` deletes a default) and the result is
+  validated against the schema, with the JSON Schema draft its ``$schema`` names. A chart
+  version without a vendored schema is not checked (Helm would use that chart's own schema,
+  which is not here).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema.protocols import Validator
+
+from .. import resources
+
+__all__ = [
+    "ConfigRejected",
+    "chart_values_validators",
+    "parse_config",
+    "talos_config_problems",
+    "values_problems",
+    "vendored_charts",
+]
+
+V1ALPHA1 = "v1alpha1"
+_HIDDEN_V1ALPHA1_FIELDS = {"persist": {"type": "boolean"}}
+
+
+class ConfigRejected(ValueError):
+    """A machine config Talos cannot even decode (YAML error, duplicate key, not a mapping)."""
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            raise ConfigRejected(
+                f"line {key_node.start_mark.line + 1}: mapping key {key!r} already defined"
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def parse_config(text: str) -> list[dict[str, Any]]:
+    """The non-empty YAML documents of a machine config; :class:`ConfigRejected` otherwise."""
+    docs: list[dict[str, Any]] = []
+    try:
+        for number, doc in enumerate(yaml.load_all(text, Loader=_UniqueKeyLoader), start=1):
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                raise ConfigRejected(f"document {number} is not a mapping")
+            docs.append(doc)
+    except yaml.YAMLError as exc:
+        raise ConfigRejected(str(exc).replace("\n", " ")) from None
+    return docs
+
+
+# --------------------------------------------------------------------------- Talos
+
+
+_MINOR = re.compile(r"^v?(\d+)\.(\d+)")
+
+
+@functools.cache
+def _talos_schema(minor: str) -> dict[str, Any]:
+    path = resources.data_path("talos", f"schemas/config.schema.v{minor}.json")
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    v1 = next(
+        (d for d in schema["$defs"].values()
+         if "version" in d.get("properties", {}) and "kind" not in d.get("properties", {})),
+        None,
+    )
+    if v1 is not None:
+        for name, sub in _HIDDEN_V1ALPHA1_FIELDS.items():
+            v1["properties"].setdefault(name, sub)
+    return schema
+
+
+@functools.cache
+def _talos_branch(minor: str, api_version: str, kind: str) -> str | None:
+    schema = _talos_schema(minor)
+    for branch in schema.get("oneOf") or []:
+        name = str(branch.get("$ref", "")).rsplit("/", 1)[-1]
+        props = schema["$defs"].get(name, {}).get("properties", {})
+        if kind == "" and api_version == V1ALPHA1:
+            if "kind" not in props and V1ALPHA1 in (props.get("version") or {}).get("enum", []):
+                return name
+            continue
+        apis = (props.get("apiVersion") or {}).get("enum", [])
+        kinds = (props.get("kind") or {}).get("enum", [])
+        if api_version in apis and kind in kinds:
+            return name
+    return None
+
+
+@functools.cache
+def _talos_validator(minor: str, branch: str) -> Validator:
+    schema = _talos_schema(minor)
+    root = {"$schema": schema.get("$schema"), "$defs": schema["$defs"],
+            "$ref": f"#/$defs/{branch}"}
+    cls = jsonschema.validators.validator_for(root)
+    return cls(root)  # type: ignore[no-any-return]
+
+
+def _pointer(path: Iterable[Any]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def talos_config_problems(docs: list[dict[str, Any]], talos_version: str) -> list[str]:
+    """What the Talos minor's schema says about these documents ([]: accepted)."""
+    m = _MINOR.match(talos_version)
+    minor = f"{int(m.group(1))}.{int(m.group(2))}" if m else talos_version
+    if not resources.data_path("talos", f"schemas/config.schema.v{minor}.json").is_file():
+        return [f"no vendored config schema for Talos v{minor}"]
+    problems: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for number, doc in enumerate(docs, start=1):
+        if "apiVersion" in doc or "kind" in doc:
+            api, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
+        elif doc.get("version") == V1ALPHA1:
+            api, kind = V1ALPHA1, ""
+        else:
+            problems.append(f"document {number}: missing kind")
+            continue
+        label = f"document {number} ({kind or V1ALPHA1})"
+        branch = _talos_branch(minor, api, kind)
+        if branch is None:
+            problems.append(f"{label}: unknown document apiVersion {api!r} kind {kind!r}")
+            continue
+        identity = (kind, str(doc.get("name", "")))
+        if identity in seen:
+            problems.append(f"{label}: duplicate document")
+        seen.add(identity)
+        for err in sorted(_talos_validator(minor, branch).iter_errors(doc),
+                          key=lambda e: list(map(str, e.absolute_path))):
+            where = _pointer(err.absolute_path) or "(root)"
+            if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+                known = set(err.schema.get("properties", {}))
+                for extra in sorted(str(k) for k in err.instance if k not in known):
+                    problems.append(f"{label}: {_pointer([*err.absolute_path, extra])}: "
+                                    "unknown field")
+                continue
+            problems.append(f"{label}: {where}: {err.message}")
+    return problems
+
+
+# --------------------------------------------------------------------------- Helm values
+
+
+@functools.cache
+def vendored_charts() -> dict[tuple[str, str], str]:
+    """(chart name, version) -> directory under ``helm-values/`` of every vendored upstream
+    chart that ships a ``values.schema.json``."""
+    root = resources.data_dir("helm-values") / "_upstream"
+    out: dict[tuple[str, str], str] = {}
+    for chart_yaml in sorted(root.glob("*/*/Chart.yaml")):
+        meta = yaml.safe_load(chart_yaml.read_text(encoding="utf-8")) or {}
+        if (chart_yaml.parent / "values.schema.json").is_file():
+            relative = chart_yaml.parent.relative_to(resources.data_dir("helm-values"))
+            out[(str(meta["name"]), str(meta["version"]))] = relative.as_posix()
+    return out
+
+
+def _draft(schema: Mapping[str, Any]) -> type[Validator]:
+    """The validator class of the draft ``$schema`` names (http/https, trailing '#' ignored)."""
+    uri = str(schema.get("$schema") or "")
+    key = re.sub(r"^https?://", "", uri).rstrip("#").rstrip("/")
+    for cls in (jsonschema.Draft4Validator, jsonschema.Draft6Validator,
+                jsonschema.Draft7Validator, jsonschema.Draft201909Validator,
+                jsonschema.Draft202012Validator):
+        meta = str(cls.META_SCHEMA.get("$id") or cls.META_SCHEMA.get("id") or "")
+        if re.sub(r"^https?://", "", meta).rstrip("#").rstrip("/") == key:
+            return cls  # type: ignore[return-value]
+    return jsonschema.Draft202012Validator  # type: ignore[return-value]
+
+
+@functools.cache
+def _chart(directory: str) -> tuple[Validator, dict[str, Any]]:
+    base = resources.data_dir("helm-values") / directory
+    schema = json.loads((base / "values.schema.json").read_text(encoding="utf-8"))
+    defaults_file = base / "values.yaml"
+    defaults = (yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {}
+                if defaults_file.is_file() else {})
+    return _draft(schema)(schema), defaults
+
+
+def _coalesce(defaults: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's merge of user values over chart defaults (``null`` removes a default)."""
+    out = json.loads(json.dumps(defaults))
+    for key, value in values.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _coalesce(out[key], value)
+        else:
+            out[key] = json.loads(json.dumps(value))
+    return out  # type: ignore[no-any-return]
+
+
+def values_problems(chart: str, version: str, values: Mapping[str, Any]) -> list[str]:
+    """Helm's schema check of a release's values ([]: valid or no vendored schema)."""
+    directory = vendored_charts().get((chart, version.lstrip("v")))
+    if directory is None:
+        directory = vendored_charts().get((chart, version))
+    if directory is None:
+        return []
+    validator, defaults = _chart(directory)
+    merged = _coalesce(defaults, values)
+    out = []
+    for err in sorted(validator.iter_errors(merged), key=lambda e: list(map(str, e.path))):
+        pointer = "/" + "/".join(str(p) for p in err.absolute_path)
+        out.append(f"at '{pointer}': {err.message}")
+    return out
+
+
+def chart_values_validators() -> dict[str, Any]:
+    """Chart name -> ``check(values, version)`` for the Kubernetes emulator's helm-controller."""
+
+    def make(chart: str) -> Any:
+        def check(values: Mapping[str, Any], version: str) -> list[str]:
+            return values_problems(chart, version, values)
+
+        return check
+
+    return {chart: make(chart) for chart, _ in vendored_charts()}
