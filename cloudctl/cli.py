@@ -21,6 +21,7 @@ Exit codes:
   0 success            1 internal error (a bug)   2 invalid input (inventory, flags)
   3 secrets missing    4 render contract broken   5 environment not ready
   6 remote failure     7 timed out                8 platform component failed
+  9 cluster state unreadable or stale (names the file)     130 interrupted (Ctrl-C)
 """
 
 

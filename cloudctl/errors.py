@@ -14,6 +14,9 @@ Exit codes (also in ``cloudctl --help``):
     6  a remote system refused or failed (Talos node, Kubernetes API, image factory)
     7  timed out waiting for a remote system
     8  a platform component failed (HelmRelease not Ready; the reason is printed)
+    9  the cluster directory's state is unreadable, foreign, or contradicts the rack
+       (state.json, bootstrap.json); the message names the file and what to do
+  130  interrupted (Ctrl-C / SIGINT); the state records it and ``--resume`` continues
 """
 
 from __future__ import annotations
@@ -98,3 +101,51 @@ class Timeout(CloudctlError):
 
 class PlatformError(CloudctlError):
     exit_code = 8
+
+
+class StateError(CloudctlError):
+    """A state file in the cluster directory is corrupt, belongs elsewhere, or records a
+    cluster the rack no longer has (the message names the file)."""
+
+    exit_code = 9
+
+
+EXIT_INTERRUPTED = 130
+
+
+class NodeFailures(CloudctlError):
+    """One step failed on several nodes, each with its own error.
+
+    Built by :func:`node_failures`, which makes the aggregate an instance of the deciding
+    failure's own type too (``isinstance(err, InputError)`` holds when an input error decides),
+    so callers and the exit code see the per-node type, never a blanket "remote error".
+    """
+
+    def __init__(self, what: str, failures: list[tuple[str, CloudctlError]], total: int):
+        lines = "\n".join(f"  - {node}: {exc}" for node, exc in failures)
+        CloudctlError.__init__(
+            self, f"{what} failed on {len(failures)} of {total} node(s):\n{lines}")
+        self.what = what
+        self.failures = failures
+        self.problems = [p for _, e in failures for p in getattr(e, "problems", [])]
+        self.source = None
+
+
+_AGGREGATES: dict[type[CloudctlError], type[NodeFailures]] = {}
+
+
+def node_failures(
+    what: str, failures: list[tuple[str, CloudctlError]], total: int
+) -> CloudctlError:
+    """The error for ``what`` failing on some nodes. Its exit code is the deciding failure's:
+    the failures' own code when they agree, else the lowest (an input error beats a remote
+    one: fix the input first)."""
+    decider = min((exc for _, exc in failures), key=lambda e: e.exit_code)
+    base = type(decider)
+    cls = _AGGREGATES.get(base)
+    if cls is None:
+        cls = type(f"{base.__name__}OnNodes", (NodeFailures, base), {})
+        _AGGREGATES[base] = cls
+    err = cls(what, failures, total)
+    err.exit_code = decider.exit_code
+    return err

@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from ..cli import EXIT_CODES, _load, format_option, handle_errors, inventory_option, secrets_option
+from ..cli import EXIT_CODES, format_option, handle_errors, inventory_option, secrets_option
+from ..errors import CloudctlError
 from ..pipeline.state import STAGES
 
 cluster_dir_option = click.option(
@@ -27,22 +28,44 @@ stage_choice = click.Choice(list(STAGES))
 
 def _context(
     inventory_path: Path, secrets_dir: Path | None, cluster_dir: Path | None, events: Any,
-    options: Any,
+    options: Any, *, rack: str = "metal",
 ) -> Any:
+    """The pipeline context, with the rack of kind ``rack`` — the one place it is chosen."""
     from ..pipeline import Context, default_cluster_dir
+    from ..rack import rack_for
     from ..secrets import default_secrets_dir
 
     loaded = _load_quiet(inventory_path)
     inv = loaded.inventory
+    cdir = cluster_dir or default_cluster_dir(inventory_path, inv.cluster.name)
+    sdir = secrets_dir or default_secrets_dir(inventory_path, inv.cluster.name)
     return Context(
         inventory=inv,
         inventory_path=inventory_path,
-        cluster_dir=cluster_dir or default_cluster_dir(inventory_path, inv.cluster.name),
-        secrets_dir=secrets_dir or default_secrets_dir(inventory_path, inv.cluster.name),
+        cluster_dir=cdir,
+        secrets_dir=sdir,
         events=events,
+        rack=rack_for(rack, inv, inventory_path=inventory_path, cluster_dir=cdir,
+                      secrets_dir=sdir),
         options=options,
         warnings=[str(w) for w in loaded.warnings],
     )
+
+
+def rack_kind(emulate: bool) -> str:
+    return "emulated" if emulate else "metal"
+
+
+def interrupted_exit(ctx: Any) -> None:
+    """After Ctrl-C / SIGTERM: record it, say how to continue, exit 130."""
+    from ..errors import EXIT_INTERRUPTED
+    from ..pipeline import mark_interrupted
+
+    stage = mark_interrupted(ctx)
+    where = f" during stage {stage}" if stage else ""
+    click.echo(f"interrupted{where}; the state is saved in {ctx.cluster_dir / 'state.json'}: "
+               "rerun with --resume to continue", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _load_quiet(path: Path) -> Any:
@@ -56,8 +79,9 @@ def _load_quiet(path: Path) -> Any:
 @secrets_option
 @cluster_dir_option
 @click.option("--emulate", is_flag=True,
-              help="Rehearse against an emulated rack (Talos nodes + Kubernetes API) started "
-                   "in the background and reused by later runs.")
+              help="Rehearse against the cluster's emulated rack (Talos nodes + Kubernetes API; "
+                   "started in the background if not running, reused by later runs; start it "
+                   "with `cloudctl emulate start --fault ...` to rehearse failures).")
 @click.option("--resume", is_flag=True, help="Continue at the first stage not done.")
 @click.option("--plan", is_flag=True,
               help="Print, per stage and node, what would be done and why; change nothing.")
@@ -68,9 +92,6 @@ def _load_quiet(path: Path) -> Any:
               help="Serve DHCP (full mode) even if another DHCP server answers.")
 @click.option("--timeout", type=float, default=900.0, show_default=True,
               help="Seconds to wait for each remote step (install, etcd, releases).")
-@click.option("--emulate-fail-release", "fail_releases", multiple=True,
-              metavar="NAME=REASON:MESSAGE", hidden=True,
-              help="Emulator only: make a HelmRelease fail (for rehearsing failures).")
 @format_option
 @handle_errors
 def bootstrap(
@@ -84,7 +105,6 @@ def bootstrap(
     from_stage: str | None,
     force: bool,
     timeout: float,
-    fail_releases: tuple[str, ...],
     output_format: str,
 ) -> None:
     """Take the rack from PXE boot to the platform Ready.
@@ -93,9 +113,11 @@ def bootstrap(
     Stages: preflight → image → boot → discover → apply → bootstrap → kubeconfig → flux →
     platform → done. State is saved after every step in the cluster directory (state.json,
     render/, kubeconfig (0600), events.jsonl), so a rerun is idempotent and --resume continues
-    where a run stopped. etcd is bootstrapped exactly once. -o json streams events as JSON
-    lines on stdout. With --emulate the boot stage is skipped and the host-network checks
-    are not run.
+    where a run stopped. etcd is bootstrapped exactly once. Each stage gathers facts, plans
+    and runs its plan; --plan prints those plans without changing anything. -o json streams
+    events as JSON lines on stdout. With --emulate the rack is the emulated one: its machines
+    boot themselves and there is no host network to check. Ctrl-C records the interrupted
+    stage and exits 130; --resume continues.
     """
     from ..pipeline import Events, JsonLinesSink, Options, TextSink, plan_pipeline, run_pipeline
 
@@ -103,21 +125,22 @@ def bootstrap(
         from ..errors import InputError
 
         raise InputError("use at most one of --resume, --only, --from")
-    options = Options(emulate=emulate, force=force, timeout=timeout,
-                      poll=0.05 if emulate else 1.0, fail_releases=fail_releases)
+    options = Options(force=force, timeout=timeout)
     events = Events()
-    ctx = _context(inventory_path, secrets_dir, cluster_dir, events, options)
+    ctx = _context(inventory_path, secrets_dir, cluster_dir, events, options,
+                   rack=rack_kind(emulate))
     with ExitStack() as stack:
         if plan:
             if output_format == "json":
                 events.sinks.append(JsonLinesSink(sys.stdout))
-            items = asyncio.run(plan_pipeline(ctx, resume=resume, from_stage=from_stage,
+            steps = asyncio.run(plan_pipeline(ctx, resume=resume, from_stage=from_stage,
                                               only=only))
-            for item in items:
+            for step in steps:
                 if output_format == "json":
-                    events(item.stage, "plan", item.reason, node=item.node, phase=item.action)
+                    events(step.stage, "plan", step.reason, node=step.target,
+                           phase=str(step.action))
                 else:
-                    click.echo(item.line())
+                    click.echo(ctx.events.redactor(step.line()))
             return
         ctx.cluster_dir.mkdir(parents=True, exist_ok=True)
         log = stack.enter_context(open(ctx.cluster_dir / "events.jsonl", "a"))
@@ -132,7 +155,11 @@ def bootstrap(
             events.sinks.append(view)
         else:
             events.sinks.append(TextSink(sys.stderr))
-        asyncio.run(run_pipeline(ctx, resume=resume, from_stage=from_stage, only=only))
+        try:
+            asyncio.run(run_pipeline(ctx, resume=resume, from_stage=from_stage, only=only))
+        except KeyboardInterrupt:
+            stack.close()
+            interrupted_exit(ctx)
     if output_format != "json":
         click.echo(f"cluster {ctx.inventory.cluster.name}: "
                    f"{ctx.state.stage('done').detail or 'stages done'}")
@@ -141,19 +168,25 @@ def bootstrap(
 # --------------------------------------------------------------------------- status
 
 
-def status_report(ctx: Any, *, emulate: bool) -> dict[str, Any]:
+def status_report(ctx: Any) -> dict[str, Any]:
     """State file + live facts (nodes over mTLS, HelmReleases) where reachable."""
-    from ..pipeline.runner import _live_releases, _live_running
+    from ..kube import release_status
+    from ..pipeline.stages import live_releases, running_nodes
 
     st = ctx.state
-    ctx.options.emulate = emulate
-    running = asyncio.run(_live_running(ctx))
-    releases_live = _live_releases(ctx)
+    try:
+        running = asyncio.run(running_nodes(ctx))
+    except CloudctlError:
+        running = None
+    live = live_releases(ctx)
+    releases_live = None if live is None else {
+        name: release_status(obj).state for name, obj in live.items()}
     nodes = {}
     for n in ctx.inventory.nodes:
         ns = st.node(n.name)
         nodes[n.name] = {
-            "role": n.role, "ip": str(n.ip), "phase": ns.phase, "error": ns.error,
+            "role": n.role, "ip": str(n.ip), "phase": str(ns.phase), "error": ns.error,
+            "boot_address": ns.boot_address,
             "running": None if running is None else n.name in running,
         }
     releases: dict[str, dict[str, Any]] = {}
@@ -163,13 +196,18 @@ def status_report(ctx: Any, *, emulate: bool) -> dict[str, Any]:
     for name, state in (releases_live or {}).items():
         releases.setdefault(name, {"state": None, "reason": None, "message": None})
         releases[name]["live"] = state
+    marker = ctx.bootstrap_state.read()
+    interrupted = [n for n in STAGES if st.stage(n).status == "interrupted"]
     return {
         "cluster": ctx.inventory.cluster.name,
         "cluster_dir": str(ctx.cluster_dir),
+        "rack": ctx.rack.describe(),
         "next_stage": st.first_unfinished(),
-        "stages": {name: asdict(st.stage(name)) for name in STAGES},
-        "bootstrapped": st.bootstrapped,
-        "bootstrap_node": st.bootstrap_node,
+        "interrupted": interrupted[0] if interrupted else None,
+        "stages": {name: {k: str(v) if k == "status" else v
+                          for k, v in asdict(st.stage(name)).items()} for name in STAGES},
+        "bootstrapped": marker.get("bootstrapped") is not None,
+        "bootstrap_node": marker.get("bootstrapped"),
         "nodes": nodes,
         "releases": releases,
         "live": {"nodes": running is not None, "kubernetes": releases_live is not None},
@@ -185,18 +223,26 @@ def status_report(ctx: Any, *, emulate: bool) -> dict[str, Any]:
 def status(
     inventory_path: Path, secrets_dir: Path | None, cluster_dir: Path | None, output_format: str
 ) -> None:
-    """Per-stage, per-node and per-release state (state file, plus live facts if reachable)."""
+    """Per-stage, per-node and per-release state (state file, plus live facts if reachable).
+
+    The rack is the cluster directory's emulated rack when one is running, else bare metal.
+    An interrupted run is shown as such, with the stage it stopped in."""
     from ..emulate.rack_control import read_rack
     from ..pipeline import Events, Options
 
     ctx = _context(inventory_path, secrets_dir, cluster_dir, Events(), Options())
-    emulate = read_rack(ctx.cluster_dir) is not None
-    report = status_report(ctx, emulate=emulate)
+    if read_rack(ctx.cluster_dir) is not None:
+        ctx = _context(inventory_path, secrets_dir, cluster_dir, Events(), Options(),
+                       rack="emulated")
+    report = status_report(ctx)
     if output_format == "json":
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
-    click.echo(f"cluster {report['cluster']} ({report['cluster_dir']}); next stage: "
-               f"{report['next_stage'] or 'none (done)'}")
+    click.echo(f"cluster {report['cluster']} ({report['cluster_dir']}, {report['rack']}); "
+               f"next stage: {report['next_stage'] or 'none (done)'}")
+    if report["interrupted"]:
+        click.echo(f"interrupted during stage {report['interrupted']}: rerun bootstrap with "
+                   "--resume to continue")
     for name, s in report["stages"].items():
         click.echo(f"  {name:10} {s['status']:8} {s['error'] or s['detail'] or ''}")
     click.echo("nodes:")

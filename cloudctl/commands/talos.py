@@ -1,8 +1,9 @@
 """``cloudctl talos ...``: Talos API operations on the inventory's nodes (no talosctl needed).
 
 Configs and credentials come from the inventory and its secrets bundle (rendered in memory, the
-same bytes ``cloudctl render`` writes). Addresses are the inventory's; ``--emulator-port``
-dials the Talos node emulator's loopback aliases instead (a.b.c.d -> 127.b.c.d:PORT).
+same bytes ``cloudctl render`` writes). The rack is chosen here, once: bare metal (the nodes'
+addresses) or, with ``--emulate``, the cluster's running emulated rack (``cloudctl emulate
+start``).
 """
 
 from __future__ import annotations
@@ -22,26 +23,29 @@ from ..inventory.models import Inventory, Node
 from ..secrets.store import write_private
 
 
-def _dial(emulator_port: int | None) -> Callable[[str], Any]:
-    from ..talos.client import Endpoint
+def _rack(inventory_path: Path, inv: Inventory, emulate: bool) -> Any:
+    from ..pipeline import default_cluster_dir
+    from ..rack import rack_for
+    from ..secrets import default_secrets_dir
 
-    if emulator_port is None:
-        return Endpoint.of
-
-    from ..emulate.talos_rack import loopback_alias
-
-    def dial(address: str) -> Endpoint:
-        return Endpoint(address, loopback_alias(address), emulator_port)
-
-    return dial
+    return rack_for("emulated" if emulate else "metal", inv, inventory_path=inventory_path,
+                    cluster_dir=default_cluster_dir(inventory_path, inv.cluster.name),
+                    secrets_dir=default_secrets_dir(inventory_path, inv.cluster.name))
 
 
-def _candidates(inv: Inventory, scan: tuple[str, ...]) -> list[str]:
-    """Inventory IPs (full-mode DHCP hands out exactly those), the dynamic range, --scan CIDRs."""
-    out = [str(n.ip) for n in inv.nodes]
-    rng = inv.network.dhcp.range
-    if rng is not None:
-        out += [str(ipaddress.IPv4Address(i)) for i in range(int(rng.start), int(rng.end) + 1)]
+def _dial(inventory_path: Path, inv: Inventory, emulate: bool) -> Callable[[str], Any]:
+    rack = _rack(inventory_path, inv, emulate)
+    if emulate:
+        rack.dial(str(inv.nodes[0].ip))  # fails now, naming the cluster, if none is running
+    return rack.dial  # type: ignore[no-any-return]
+
+
+def _candidates(
+    inventory_path: Path, inv: Inventory, scan: tuple[str, ...], emulate: bool = False
+) -> list[str]:
+    """What the rack probes (inventory IPs, the DHCP dynamic range on metal) and --scan
+    CIDRs."""
+    out = _rack(inventory_path, inv, emulate).candidates()
     for cidr in scan:
         try:
             net = ipaddress.IPv4Network(cidr, strict=False)
@@ -88,10 +92,10 @@ secrets_opt = click.option(
     help="Secrets directory [default: <inventory dir>/secrets/<cluster>/].",
 )
 emulator_opt = click.option(
-    "--emulator-port",
-    type=int,
-    default=None,
-    help="Dial the Talos node emulator on 127.b.c.d:PORT instead of the nodes' addresses.",
+    "--emulate",
+    is_flag=True,
+    help="Talk to this cluster's running emulated rack (cloudctl emulate start) instead of "
+         "the machines at the nodes' addresses.",
 )
 scan_opt = click.option(
     "--scan",
@@ -113,13 +117,14 @@ def talos() -> None:
 @format_option
 @handle_errors
 def discover(
-    inventory_path: Path, scan: tuple[str, ...], emulator_port: int | None, output_format: str
+    inventory_path: Path, scan: tuple[str, ...], emulate: bool, output_format: str
 ) -> None:
     """Find machines in maintenance mode and match them to inventory nodes by MAC."""
     from ..talos import ops
 
     inv = _load(inventory_path).inventory
-    d = asyncio.run(ops.discover(inv, _candidates(inv, scan), dial=_dial(emulator_port)))
+    dial = _dial(inventory_path, inv, emulate)
+    d = asyncio.run(ops.discover(inv, _candidates(inventory_path, inv, scan, emulate), dial=dial))
     payload = {
         "nodes": {
             name: {"address": f.address, "macs": list(f.macs), "disks": len(f.disks)}
@@ -146,12 +151,13 @@ def discover(
 @scan_opt
 @emulator_opt
 @handle_errors
-def preflight(inventory_path: Path, scan: tuple[str, ...], emulator_port: int | None) -> None:
+def preflight(inventory_path: Path, scan: tuple[str, ...], emulate: bool) -> None:
     """Discover, then check every node was found and its install disk and links resolve."""
     from ..talos import ops
 
     inv = _load(inventory_path).inventory
-    d = asyncio.run(ops.discover(inv, _candidates(inv, scan), dial=_dial(emulator_port)))
+    dial = _dial(inventory_path, inv, emulate)
+    d = asyncio.run(ops.discover(inv, _candidates(inventory_path, inv, scan, emulate), dial=dial))
     ops.check_preflight(inv, d)
     click.echo(f"preflight ok: {len(d.nodes)} node(s) found, install disks and links resolve")
 
@@ -168,7 +174,7 @@ def apply(
     inventory_path: Path,
     secrets_dir: Path | None,
     scan: tuple[str, ...],
-    emulator_port: int | None,
+    emulate: bool,
     node_names: tuple[str, ...],
     timeout: float,
 ) -> None:
@@ -183,11 +189,11 @@ def apply(
     files = render_machine_configs(inv, bundle)
     configs = {n.name: files[f"talos/nodes/{n.name}.yaml"].data for n in selected}
     creds = _creds(inventory_path, inv, secrets_dir)
-    dial = _dial(emulator_port)
+    dial = _dial(inventory_path, inv, emulate)
     sub = inv.model_copy(update={"nodes": selected})
 
     async def run() -> list[Any]:
-        d = await ops.discover(sub, _candidates(sub, scan), dial=dial)
+        d = await ops.discover(sub, _candidates(inventory_path, sub, scan, emulate), dial=dial)
         return await ops.apply_all(
             sub,
             d,
@@ -219,7 +225,7 @@ def apply(
 def bootstrap(
     inventory_path: Path,
     secrets_dir: Path | None,
-    emulator_port: int | None,
+    emulate: bool,
     state_path: Path | None,
 ) -> None:
     """Bootstrap etcd exactly once per cluster (checks the marker and every control plane's
@@ -233,7 +239,8 @@ def bootstrap(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     out = asyncio.run(
-        ops.bootstrap_once(inv, creds, ops.BootstrapState(path), dial=_dial(emulator_port))
+        ops.bootstrap_once(inv, creds, ops.BootstrapState(path),
+                           dial=_dial(inventory_path, inv, emulate))
     )
     verb = "bootstrapped" if out.called else "already bootstrapped"
     click.echo(f"etcd {verb} on {out.node}; members: {', '.join(out.members)}")
@@ -253,14 +260,14 @@ def bootstrap(
 )
 @handle_errors
 def kubeconfig(
-    inventory_path: Path, secrets_dir: Path | None, emulator_port: int | None, out_path: Path
+    inventory_path: Path, secrets_dir: Path | None, emulate: bool, out_path: Path
 ) -> None:
     """Fetch the admin kubeconfig from the first control plane that answers."""
     from ..talos import ops
 
     inv = _load(inventory_path).inventory
     creds = _creds(inventory_path, inv, secrets_dir)
-    data = asyncio.run(ops.kubeconfig(inv, creds, dial=_dial(emulator_port)))
+    data = asyncio.run(ops.kubeconfig(inv, creds, dial=_dial(inventory_path, inv, emulate)))
     write_private(out_path, data)
     click.echo(f"kubeconfig written to {out_path} (0600)")
 
@@ -272,14 +279,14 @@ def kubeconfig(
 @format_option
 @handle_errors
 def version(
-    inventory_path: Path, secrets_dir: Path | None, emulator_port: int | None, output_format: str
+    inventory_path: Path, secrets_dir: Path | None, emulate: bool, output_format: str
 ) -> None:
     """Talos version running on every node (normal mode)."""
     from ..talos import ops
 
     inv = _load(inventory_path).inventory
     creds = _creds(inventory_path, inv, secrets_dir)
-    results = asyncio.run(ops.versions(inv, creds, dial=_dial(emulator_port)))
+    results = asyncio.run(ops.versions(inv, creds, dial=_dial(inventory_path, inv, emulate)))
     payload = {
         r.node: (r.value.tag if r.ok and r.value else {"error": str(r.error)}) for r in results
     }
@@ -300,7 +307,7 @@ def version(
 def reboot(
     inventory_path: Path,
     secrets_dir: Path | None,
-    emulator_port: int | None,
+    emulate: bool,
     node_names: tuple[str, ...],
 ) -> None:
     """Reboot nodes one at a time, waiting until each is back with a new boot ID."""
@@ -309,7 +316,7 @@ def reboot(
     inv = _load(inventory_path).inventory
     creds = _creds(inventory_path, inv, secrets_dir)
     for node in _nodes(inv, node_names):
-        v = asyncio.run(ops.reboot_node(node, creds, dial=_dial(emulator_port)))
+        v = asyncio.run(ops.reboot_node(node, creds, dial=_dial(inventory_path, inv, emulate)))
         click.echo(f"{node.name}: rebooted, running {v.tag}")
 
 
@@ -323,7 +330,7 @@ def reboot(
 def upgrade(
     inventory_path: Path,
     secrets_dir: Path | None,
-    emulator_port: int | None,
+    emulate: bool,
     node_names: tuple[str, ...],
     image: str | None,
 ) -> None:
@@ -336,7 +343,8 @@ def upgrade(
     creds = _creds(inventory_path, inv, secrets_dir)
     target = image or installer_image(inv)
     sub = inv.model_copy(update={"nodes": _nodes(inv, node_names)})
-    results = asyncio.run(ops.upgrade_all(sub, creds, target, dial=_dial(emulator_port)))
+    dial = _dial(inventory_path, inv, emulate)
+    results = asyncio.run(ops.upgrade_all(sub, creds, target, dial=dial))
     for name, v in sorted(ops.raise_failures(results, "upgrade").items()):
         click.echo(f"{name}: running {v.tag}")
 

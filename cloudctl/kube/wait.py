@@ -3,12 +3,16 @@
 The decisions are pure functions of one object (``workload_status``, ``release_status``) or of a
 set (``release_order``); the loops around them poll with an injectable clock and sleep.
 
-A HelmRelease fails the wait (``PlatformError``, exit code 8, with the Ready condition's reason
-and message, naming the release) when helm-controller gave up on it (``Stalled=True``) or when
-its Ready condition reports a failed Helm action (``InstallFailed``, ``UpgradeFailed``, ...) for
-the current generation. ``DependencyNotReady``, ``ArtifactFailed`` and ``InitFailed`` are waits,
-not failures: they clear when the dependency, source or values appear. When time runs out the
-``Timeout`` names every release still pending and, for each, what it waits on.
+HelmReleases are judged as helm-controller treats them. A failed Helm action (``InstallFailed``,
+``UpgradeFailed``, ...) that helm-controller will retry — ``spec.install|upgrade.remediation.
+retries`` negative (unlimited) or above ``status.installFailures|upgradeFailures``, or the
+``RetryOnFailure`` strategy — is *retrying*, shown with its attempt count and last reason. The
+wait fails (``PlatformError``, exit code 8, naming the release with its reason and message) when
+helm-controller gave up (``Stalled=True``, e.g. ``RetriesExceeded``), when the failure has no
+retries left, or when time runs out while a release is still retrying (its last reason). When
+time runs out otherwise the ``Timeout`` (exit 7) names every release still pending and what it
+waits on. ``DependencyNotReady``, ``ArtifactFailed`` and ``InitFailed`` are waits, not
+failures: they clear when the dependency, source or values appear.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ FAILURE_REASONS = frozenset(
 )
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
 
-ReleaseState = Literal["missing", "waiting", "progressing", "ready", "failed"]
+ReleaseState = Literal["missing", "waiting", "progressing", "retrying", "ready", "failed"]
 
 
 def _condition(obj: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
@@ -68,6 +72,8 @@ class ReleaseStatus:
     reason: str = ""
     message: str = ""
     depends_on: tuple[str, ...] = ()  # "namespace/name"
+    attempts: int = 0
+    """Failed attempts helm-controller counted for the current action (retrying, failed)."""
 
     @property
     def key(self) -> str:
@@ -75,7 +81,25 @@ class ReleaseStatus:
 
     def describe(self) -> str:
         what = f"{self.reason}: {self.message}" if self.reason else self.message or self.state
+        if self.state == "retrying":
+            return f"{self.key} (retrying after {self.attempts} failed attempt(s); last: {what})"
         return f"{self.key} ({what})"
+
+
+def _retries_left(obj: Mapping[str, Any], reason: str) -> tuple[bool, int]:
+    """(helm-controller will retry, failed attempts so far) for a failed Helm action."""
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    action = "upgrade" if reason.startswith(("Upgrade", "Rollback")) else "install"
+    failures = status.get(f"{action}Failures")
+    attempts = int(failures) if isinstance(failures, int) and failures > 0 else 1
+    section = spec.get(action) or {}
+    strategy = (section.get("strategy") or {}).get("name")
+    if strategy == "RetryOnFailure":
+        return True, attempts
+    retries = (section.get("remediation") or {}).get("retries", 0)
+    retries = int(retries) if isinstance(retries, int) else 0
+    return retries < 0 or attempts <= retries, attempts
 
 
 def _depends_on(obj: Mapping[str, Any], namespace: str) -> tuple[str, ...]:
@@ -86,12 +110,9 @@ def _depends_on(obj: Mapping[str, Any], namespace: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def release_status(obj: Mapping[str, Any], *, fail_fast: bool = True) -> ReleaseStatus:
-    """Where one HelmRelease stands, from its conditions.
-
-    ``fail_fast``: a failed Helm action (``FAILURE_REASONS``) is final even while
-    helm-controller still retries (``remediation.retries``); otherwise only ``Stalled`` is.
-    """
+def release_status(obj: Mapping[str, Any]) -> ReleaseStatus:
+    """Where one HelmRelease stands, from its conditions, spec and failure counters (see the
+    module doc: retrying until helm-controller gives up)."""
     meta = obj.get("metadata") or {}
     ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
     deps = _depends_on(obj, ns)
@@ -107,9 +128,15 @@ def release_status(obj: Mapping[str, Any], *, fail_fast: bool = True) -> Release
     if ready.get("status") == "True":
         return ReleaseStatus(ns, name, "ready", reason, message, deps)
     if stalled is not None and stalled.get("status") == "True" and _current(obj, stalled):
-        return ReleaseStatus(ns, name, "failed", reason, message, deps)
-    if fail_fast and ready.get("status") == "False" and reason in FAILURE_REASONS:
-        return ReleaseStatus(ns, name, "failed", reason, message, deps)
+        why = str(stalled.get("message") or "")
+        _, attempts = _retries_left(obj, reason)
+        return ReleaseStatus(ns, name, "failed", reason,
+                             f"{message} ({why})" if why and why not in message else message,
+                             deps, attempts)
+    if ready.get("status") == "False" and reason in FAILURE_REASONS:
+        retry, attempts = _retries_left(obj, reason)
+        state: ReleaseState = "retrying" if retry else "failed"
+        return ReleaseStatus(ns, name, state, reason, message, deps, attempts)
     if reason == "DependencyNotReady":
         return ReleaseStatus(ns, name, "waiting", reason, message, deps)
     return ReleaseStatus(ns, name, "progressing", reason, message, deps)
@@ -167,7 +194,6 @@ def wait_helmreleases(
     interval: float = 1.0,
     api_version: str = HELMRELEASE_API,
     on_status: Callable[[ReleaseStatus], None] | None = None,
-    fail_fast: bool = True,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[ReleaseStatus]:
@@ -181,7 +207,7 @@ def wait_helmreleases(
     last: dict[str, ReleaseStatus] = {}
     while True:
         listed = kube.list(api_version, "HelmRelease", namespace=namespace)
-        everything = {st.key: st for st in (release_status(o, fail_fast=fail_fast) for o in listed)}
+        everything = {st.key: st for st in (release_status(o) for o in listed)}
         objs = [
             o for o in listed if wanted is None or (o.get("metadata") or {}).get("name") in wanted
         ]
@@ -200,14 +226,24 @@ def wait_helmreleases(
         failed = [st for st in current if st.state == "failed"]
         if failed:
             st = failed[0]
+            tries = f" after {st.attempts} attempt(s)" if st.attempts > 1 else ""
             raise PlatformError(
-                f"HelmRelease {st.key} failed: {st.reason}: {st.message}"
+                f"HelmRelease {st.key} failed{tries}: {st.reason}: {st.message}"
                 + (f" (also failed: {', '.join(f.key for f in failed[1:])})" if failed[1:] else "")
             )
         pending = [st for st in current if st.state != "ready"]
         if not pending and (current or wanted is None):
             return current
         if clock() >= deadline:
+            retrying = [st for st in pending if st.state == "retrying"]
+            if retrying:
+                st = retrying[0]
+                raise PlatformError(
+                    f"HelmRelease {st.key} still failing after {timeout:g}s "
+                    f"({st.attempts} failed attempt(s), helm-controller retries): "
+                    f"{st.reason}: {st.message}"
+                    + (f" (also retrying: {', '.join(r.key for r in retrying[1:])})"
+                       if retrying[1:] else ""))
             raise Timeout(_timeout_message(timeout, pending, {**everything, **by_key}))
         sleep(interval)
 

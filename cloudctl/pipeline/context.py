@@ -1,5 +1,5 @@
-"""Everything a pipeline run works with: the inventory, where its files live, lazily loaded
-material (secrets, rendered files, Talos credentials) and how nodes are dialled.
+"""Everything a pipeline run works with: the inventory, the rack it drives, where its files
+live, and lazily loaded material (secrets, rendered files, Talos credentials).
 
 A resumed run starts with nothing in memory; each property loads or recomputes what an earlier
 stage produced (rendering is pure and deterministic, so re-rendering gives the same bytes)."""
@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ..inventory.models import Inventory
+from ..rack import Rack
 from ..render.files import Files
 from ..secrets import SecretsBundle, SecretsStore
-from ..talos.client import Credentials, Endpoint
-from ..talos.ops import Discovery
+from ..talos.client import Credentials
+from ..talos.ops import BootstrapState, Discovery
 from .events import Events
 from .state import PipelineState, StateFile
 
@@ -23,6 +24,7 @@ EVENTS_FILE = "events.jsonl"
 RENDER_DIR = "render"
 KUBECONFIG = "kubeconfig"
 BOOTSTRAP_FILE = "bootstrap.json"
+DEBUG_LOG = "debug.log"
 
 
 def default_cluster_dir(inventory_path: Path, cluster: str) -> Path:
@@ -32,14 +34,10 @@ def default_cluster_dir(inventory_path: Path, cluster: str) -> Path:
 
 @dataclass
 class Options:
-    emulate: bool = False
     force: bool = False
     """Serve DHCP in full mode even if another DHCP server answers."""
     timeout: float = 900.0
     """Upper bound for each wait (node install, etcd, workloads, releases)."""
-    poll: float = 1.0
-    fail_releases: tuple[str, ...] = ()
-    """Emulator only: HelmReleases to fail (NAME=REASON:MESSAGE)."""
 
 
 @dataclass
@@ -49,14 +47,11 @@ class Context:
     cluster_dir: Path
     secrets_dir: Path
     events: Events
+    rack: Rack
     options: Options = field(default_factory=Options)
     warnings: list[str] = field(default_factory=list)
-    talos_port: int | None = None
-    """Emulated rack: the port every loopback alias serves apid on."""
     discovery: Discovery | None = None
     assets: dict[str, Path] | None = None
-    boot_service: Any = None
-    """Full-mode DHCP kept answering from the boot stage until the apply stage ends."""
     _bundle: SecretsBundle | None = None
     _files: Files | None = None
     _state: PipelineState | None = None
@@ -88,6 +83,19 @@ class Context:
     @property
     def bootstrap_path(self) -> Path:
         return self.cluster_dir / BOOTSTRAP_FILE
+
+    @property
+    def bootstrap_state(self) -> BootstrapState:
+        """The one record of the etcd bootstrap (``bootstrap.json``, flock-guarded)."""
+        return BootstrapState(self.bootstrap_path)
+
+    @property
+    def debug_log(self) -> Path:
+        return self.cluster_dir / DEBUG_LOG
+
+    @property
+    def poll(self) -> float:
+        return self.rack.poll
 
     # ------------------------------------------------------------------ material
 
@@ -129,22 +137,8 @@ class Context:
 
     # ------------------------------------------------------------------ network
 
-    def dial(self, address: str) -> Endpoint:
-        if self.options.emulate:
-            from ..emulate.talos_rack import loopback_alias
-
-            if self.talos_port is None:
-                raise RuntimeError("emulated rack not attached")
-            return Endpoint(address, loopback_alias(address), self.talos_port)
-        return Endpoint.of(address)
-
     def candidates(self) -> list[str]:
-        """Addresses discovery probes: every inventory address (full-mode DHCP hands out
-        exactly those), then the DHCP dynamic range if the inventory has one."""
-        import ipaddress
-
-        out = [str(n.ip) for n in self.inventory.nodes]
-        rng = self.inventory.network.dhcp.range
-        if rng is not None and not self.options.emulate:
-            out += [str(ipaddress.IPv4Address(i)) for i in range(int(rng.start), int(rng.end) + 1)]
-        return list(dict.fromkeys(out))
+        """Addresses discovery probes (the rack decides; see ``Rack.candidates``), including
+        those learned while the nodes booted."""
+        learned = [ns.boot_address for ns in self.state.nodes.values() if ns.boot_address]
+        return self.rack.candidates(learned)

@@ -103,6 +103,12 @@ def platform_objects(inv: Any, files: Files, *, direct: bool) -> list[dict[str, 
     return rest + releases
 
 
+def rendered_release_specs(files: Files) -> dict[str, dict[str, Any]]:
+    """release name -> spec of every HelmRelease in the rendered platform tree."""
+    return {str(o["metadata"]["name"]): dict(o.get("spec") or {})
+            for o in tree_objects(files, f"{ROOT}/platform") if o.get("kind") == "HelmRelease"}
+
+
 def wait_kinds_served(
     kube: Kube, objs: list[dict[str, Any]], *, timeout: float, poll: float
 ) -> None:

@@ -1,20 +1,38 @@
 """Run the stages in order with persisted state, or plan them.
 
-``run_pipeline`` saves the state file when a stage starts, after every step inside it and when it
-ends, and writes every event to ``events.jsonl``. ``--resume`` starts at the first stage that
-is not done; a plain rerun goes through every stage, each of which checks state and live facts.
+For each selected stage ``run_pipeline`` gathers the stage's facts, computes its plan (pure),
+records the plan in the state and runs it; ``plan_pipeline`` computes the same plans and runs
+nothing. The state file is saved when a stage starts, after every step inside it and when it
+ends; every event goes to ``events.jsonl``. ``--resume`` starts at the first stage that is not
+done; a plain rerun goes through every stage, whose plans skip what is already true.
+
+How a stage ends is recorded as a ``StageStatus``: done, skipped, failed (a CloudctlError, or
+an unexpected exception whose traceback goes to ``debug.log``), or interrupted (Ctrl-C,
+SIGTERM).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import signal
+import traceback
+from typing import Any
 
 from ..errors import CloudctlError, InputError
 from .context import Context
-from .stages import STAGE_FUNCS, Skip
-from .state import STAGES, now
+from .plan import StagePlan, Step
+from .stages import STAGE_BY_NAME, STAGE_LIST, Stage
+from .state import STAGES, NodeState, StageState, StageStatus, now
 
-NEEDS_RACK = ("boot", "discover", "apply", "bootstrap", "kubeconfig", "flux", "platform")
+TALOS_STAGES = ("discover", "apply", "bootstrap", "kubeconfig", "flux", "platform", "done")
+"""Stages whose results live on the rack's machines (gone with an emulated rack)."""
+
+
+class InternalError(CloudctlError):
+    """An unexpected exception in a stage (a bug); the traceback is in the debug log."""
+
+    exit_code = 1
 
 
 def select_stages(
@@ -34,209 +52,173 @@ def select_stages(
     return list(STAGES)
 
 
-def attach_rack(ctx: Context) -> None:
-    """``--emulate``: reuse the cluster's running emulated rack or start it (detached)."""
-    if not ctx.options.emulate or ctx.talos_port is not None:
-        return
-    from ..emulate.rack_control import start_rack
+def new_rack_reset(ctx: Context) -> str | None:
+    """When the rack is a new instance (an emulated rack restarted), the machines the state
+    describes are gone: forget them (node states, Talos-side stages, bootstrap marker,
+    kubeconfig) so this run builds a new cluster. Returns what was done, or None."""
+    current = ctx.rack.identity()
+    recorded = ctx.state.rack
+    if current is None or recorded is None or current == recorded:
+        ctx.state.rack = current
+        return None
+    st = ctx.state
+    st.nodes = {name: NodeState() for name in st.nodes}
+    for name in TALOS_STAGES:
+        st.stages[name] = StageState()
+    st.releases = {}
+    moved = []
+    for path in (ctx.bootstrap_path, ctx.kubeconfig_path):
+        if path.exists():
+            path.replace(path.with_name(path.name + ".old"))
+            moved.append(path.name)
+    st.rack = current
+    ctx.save()
+    return (f"{ctx.rack.describe()} is a new rack (the state described {recorded}): its "
+            "machines are new, so this is a new cluster; node states reset"
+            + (f", {' and '.join(moved)} kept as *.old" if moved else ""))
 
-    if not ctx.store.exists():
-        ctx.set_bundle(ctx.store.init()[0])
-    info, started = start_rack(ctx.inventory_path, ctx.secrets_dir, ctx.cluster_dir,
-                               fail_releases=ctx.options.fail_releases)
-    ctx.talos_port = info.talos_port
-    verb = "started" if started else "reusing"
-    ctx.events("emulate", "info", f"{verb} emulated rack (pid {info.pid}): Talos API on "
-               f"127.x.y.z:{info.talos_port}, Kubernetes API {info.kube_api_url}")
+
+async def gather_plan(ctx: Context, stage: Stage) -> tuple[Any, StagePlan]:
+    facts = await stage.facts(ctx)
+    return facts, stage.plan(ctx.inventory, facts)
 
 
-async def run_stage(ctx: Context, name: str) -> None:
+def _debug_log(ctx: Context, stage: str, exc: BaseException) -> None:
+    ctx.cluster_dir.mkdir(parents=True, exist_ok=True)
+    text = "".join(traceback.format_exception(exc))
+    redacted = ctx.events.redactor(text) or ""
+    with open(ctx.debug_log, "a") as f:
+        f.write(f"--- {now()} stage {stage}\n{redacted}\n")
+    ctx.debug_log.chmod(0o600)
+
+
+async def run_stage(ctx: Context, stage: Stage) -> None:
+    name = stage.name
     st = ctx.state.stage(name)
-    st.status, st.started, st.finished, st.error = "running", now(), None, None
+    st.status, st.started, st.finished, st.error = StageStatus.RUNNING, now(), None, None
     ctx.save()
     ctx.events(name, "stage-start", f"{name}")
     try:
-        if name in NEEDS_RACK:
-            attach_rack(ctx)
-        detail = await STAGE_FUNCS[name](ctx)
-    except Skip as skip:
-        st.status, st.finished, st.detail = "skipped", now(), str(skip)
-        ctx.save()
-        ctx.events(name, "stage-skipped", str(skip))
-        return
+        if stage.needs_rack:
+            await ctx.rack.attach(lambda line: ctx.events(name, "info", line))
+        facts, plan = await gather_plan(ctx, stage)
+        st.plan = [ctx.events.redactor(line) or "" for line in plan.lines()]
+        for step in plan.steps:
+            ctx.events(name, "plan", step.reason, node=step.target, phase=str(step.action))
+        blocked = plan.blocked
+        if blocked is not None:
+            raise (blocked.error or CloudctlError)(blocked.reason)
+        if not plan.runs:
+            st.status, st.finished, st.detail = StageStatus.SKIPPED, now(), plan.skip_reason()
+            ctx.save()
+            ctx.events(name, "stage-skipped", st.detail)
+            return
+        detail = await stage.run(ctx, plan, facts)
     except CloudctlError as exc:
-        st.status, st.finished = "failed", now()
+        st.status, st.finished = StageStatus.FAILED, now()
         st.error = ctx.events.redactor(exc.message)
         ctx.save()
         ctx.events(name, "stage-failed", f"{name} failed", error=exc.message)
         raise
-    st.status, st.finished, st.detail = "done", now(), ctx.events.redactor(detail)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        st.status, st.finished, st.error = StageStatus.INTERRUPTED, now(), "interrupted"
+        ctx.save()
+        ctx.events(name, "stage-interrupted", f"{name} interrupted; rerun with --resume")
+        raise
+    except Exception as exc:
+        _debug_log(ctx, name, exc)
+        message = (f"internal error in stage {name}: {type(exc).__name__}: {exc} (a bug; "
+                   f"traceback in {ctx.debug_log})")
+        st.status, st.finished = StageStatus.FAILED, now()
+        st.error = ctx.events.redactor(message)
+        ctx.save()
+        ctx.events(name, "stage-failed", f"{name} failed", error=message)
+        raise InternalError(ctx.events.redactor(message) or message) from exc
+    st.status, st.finished, st.detail = StageStatus.DONE, now(), ctx.events.redactor(detail)
     ctx.save()
     ctx.events(name, "stage-done", detail)
+
+
+def mark_interrupted(ctx: Context) -> str | None:
+    """Record a stage left running as interrupted (after Ctrl-C); returns its name."""
+    for name in STAGES:
+        st = ctx.state.stage(name)
+        if st.status == StageStatus.RUNNING:
+            st.status, st.finished, st.error = StageStatus.INTERRUPTED, now(), "interrupted"
+            ctx.save()
+            return name
+    return None
 
 
 async def run_pipeline(
     ctx: Context, *, resume: bool = False, from_stage: str | None = None,
     only: str | None = None,
 ) -> list[str]:
-    """Run the selected stages; returns their names."""
+    """Run the selected stages; returns their names. SIGTERM interrupts like Ctrl-C."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await _run(ctx, resume=resume, from_stage=from_stage, only=only)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _run(
+    ctx: Context, *, resume: bool, from_stage: str | None, only: str | None
+) -> list[str]:
     stages = select_stages(ctx, resume=resume, from_stage=from_stage, only=only)
     if ctx.store.exists():
         _ = ctx.bundle  # redact secrets from the first event on
+    if stages and any(STAGE_BY_NAME[n].needs_rack for n in stages):
+        await ctx.rack.attach(lambda line: ctx.events("rack", "info", line))
+        reset = new_rack_reset(ctx)
+        if reset:
+            ctx.events("rack", "warn", reset)
+            if resume:
+                stages = select_stages(ctx, resume=True)
+        ctx.save()
     for name in STAGES[: STAGES.index(stages[0])] if stages else STAGES:
-        if resume and ctx.state.stage(name).status in ("done", "skipped"):
+        if resume and ctx.state.stage(name).complete:
             ctx.events(name, "stage-skipped", "done in an earlier run")
     for name in stages:
-        await run_stage(ctx, name)
+        await run_stage(ctx, STAGE_BY_NAME[name])
     return stages
 
 
 # --------------------------------------------------------------------------- plan
 
 
-@dataclass(frozen=True)
-class PlanItem:
-    stage: str
-    action: str  # run | skip
-    reason: str
-    node: str | None = None
-
-    def line(self) -> str:
-        who = f" {self.node}:" if self.node else ""
-        return f"{self.action:4} {self.stage:10}{who} {self.reason}"
-
-
-async def _live_running(ctx: Context) -> set[str] | None:
-    """Nodes running in normal mode now, or None when that cannot be known (no secrets, no
-    rack)."""
-    from .stages import running_nodes
-
-    if not ctx.store.exists():
-        return None
-    if ctx.options.emulate:
-        from ..emulate.rack_control import read_rack
-
-        info = read_rack(ctx.cluster_dir)
-        if info is None:
-            return None
-        ctx.talos_port = info.talos_port
-    try:
-        return await running_nodes(ctx)
-    except CloudctlError:
-        return None
-
-
-def _live_releases(ctx: Context) -> dict[str, str] | None:
-    if not ctx.kubeconfig_path.is_file():
-        return None
-    from ..kube import Kube, release_status
-
-    try:
-        with Kube.from_kubeconfig(ctx.kubeconfig_path, timeout=3) as kube:
-            objs = kube.list("helm.toolkit.fluxcd.io/v2", "HelmRelease", namespace="flux-system")
-    except CloudctlError:
-        return None
-    return {s.name: s.state for s in (release_status(o) for o in objs)}
-
-
 async def plan_pipeline(
     ctx: Context, *, resume: bool = False, from_stage: str | None = None,
     only: str | None = None,
-) -> list[PlanItem]:
-    """What a run would do, per stage and node, and why — from the state file and, where they
-    can be reached, live facts (nodes over mTLS, HelmReleases). Changes nothing."""
-    inv = ctx.inventory
+) -> list[Step]:
+    """The plan of every stage, from the state file and, where the rack can be reached
+    without starting anything, live facts — the same plans a run computes. Changes nothing.
+    Stages not selected are listed as skipped with their recorded status."""
+    from .plan import Action
+
     selected = select_stages(ctx, resume=resume, from_stage=from_stage, only=only)
-    st = ctx.state
-    running = await _live_running(ctx)
-    live_note = "" if running is not None else " (live state unknown: nodes not reachable)"
-    releases_live = _live_releases(ctx)
-    items: list[PlanItem] = []
-
-    def done(name: str) -> bool:
-        return st.stage(name).status in ("done", "skipped")
-
-    def add(stage: str, action: str, reason: str, node: str | None = None) -> None:
-        items.append(PlanItem(stage, action, reason, node))
-
-    for name in STAGES:
-        if name not in selected:
-            add(name, "skip", f"not selected ({st.stage(name).status})")
+    if ctx.store.exists():
+        _ = ctx.bundle
+    steps: list[Step] = []
+    if ctx.rack.reachable() and ctx.rack.identity() not in (None, ctx.state.rack) \
+            and ctx.state.rack is not None:
+        steps.append(Step("rack", Action.RUN, f"{ctx.rack.describe()} is a new rack: reset the "
+                          "node states and start a new cluster"))
+    for stage in STAGE_LIST:
+        if stage.name not in selected:
+            status = ctx.state.stage(stage.name).status
+            steps.append(Step(stage.name, Action.SKIP, f"not selected ({status})"))
             continue
-        if name == "preflight":
-            if done(name):
-                add(name, "skip", "done in an earlier run")
-            else:
-                secrets = "present" if ctx.store.exists() else "missing: will be created"
-                host = ("host network checks skipped (--emulate)" if ctx.options.emulate
-                        else f"check {inv.network.interface} has {inv.network.boot_server}, "
-                        "no other DHCP server, boot assets")
-                add(name, "run", f"validate inventory, secrets {secrets}, versions; {host}")
-        elif name == "image":
-            if done(name) and ctx.render_dir.is_dir():
-                add(name, "skip", f"rendered to {ctx.render_dir} in an earlier run")
-            else:
-                add(name, "run", f"render machine configs + GitOps tree to {ctx.render_dir}"
-                    + ("" if ctx.options.emulate else "; fetch boot assets"))
-        elif name == "boot":
-            if ctx.options.emulate:
-                add(name, "skip", "emulated rack: nodes are already PXE-booted")
-            elif done(name) or (running is not None and len(running) == len(inv.nodes)):
-                add(name, "skip", "every node already booted")
-            else:
-                add(name, "run", f"serve DHCP/TFTP/HTTP on {inv.network.interface} until "
-                    f"{len(inv.nodes)} node(s) fetched their initramfs")
-        elif name in ("discover", "apply"):
-            for node in inv.nodes:
-                phase = st.node(node.name).phase
-                if running is not None and node.name in running:
-                    add(name, "skip", f"running in normal mode on {node.ip} (state: {phase})",
-                        node.name)
-                elif running is None and done(name):
-                    add(name, "skip", f"done in an earlier run (state: {phase}){live_note}",
-                        node.name)
-                elif name == "discover":
-                    add(name, "run", f"find by MAC {', '.join(node.macs)} in maintenance mode"
-                        f"{live_note}", node.name)
-                else:
-                    add(name, "run", f"send machine config, wait for normal mode on {node.ip}"
-                        f"{live_note}", node.name)
-        elif name == "bootstrap":
-            marker = ctx.bootstrap_path.is_file() and '"bootstrapped"' in \
-                ctx.bootstrap_path.read_text()
-            if st.bootstrapped or marker:
-                add(name, "skip", f"etcd bootstrapped on {st.bootstrap_node or 'a control plane'}"
-                    "; Bootstrap is never called twice")
-            else:
-                from ..talos.ops import bootstrap_node
+        try:
+            _, plan = await gather_plan(ctx, stage)
+        except CloudctlError as exc:
+            steps.append(Step(stage.name, Action.BLOCK, f"cannot plan: {exc.message}"))
+            continue
+        steps += plan.steps
+    return steps
 
-                add(name, "run", "Bootstrap etcd once (unless a control plane already has "
-                    "members)", bootstrap_node(inv).name)
-        elif name == "kubeconfig":
-            if done(name) and ctx.kubeconfig_path.is_file():
-                add(name, "skip", f"{ctx.kubeconfig_path} exists")
-            else:
-                add(name, "run", f"fetch the admin kubeconfig to {ctx.kubeconfig_path}")
-        elif name == "flux":
-            if done(name):
-                add(name, "skip", "Flux installed in an earlier run")
-            else:
-                add(name, "run", "apply gitops/flux-system/, wait for the controllers")
-        elif name == "platform":
-            from ..render.gitops import local_chart_manifests, platform_releases
-
-            local = set() if inv.gitops else set(local_chart_manifests(inv))
-            for rel in platform_releases(inv):
-                live = (releases_live or {}).get(rel.name)
-                recorded = (st.releases.get(rel.name) or {}).get("state")
-                if live == "ready" or (recorded == "ready" and rel.name in local):
-                    add(name, "skip", "Ready", rel.name)
-                    continue
-                after = f" after {', '.join(rel.depends_on)}" if rel.depends_on else ""
-                how = ("apply its manifests directly (local chart, no Git source)"
-                       if rel.name in local else f"HelmRelease {rel.chart} {rel.version}")
-                add(name, "run", f"{how}{after}", rel.name)
-        elif name == "done":
-            add(name, "skip" if done(name) else "run",
-                "done in an earlier run" if done(name) else "report the cluster")
-    return items

@@ -1,324 +1,492 @@
-"""The stages of ``cloudctl bootstrap``. Each checks persisted state and live facts first, so
-running it again does no harm: configured nodes are not re-sent their config, etcd is
-bootstrapped once (``ops.bootstrap_once``: marker file + member lists), and server-side apply
-makes re-applied objects no-ops.
+"""The stages of ``cloudctl bootstrap``: each gathers facts, plans, and runs its plan.
 
-A stage is ``async def stage(ctx) -> str`` (a one-line summary) or raises ``Skip(reason)``.
+A stage is a ``Stage``: ``facts(ctx)`` reads the state file and, where the rack can be
+reached, live facts (nodes over the Talos API, objects over the Kubernetes API); ``plan(inv,
+facts)`` is pure and decides, per node or release, what to run or skip and why; ``run(ctx,
+plan, facts)`` carries the plan out and returns a one-line summary. ``bootstrap --plan`` prints
+the same plans, so each skip rule lives in exactly one place. Running a stage again does no
+harm: configured nodes are not re-sent their config, etcd is bootstrapped once
+(``ops.bootstrap_once``: marker file + member lists) and server-side apply makes re-applied
+objects no-ops.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import socket
-import subprocess
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from ..errors import EnvironmentNotReady, InputError, Problem, RemoteError
-from ..inventory.models import Node
+from ..errors import CloudctlError, InputError, Problem, RemoteError, StateError
+from ..inventory.models import Inventory, Node
 from ..kube import Applied, Kube, ReleaseStatus
 from ..secrets.store import write_private
 from ..talos import ops
+from ..talos.client import EtcdMember
 from .context import Context
-from .state import now
+from .plan import Action, StagePlan, Step, plan_of
+from .state import NodePhase, now
 
 
-class Skip(Exception):
-    """The stage has nothing to do in this mode (the reason is recorded)."""
+class Stage:
+    name: ClassVar[str]
+    needs_rack: ClassVar[bool] = True
+    """Whether ``run`` needs the rack attached (started, for the emulated rack)."""
+
+    async def facts(self, ctx: Context) -> Any:
+        return None
+
+    def plan(self, inv: Inventory, facts: Any) -> StagePlan:
+        raise NotImplementedError
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: Any) -> str:
+        raise NotImplementedError
+
+    def step(self, action: Action, reason: str, target: str | None = None,
+             error: type[CloudctlError] | None = None) -> Step:
+        return Step(self.name, action, reason, target, error)
 
 
-# --------------------------------------------------------------------------- preflight
+# --------------------------------------------------------------------------- live facts
 
 
-def _interface_addresses(interface: str) -> list[str]:
-    try:
-        out = subprocess.run(
-            ["ip", "-j", "addr", "show", "dev", interface],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])]
-
-
-def host_network_problems(ctx: Context) -> list[Problem]:
-    """The provisioning interface exists and carries the boot-server address."""
-    net = ctx.inventory.network
-    names = {name for _, name in socket.if_nameindex()}
-    if net.interface not in names:
-        return [Problem("network.interface", f"interface {net.interface!r} does not exist on "
-                        f"this host (have: {', '.join(sorted(names))})")]
-    have = _interface_addresses(net.interface)
-    if str(net.boot_server) not in have:
-        return [Problem("network.bootServer", f"{net.boot_server} is not an address of "
-                        f"{net.interface} (has: {', '.join(have) or 'none'})")]
-    return []
-
-
-async def preflight(ctx: Context) -> str:
-    inv = ctx.inventory
-    for w in ctx.warnings:
-        ctx.events("preflight", "warn", f"inventory: {w}")
-    bundle, created = ctx.store.init()
-    ctx.set_bundle(bundle)
-    ctx.events("preflight", "info", (f"secrets bundle created at {ctx.secrets_dir} (0600)"
-                                     if created else f"secrets present at {ctx.secrets_dir}"))
-    from ..catalog import talos_catalog
-
-    release = talos_catalog().release(inv.cluster.talos_version)
-    if release is None:
-        raise InputError(Problem("cluster.talosVersion",
-                                 f"{inv.cluster.talos_version} is not in the catalog"))
-    minor = talos_catalog().minor(inv.cluster.talos_version)
-    if minor is not None and not minor.supports_kubernetes(inv.cluster.kubernetes_version):
-        raise InputError(Problem("cluster.kubernetesVersion",
-                                 f"{inv.cluster.kubernetes_version} is not supported by Talos "
-                                 f"{inv.cluster.talos_version}"))
-    if ctx.options.emulate:
-        ctx.events("preflight", "info", "skipped host checks (interface, boot-server address, "
-                   "rogue DHCP, boot assets): --emulate uses an emulated rack with no "
-                   "provisioning network")
-        return ("inventory valid, secrets "
-                f"{'created' if created else 'present'}, versions compatible")
-    problems = host_network_problems(ctx)
-    if problems:
-        raise EnvironmentNotReady("\n".join(str(p) for p in problems))
-    if inv.network.dhcp.mode == "full":
-        from ..boot.dhcp.probe import ensure_no_other_server
-
-        await ensure_no_other_server(inv.network.interface, force=ctx.options.force)
-    from ..boot.assets import find_ipxe_binaries
-
-    if not find_ipxe_binaries():
-        raise EnvironmentNotReady("no iPXE binaries found (install the ipxe package)")
-    assets = assets_availability(ctx)
-    return (f"inventory valid, secrets present, host network ready, no other DHCP server, "
-            f"boot assets {assets}")
-
-
-def assets_availability(ctx: Context) -> str:
-    """``cached`` when the kernel and initramfs of this schematic/version are in the cache,
-    ``fetchable`` when the Image Factory answers a TCP connection; else EnvironmentNotReady."""
-    from urllib.parse import urlsplit
-
-    from ..boot.assets import asset_files, default_cache_dir
-    from ..render.schematic import schematic_for, schematic_id
-
-    inv = ctx.inventory
-    directory = default_cache_dir() / schematic_id(schematic_for(inv)) / inv.cluster.talos_version
-    if all((directory / f).is_file() for f in asset_files(inv.image.arch).values()):
-        return "cached"
-    url = urlsplit(inv.image.installer.factory_url)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=5):
-            return "fetchable"
-    except OSError as exc:
-        raise EnvironmentNotReady(
-            f"boot assets are not cached in {directory} and the Image Factory "
-            f"{inv.image.installer.factory_url} is unreachable ({exc})") from None
-
-
-# --------------------------------------------------------------------------- image
-
-
-async def image(ctx: Context) -> str:
-    from ..render.output import write_tree
-    from ..render.schematic import schematic_for, schematic_id
-
-    files = ctx.files
-    write_tree(files, ctx.render_dir, ctx.inventory.cluster.name)
-    sid = schematic_id(schematic_for(ctx.inventory))
-    ctx.state.facts["schematic"] = sid
-    msg = f"rendered {len(files)} files to {ctx.render_dir}; schematic {sid[:12]}"
-    if ctx.options.emulate:
-        return msg + "; boot assets not fetched (emulated nodes are already booted)"
-    from ..boot.assets import fetch_assets
-
-    fetched = fetch_assets(ctx.inventory)
-    ctx.assets = fetched.paths
-    return msg + f"; boot assets cached ({', '.join(sorted(fetched.paths))})"
-
-
-# --------------------------------------------------------------------------- boot
-
-
-async def running_nodes(ctx: Context, nodes: list[Node] | None = None) -> set[str]:
-    """Nodes answering over mTLS in stage running (live fact)."""
+async def running_nodes(ctx: Context, nodes: list[Node] | None = None) -> set[str] | None:
+    """Nodes answering over mTLS in normal mode now; None when that cannot be known (no
+    secrets yet, or the rack is not reachable without starting it)."""
+    if not ctx.store.exists() or not ctx.rack.reachable():
+        return None
     todo = nodes if nodes is not None else list(ctx.inventory.nodes)
 
     async def one(node: Node) -> bool:
-        ep = ctx.dial(str(node.ip)).named(node.name)
+        ep = ctx.rack.dial(str(node.ip)).named(node.name)
         return await ops.running_version(ep, ctx.credentials, timeout=2.0) is not None
 
     results = await ops.fan_out((n.name, functools.partial(one, n)) for n in todo)
     return {r.node for r in results if r.ok and r.value}
 
 
-async def boot(ctx: Context) -> str:
-    if ctx.options.emulate:
-        raise Skip("emulated rack: the emulator stands in for nodes that already PXE-booted")
-    running = await running_nodes(ctx)
-    if len(running) == len(ctx.inventory.nodes):
-        raise Skip("every node already runs Talos in normal mode")
-    from ..boot.assets import find_ipxe_binaries, stage_tftp_root
-    from ..boot.service import BootService
+def live_releases(ctx: Context) -> dict[str, dict[str, Any]] | None:
+    """HelmReleases in flux-system by name (live objects), or None when the API is not
+    reachable."""
+    if not ctx.kubeconfig_path.is_file() or not ctx.rack.reachable():
+        return None
+    try:
+        with Kube.from_kubeconfig(ctx.kubeconfig_path, timeout=3) as kube:
+            objs = kube.list("helm.toolkit.fluxcd.io/v2", "HelmRelease", namespace="flux-system")
+    except CloudctlError:
+        return None
+    return {str(o["metadata"]["name"]): o for o in objs}
 
-    tftp_root = ctx.cluster_dir / "tftp"
-    stage_tftp_root(find_ipxe_binaries(), tftp_root)
-    if ctx.assets is None:
-        from ..boot.assets import fetch_assets
 
-        ctx.assets = fetch_assets(ctx.inventory).paths
+def _phases(ctx: Context) -> dict[str, NodePhase]:
+    return {n.name: ctx.state.node(n.name).phase for n in ctx.inventory.nodes}
 
-    def on_event(event: object) -> None:
-        ctx.events("boot", "info", str(event))
 
-    # full mode: Talos in maintenance mode asks DHCP again after the initramfs, so DHCP keeps
-    # answering until the configs are applied (closed at the end of the apply stage)
-    keep = ctx.inventory.network.dhcp.mode == "full"
-    service = BootService(ctx.inventory, assets=ctx.assets, tftp_root=tftp_root,
-                          force=ctx.options.force, timeout=ctx.options.timeout,
-                          on_event=on_event, keep_dhcp=keep)
-    result = await service.run()
-    result.check()
-    if keep:
-        ctx.boot_service = service
-    return "every node fetched its initramfs" + ("; DHCP stays up until apply" if keep else "")
+# --------------------------------------------------------------------------- preflight
+
+
+@dataclass(frozen=True)
+class PreflightFacts:
+    secrets: bool
+    host_checks: str
+
+
+class Preflight(Stage):
+    name = "preflight"
+    needs_rack = False
+
+    async def facts(self, ctx: Context) -> PreflightFacts:
+        return PreflightFacts(ctx.store.exists(), ctx.rack.host_checks())
+
+    def plan(self, inv: Inventory, facts: PreflightFacts) -> StagePlan:
+        secrets = "present" if facts.secrets else "missing: will be created"
+        return plan_of(self.name, self.step(
+            Action.RUN, f"validate versions, secrets {secrets}; host: {facts.host_checks}"))
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: PreflightFacts) -> str:
+        inv = ctx.inventory
+        for w in ctx.warnings:
+            ctx.events(self.name, "warn", f"inventory: {w}")
+        bundle, created = ctx.store.init()
+        ctx.set_bundle(bundle)
+        ctx.events(self.name, "info", (f"secrets bundle created at {ctx.secrets_dir} (0600)"
+                                       if created else f"secrets present at {ctx.secrets_dir}"))
+        from ..catalog import talos_catalog
+
+        if talos_catalog().release(inv.cluster.talos_version) is None:
+            raise InputError(Problem("cluster.talosVersion",
+                                     f"{inv.cluster.talos_version} is not in the catalog"))
+        minor = talos_catalog().minor(inv.cluster.talos_version)
+        if minor is not None and not minor.supports_kubernetes(inv.cluster.kubernetes_version):
+            raise InputError(Problem("cluster.kubernetesVersion",
+                                     f"{inv.cluster.kubernetes_version} is not supported by "
+                                     f"Talos {inv.cluster.talos_version}"))
+        host = await ctx.rack.check_host(force=ctx.options.force)
+        return (f"inventory valid, secrets {'created' if created else 'present'}, versions "
+                f"compatible; {host}")
+
+
+# --------------------------------------------------------------------------- image
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    render_current: bool
+    assets_needed: bool
+    assets_cached: bool
+
+
+class Image(Stage):
+    name = "image"
+    needs_rack = False
+
+    async def facts(self, ctx: Context) -> ImageFacts:
+        from ..render.output import plan_tree
+
+        current = False
+        if ctx.store.exists() and ctx.render_dir.is_dir():
+            try:
+                current = plan_tree(ctx.files, ctx.render_dir).empty
+            except CloudctlError:
+                current = False
+        return ImageFacts(current, ctx.rack.needs_boot_assets, ctx.rack.boot_assets_cached())
+
+    def plan(self, inv: Inventory, facts: ImageFacts) -> StagePlan:
+        steps = [self.step(Action.SKIP, "render/ is current", "render") if facts.render_current
+                 else self.step(Action.RUN, "render machine configs, image definitions and "
+                                "the GitOps tree", "render")]
+        if not facts.assets_needed:
+            steps.append(self.step(Action.SKIP, "no boot assets needed (the rack boots its "
+                                   "machines itself)", "assets"))
+        elif facts.assets_cached:
+            steps.append(self.step(Action.SKIP, "kernel and initramfs cached and verified",
+                                   "assets"))
+        else:
+            steps.append(self.step(Action.RUN, "fetch kernel and initramfs from the Image "
+                                   "Factory", "assets"))
+        return plan_of(self.name, *steps)
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: ImageFacts) -> str:
+        from ..render.output import write_tree
+        from ..render.schematic import schematic_for, schematic_id
+
+        sid = schematic_id(schematic_for(ctx.inventory))
+        ctx.state.facts["schematic"] = sid
+        parts = []
+        if "render" in plan.targets():
+            write_tree(ctx.files, ctx.render_dir, ctx.inventory.cluster.name)
+            parts.append(f"rendered {len(ctx.files)} files to {ctx.render_dir}")
+        else:
+            parts.append(f"{ctx.render_dir} is current")
+        parts.append(f"schematic {sid[:12]}")
+        if "assets" in plan.targets():
+            from ..boot.assets import fetch_assets
+
+            fetched = fetch_assets(ctx.inventory)
+            ctx.assets = fetched.paths
+            parts.append(f"boot assets cached ({', '.join(sorted(fetched.paths))})")
+        return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- boot
+
+
+@dataclass(frozen=True)
+class BootFacts:
+    running: set[str] | None
+    method: str | None
+    """How the rack boots the nodes not running; None when it boots them itself."""
+
+
+class Boot(Stage):
+    name = "boot"
+
+    async def facts(self, ctx: Context) -> BootFacts:
+        running = await running_nodes(ctx)
+        pending = len(ctx.inventory.nodes) - len(running or ())
+        return BootFacts(running, ctx.rack.boot_method(pending))
+
+    def plan(self, inv: Inventory, facts: BootFacts) -> StagePlan:
+        if facts.method is None:
+            return plan_of(self.name, self.step(
+                Action.SKIP, "the rack boots its machines itself (emulated: already in "
+                "maintenance mode)"))
+        running = facts.running or set()
+        if facts.running is not None and all(n.name in running for n in inv.nodes):
+            return plan_of(self.name, self.step(
+                Action.SKIP, "every node already runs Talos in normal mode"))
+        unknown = "" if facts.running is not None else " (live state unknown)"
+        return plan_of(self.name, *(
+            self.step(Action.SKIP, "runs Talos in normal mode", n.name) if n.name in running
+            else self.step(Action.RUN, f"{facts.method}{unknown}", n.name)
+            for n in inv.nodes))
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: BootFacts) -> str:
+        if ctx.assets is None:
+            from ..boot.assets import fetch_assets
+
+            ctx.assets = fetch_assets(ctx.inventory).paths
+        out = await ctx.rack.boot(
+            assets=ctx.assets, force=ctx.options.force, timeout=ctx.options.timeout,
+            notify=lambda line: ctx.events(self.name, "info", line))
+        for name, address in out.learned.items():
+            ctx.state.node(name).boot_address = address
+        ctx.save()
+        return out.summary
 
 
 # --------------------------------------------------------------------------- discover
 
 
-async def discover(ctx: Context) -> str:
-    inv = ctx.inventory
-    found = await ops.discover(inv, ctx.candidates(), dial=ctx.dial)
-    ctx.discovery = found
-    missing = [n for n in inv.nodes if n.name not in found.nodes]
-    running = await running_nodes(ctx, missing) if missing else set()
-    for node in inv.nodes:
-        ns = ctx.state.node(node.name)
-        if node.name in found.nodes:
-            d = found.nodes[node.name]
-            if ns.phase == "pending":
-                ns.phase = "discovered"
-            ns.maintenance_endpoint = d.address
-            ctx.events("discover", "node", f"found in maintenance mode at {d.address}",
-                       node=node.name, phase="discovered")
-        elif node.name in running:
-            ns.phase = "applied" if ns.phase in ("pending", "discovered") else ns.phase
-            ns.endpoint = str(node.ip)
-            ctx.events("discover", "node", f"already configured, running on {node.ip}",
-                       node=node.name, phase="running")
-    for d in found.unknown:
-        ctx.events("discover", "warn", f"machine at {d.address} in maintenance mode is not in "
-                   f"the inventory (MACs {', '.join(d.macs)})")
-    problems = [
-        p for p in ops.preflight(inv, found)
-        if not any(p.path == f"nodes[{i}]" and n.name in running
-                   for i, n in enumerate(inv.nodes))
-    ]
-    # nodes installing right now (config applied by a killed run) are neither in maintenance
-    # mode nor running yet; the apply stage waits for them
-    installing = [n.name for n in missing if n.name not in running
-                  and ctx.state.node(n.name).phase in ("applying", "applied")]
-    problems = [p for p in problems
-                if not any(p.path == f"nodes[{i}]" and n.name in installing
-                           for i, n in enumerate(inv.nodes))]
-    ctx.save()
-    if problems:
-        raise InputError(problems, source="preflight")
-    return (f"{len(found.nodes)} node(s) in maintenance mode, {len(running)} already running"
-            + (f", {len(installing)} installing" if installing else ""))
+@dataclass(frozen=True)
+class NodeFacts:
+    running: set[str] | None
+    phases: Mapping[str, NodePhase]
+    candidates: int
+
+
+async def _node_facts(ctx: Context) -> NodeFacts:
+    return NodeFacts(await running_nodes(ctx), _phases(ctx), len(ctx.candidates()))
+
+
+class Discover(Stage):
+    name = "discover"
+
+    async def facts(self, ctx: Context) -> NodeFacts:
+        return await _node_facts(ctx)
+
+    def plan(self, inv: Inventory, facts: NodeFacts) -> StagePlan:
+        unknown = "" if facts.running is not None else " (live state unknown)"
+        steps = []
+        for node in inv.nodes:
+            if facts.running is not None and node.name in facts.running:
+                steps.append(self.step(Action.SKIP, f"runs in normal mode on {node.ip}",
+                                       node.name))
+            else:
+                steps.append(self.step(
+                    Action.RUN, f"find by MAC {', '.join(node.macs)} in maintenance mode "
+                    f"({facts.candidates} address(es) probed){unknown}", node.name))
+        return plan_of(self.name, *steps)
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: NodeFacts) -> str:
+        inv = ctx.inventory
+        wanted = set(plan.targets())
+        found = await ops.discover(inv, ctx.candidates(), dial=ctx.rack.dial)
+        ctx.discovery = found
+        running = set(facts.running or ())
+        for node in inv.nodes:
+            ns = ctx.state.node(node.name)
+            if node.name in found.nodes:
+                d = found.nodes[node.name]
+                if ns.phase == NodePhase.PENDING:
+                    ns.phase = NodePhase.DISCOVERED
+                ns.maintenance_endpoint = d.address
+                ctx.events(self.name, "node", f"found in maintenance mode at {d.address}",
+                           node=node.name, phase="discovered")
+            elif node.name in running:
+                if ns.phase in (NodePhase.PENDING, NodePhase.DISCOVERED):
+                    ns.phase = NodePhase.APPLIED
+                ns.endpoint = str(node.ip)
+                ctx.events(self.name, "node", f"already configured, running on {node.ip}",
+                           node=node.name, phase="running")
+        for d in found.unknown:
+            ctx.events(self.name, "warn", f"machine at {d.address} in maintenance mode is not "
+                       f"in the inventory (MACs {', '.join(d.macs)})")
+        # nodes installing right now (config applied by a killed run) are neither in
+        # maintenance mode nor running yet; the apply stage waits for them
+        installing = {n.name for n in inv.nodes if n.name in wanted
+                      and n.name not in found.nodes
+                      and ctx.state.node(n.name).phase in (NodePhase.APPLYING,
+                                                           NodePhase.APPLIED)}
+        excused = running | installing
+        problems = [p for p in ops.preflight(inv, found)
+                    if not any(p.path == f"nodes[{i}]" and n.name in excused
+                               for i, n in enumerate(inv.nodes))]
+        ctx.save()
+        if problems:
+            raise InputError(problems, source="preflight")
+        return (f"{len(found.nodes)} node(s) in maintenance mode, {len(running)} already "
+                "running" + (f", {len(installing)} installing" if installing else ""))
 
 
 # --------------------------------------------------------------------------- apply
 
 
-async def apply(ctx: Context) -> str:
-    inv = ctx.inventory
-    if ctx.discovery is None:
-        ctx.discovery = await ops.discover(inv, ctx.candidates(), dial=ctx.dial)
-    found = ctx.discovery
-    configs = ctx.configs()
-    creds = ctx.credentials
+class Apply(Stage):
+    name = "apply"
 
-    def on_event(node: str, message: str) -> None:
-        ctx.events("apply", "info", message, node=node)
+    async def facts(self, ctx: Context) -> NodeFacts:
+        return await _node_facts(ctx)
 
-    def job(node: Node) -> Callable[[], Awaitable[str]]:
-        async def run() -> str:
-            ns = ctx.state.node(node.name)
-            d = found.nodes.get(node.name)
-            if d is None:
-                ep = ctx.dial(str(node.ip)).named(node.name)
-                version = await ops.wait_running(ep, creds, timeout=ctx.options.timeout,
-                                                 poll=0.1)
-                what = f"already configured, running {version.tag}"
+    def plan(self, inv: Inventory, facts: NodeFacts) -> StagePlan:
+        unknown = "" if facts.running is not None else " (live state unknown)"
+        steps = []
+        for node in inv.nodes:
+            phase = facts.phases.get(node.name, NodePhase.PENDING)
+            if facts.running is not None and node.name in facts.running:
+                steps.append(self.step(Action.SKIP, "runs in normal mode; its config is not "
+                                       "sent again", node.name))
+            elif phase in (NodePhase.APPLYING, NodePhase.APPLIED, NodePhase.READY):
+                steps.append(self.step(Action.RUN, "wait for it to finish installing, or send "
+                                       f"its config if it is back in maintenance mode{unknown}",
+                                       node.name))
             else:
-                ns.phase = "applying"
-                ctx.save()
-                ctx.events("apply", "node", f"applying config at {d.address}", node=node.name,
-                           phase="applying")
-                out = await ops.apply_node(node, d, configs[node.name], creds, dial=ctx.dial,
-                                           timeout=ctx.options.timeout, on_event=on_event)
-                what = f"applied, running {out.version} on {out.address}"
-            ns.phase = "applied"
-            ns.endpoint = str(node.ip)
-            ns.error = None
-            ctx.save()
-            ctx.events("apply", "node", what, node=node.name, phase="applied")
-            return what
-        return run
+                steps.append(self.step(Action.RUN, "send its machine config, wait for normal "
+                                       f"mode on {node.ip}{unknown}", node.name))
+        return plan_of(self.name, *steps)
 
-    results = await ops.fan_out((n.name, job(n)) for n in inv.nodes)
-    for r in results:
-        if not r.ok:
-            ctx.state.node(r.node).error = str(r.error)
-    ctx.save()
-    ops.raise_failures(results, "apply")
-    ctx.discovery = None
-    if ctx.boot_service is not None:
-        await ctx.boot_service.close_dhcp()
-        ctx.boot_service = None
-        ctx.events("apply", "info", "DHCP stopped: every node is configured")
-    return f"{len(results)} node(s) running in normal mode"
+    async def run(self, ctx: Context, plan: StagePlan, facts: NodeFacts) -> str:
+        inv = ctx.inventory
+        if ctx.discovery is None:
+            ctx.discovery = await ops.discover(inv, ctx.candidates(), dial=ctx.rack.dial)
+        found = ctx.discovery
+        configs = ctx.configs()
+        creds = ctx.credentials
+        wanted = set(plan.targets())
+
+        def on_event(node: str, message: str) -> None:
+            ctx.events(self.name, "info", message, node=node)
+
+        def job(node: Node) -> Callable[[], Awaitable[str]]:
+            async def run() -> str:
+                ns = ctx.state.node(node.name)
+                d = found.nodes.get(node.name)
+                if d is None:
+                    ep = ctx.rack.dial(str(node.ip)).named(node.name)
+                    version = await ops.wait_running(ep, creds, timeout=ctx.options.timeout,
+                                                     poll=0.1)
+                    what = f"already configured, running {version.tag}"
+                else:
+                    ns.phase = NodePhase.APPLYING
+                    ctx.save()
+                    ctx.events(self.name, "node", f"applying config at {d.address}",
+                               node=node.name, phase="applying")
+                    out = await ops.apply_node(node, d, configs[node.name], creds,
+                                               dial=ctx.rack.dial, timeout=ctx.options.timeout,
+                                               on_event=on_event)
+                    what = f"applied, running {out.version} on {out.address}"
+                if ns.phase in (NodePhase.PENDING, NodePhase.DISCOVERED, NodePhase.APPLYING):
+                    ns.phase = NodePhase.APPLIED
+                ns.endpoint = str(node.ip)
+                ns.error = None
+                ctx.save()
+                ctx.events(self.name, "node", what, node=node.name, phase="applied")
+                return what
+            return run
+
+        results = await ops.fan_out((n.name, job(n)) for n in inv.nodes if n.name in wanted)
+        for r in results:
+            if not r.ok:
+                ctx.state.node(r.node).error = str(r.error)
+        ctx.save()
+        ops.raise_failures(results, "apply")
+        ctx.discovery = None
+        note = await ctx.rack.release_boot()
+        if note:
+            ctx.events(self.name, "info", note)
+        return f"{len(results)} node(s) configured, running in normal mode"
 
 
 # --------------------------------------------------------------------------- bootstrap
 
 
-async def bootstrap(ctx: Context) -> str:
-    def on_event(node: str, message: str) -> None:
-        ctx.events("bootstrap", "info", message, node=node)
+@dataclass(frozen=True)
+class BootstrapFacts:
+    marker: dict[str, Any]
+    """``bootstrap.json``: the one record of the etcd bootstrap."""
+    marker_path: str
+    views: dict[str, list[EtcdMember] | None] | None
+    """Each control plane's etcd members (None: no etcd yet); None when not reachable."""
+    boot_id: str | None
+    """Boot ID of the bootstrapped node when no control plane has members."""
+    now: float = field(default_factory=time.time)
 
-    out = await ops.bootstrap_once(ctx.inventory, ctx.credentials,
-                                   ops.BootstrapState(ctx.bootstrap_path), dial=ctx.dial,
-                                   timeout=ctx.options.timeout, on_event=on_event)
-    st = ctx.state
-    if not st.bootstrapped:
-        st.bootstrapped, st.bootstrap_node, st.bootstrap_at = True, out.node, now()
-    for n in ctx.inventory.nodes:
-        if n.is_controlplane:
-            ctx.state.node(n.name).phase = "ready"
-    ctx.save()
-    verb = "Bootstrap called" if out.called else "already bootstrapped"
-    return f"{verb} on {out.node}; etcd members: {', '.join(out.members)}"
+
+class Bootstrap(Stage):
+    name = "bootstrap"
+
+    async def facts(self, ctx: Context) -> BootstrapFacts:
+        marker = ctx.bootstrap_state.read()
+        views = None
+        boot_id = None
+        if ctx.store.exists() and ctx.rack.reachable():
+            try:
+                views = await ops.etcd_views(ctx.inventory, ctx.credentials, dial=ctx.rack.dial,
+                                             timeout=5.0)
+            except CloudctlError:
+                views = None
+            done_on = marker.get("bootstrapped")
+            if views is not None and not any(views.values()) and isinstance(done_on, str):
+                node = next((n for n in ctx.inventory.controlplanes if n.name == done_on), None)
+                if node is not None:
+                    boot_id = await ops.node_boot_id(node, ctx.credentials, dial=ctx.rack.dial)
+        return BootstrapFacts(marker, str(ctx.bootstrap_path), views, boot_id)
+
+    def plan(self, inv: Inventory, facts: BootstrapFacts) -> StagePlan:
+        from pathlib import Path
+
+        done_on = facts.marker.get("bootstrapped")
+        chosen = ops.bootstrap_node(inv).name
+        if facts.views is not None:
+            stale = ops.stale_marker_problem(Path(facts.marker_path), facts.marker, facts.views,
+                                             facts.boot_id, facts.now)
+            if stale:
+                return plan_of(self.name, self.step(Action.BLOCK, stale, error=StateError))
+        views = facts.views
+        if isinstance(done_on, str):
+            if views is not None and all(views.values()):
+                return plan_of(self.name, self.step(
+                    Action.SKIP, f"etcd bootstrapped on {done_on} (recorded in "
+                    f"{facts.marker_path}); every control plane is a member"))
+            return plan_of(self.name, self.step(
+                Action.RUN, f"etcd bootstrapped on {done_on}: wait until every control plane "
+                "is a member (Bootstrap is never called twice)"))
+        existing = sorted(n for n, v in (views or {}).items() if v)
+        if existing:
+            return plan_of(self.name, self.step(
+                Action.RUN, f"etcd already has members on {', '.join(existing)}: record it, do "
+                "not call Bootstrap", existing[0]))
+        unknown = "" if views is not None else " (live state unknown)"
+        return plan_of(self.name, self.step(
+            Action.RUN, f"Bootstrap etcd once, then wait for every control plane{unknown}",
+            chosen))
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: BootstrapFacts) -> str:
+        def on_event(node: str, message: str) -> None:
+            ctx.events(self.name, "info", message, node=node)
+
+        out = await ops.bootstrap_once(ctx.inventory, ctx.credentials, ctx.bootstrap_state,
+                                       dial=ctx.rack.dial, timeout=ctx.options.timeout,
+                                       on_event=on_event)
+        for n in ctx.inventory.controlplanes:
+            ctx.state.node(n.name).phase = NodePhase.READY
+        ctx.save()
+        verb = "Bootstrap called" if out.called else "already bootstrapped"
+        return f"{verb} on {out.node}; etcd members: {', '.join(out.members)}"
 
 
 # --------------------------------------------------------------------------- kubeconfig
 
 
-async def kubeconfig(ctx: Context) -> str:
-    data = await ops.kubeconfig(ctx.inventory, ctx.credentials, dial=ctx.dial)
-    write_private(ctx.kubeconfig_path, data)
-    with Kube.from_kubeconfig(ctx.kubeconfig_path, timeout=10) as kube:
-        nodes = kube.list("v1", "Node")
-    for n in ctx.inventory.nodes:
-        ctx.state.node(n.name).phase = "ready"
-    ctx.save()
-    return f"kubeconfig written to {ctx.kubeconfig_path} (0600); API {kube.server} answers, " \
-           f"{len(nodes)} node(s) registered"
+class Kubeconfig(Stage):
+    name = "kubeconfig"
+
+    def plan(self, inv: Inventory, facts: Any) -> StagePlan:
+        return plan_of(self.name, self.step(
+            Action.RUN, "fetch the admin kubeconfig from a control plane (0600) and check the "
+            "API answers"))
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: Any) -> str:
+        data = await ops.kubeconfig(ctx.inventory, ctx.credentials, dial=ctx.rack.dial)
+        write_private(ctx.kubeconfig_path, data)
+        with Kube.from_kubeconfig(ctx.kubeconfig_path, timeout=10) as kube:
+            nodes = kube.list("v1", "Node")
+        for n in ctx.inventory.nodes:
+            ctx.state.node(n.name).phase = NodePhase.READY
+        ctx.save()
+        return (f"kubeconfig written to {ctx.kubeconfig_path} (0600); API {kube.server} "
+                f"answers, {len(nodes)} node(s) registered")
 
 
 # --------------------------------------------------------------------------- flux, platform
@@ -332,73 +500,136 @@ def _kube(ctx: Context) -> Kube:
 
 def _on_applied(ctx: Context, stage: str) -> Callable[[Applied], None]:
     def cb(a: Applied) -> None:
-        ctx.events(stage, "release" if a.ref.kind == "HelmRelease" else "info",
-                   f"{a.ref} {a.action}", node=a.ref.name if a.ref.kind == "HelmRelease"
-                   else None, phase="applied" if a.ref.kind == "HelmRelease" else None)
+        release = a.ref.kind == "HelmRelease"
+        ctx.events(stage, "release" if release else "info", f"{a.ref} {a.action}",
+                   node=a.ref.name if release else None, phase="applied" if release else None)
     return cb
 
 
-async def flux(ctx: Context) -> str:
-    from .platform import install_flux
+class Flux(Stage):
+    name = "flux"
 
-    with _kube(ctx) as kube:
-        refs = install_flux(kube, ctx.files, timeout=ctx.options.timeout, poll=ctx.options.poll,
-                            on_applied=_on_applied(ctx, "flux"))
-    return f"Flux installed; {len(refs)} controller(s) available"
+    def plan(self, inv: Inventory, facts: Any) -> StagePlan:
+        return plan_of(self.name, self.step(
+            Action.RUN, "server-side apply gitops/flux-system/ (unchanged objects are no-ops), "
+            "wait for the controllers"))
 
+    async def run(self, ctx: Context, plan: StagePlan, facts: Any) -> str:
+        from .platform import install_flux
 
-async def platform(ctx: Context) -> str:
-    from .platform import install_platform_direct, install_platform_gitops
-
-    def on_status(st: ReleaseStatus) -> None:
-        ctx.state.releases[st.name] = {"state": st.state, "reason": st.reason,
-                                       "message": st.message, "at": now()}
-        ctx.save()
-        kind = "release"
-        ctx.events("platform", kind, st.describe(), node=st.name, phase=st.state,
-                   error=f"{st.reason}: {st.message}" if st.state == "failed" else None)
-
-    def on_local(name: str, phase: str) -> None:
-        ctx.state.releases[name] = {"state": phase, "reason": "", "mode": "direct",
-                                    "message": "local chart applied by cloudctl", "at": now()}
-        ctx.save()
-        ctx.events("platform", "release", f"local chart {name}: {phase} (applied directly)",
-                   node=name, phase=phase)
-
-    inv = ctx.inventory
-    with _kube(ctx) as kube:
-        if inv.gitops is not None:
-            from .gitpush import push_tree
-
-            rev = push_tree(ctx.files, inv)
-            ctx.events("platform", "info", f"pushed gitops/ to {inv.gitops.repo} ({rev})")
-            install_platform_gitops(kube, inv, ctx.files, timeout=ctx.options.timeout,
-                                    poll=ctx.options.poll,
-                                    on_applied=_on_applied(ctx, "platform"),
-                                    on_status=on_status)
-        else:
-            install_platform_direct(kube, inv, ctx.files, timeout=ctx.options.timeout,
-                                    poll=ctx.options.poll,
-                                    on_applied=_on_applied(ctx, "platform"),
-                                    on_status=on_status, on_local=on_local)
-    n = sum(1 for r in ctx.state.releases.values() if r.get("state") == "ready")
-    return f"{n} release(s) ready"
+        with _kube(ctx) as kube:
+            refs = install_flux(kube, ctx.files, timeout=ctx.options.timeout, poll=ctx.poll,
+                                on_applied=_on_applied(ctx, self.name))
+        return f"Flux installed; {len(refs)} controller(s) available"
 
 
-async def done(ctx: Context) -> str:
-    return (f"cluster {ctx.inventory.cluster.name} is up: {len(ctx.inventory.nodes)} node(s), "
-            f"kubeconfig at {ctx.kubeconfig_path}")
+@dataclass(frozen=True)
+class PlatformFacts:
+    live: dict[str, dict[str, Any]] | None
+    """HelmReleases on the cluster by name; None when the API is not reachable."""
+    recorded: dict[str, str]
+    """release -> state recorded by earlier runs (local charts applied directly)."""
+    rendered: dict[str, dict[str, Any]]
+    """release -> the rendered HelmRelease spec."""
+    direct: frozenset[str]
+    """Releases cloudctl applies itself (local charts without a Git source)."""
 
 
-STAGE_FUNCS: dict[str, Callable[[Context], Awaitable[str]]] = {
-    "preflight": preflight,
-    "image": image,
-    "boot": boot,
-    "discover": discover,
-    "apply": apply,
-    "bootstrap": bootstrap,
-    "kubeconfig": kubeconfig,
-    "flux": flux,
-    "platform": platform,
-    "done": done,
-}
+def release_matches(live: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    """Whether a live HelmRelease is Ready for the rendered spec (chart version and values)."""
+    from ..kube import release_status
+
+    if release_status(live).state != "ready":
+        return False
+    have = live.get("spec") or {}
+    return bool(have.get("chart") == spec.get("chart") and
+                (have.get("values") or {}) == (spec.get("values") or {}))
+
+
+class Platform(Stage):
+    name = "platform"
+
+    async def facts(self, ctx: Context) -> PlatformFacts:
+        from ..render.gitops import local_chart_manifests
+        from .platform import rendered_release_specs
+
+        inv = ctx.inventory
+        direct = frozenset() if inv.gitops else frozenset(local_chart_manifests(inv))
+        rendered = rendered_release_specs(ctx.files) if ctx.store.exists() else {}
+        recorded = {k: str(v.get("state")) for k, v in ctx.state.releases.items()}
+        return PlatformFacts(live_releases(ctx), recorded, rendered, direct)
+
+    def plan(self, inv: Inventory, facts: PlatformFacts) -> StagePlan:
+        from ..render.gitops import platform_releases
+
+        steps = []
+        for rel in platform_releases(inv):
+            live = (facts.live or {}).get(rel.name)
+            spec = facts.rendered.get(rel.name)
+            if rel.name in facts.direct:
+                ready = facts.recorded.get(rel.name) == "ready" and facts.live is not None
+            else:
+                ready = live is not None and spec is not None and release_matches(live, spec)
+            if ready:
+                steps.append(self.step(Action.SKIP, "Ready with the rendered chart and values",
+                                       rel.name))
+                continue
+            after = f" after {', '.join(rel.depends_on)}" if rel.depends_on else ""
+            how = ("apply its manifests directly (local chart, no Git source)"
+                   if rel.name in facts.direct else f"HelmRelease {rel.chart} {rel.version}")
+            unknown = "" if facts.live is not None else " (live state unknown)"
+            steps.append(self.step(Action.RUN, f"{how}{after}, wait Ready{unknown}", rel.name))
+        return plan_of(self.name, *steps)
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: PlatformFacts) -> str:
+        from .platform import install_platform_direct, install_platform_gitops
+
+        def on_status(st: ReleaseStatus) -> None:
+            ctx.state.releases[st.name] = {"state": st.state, "reason": st.reason,
+                                           "message": st.message, "at": now(),
+                                           "attempts": st.attempts}
+            ctx.save()
+            ctx.events(self.name, "release", st.describe(), node=st.name, phase=st.state,
+                       error=f"{st.reason}: {st.message}" if st.state == "failed" else None)
+
+        def on_local(name: str, phase: str) -> None:
+            ctx.state.releases[name] = {"state": phase, "reason": "", "mode": "direct",
+                                        "message": "local chart applied by cloudctl",
+                                        "at": now()}
+            ctx.save()
+            ctx.events(self.name, "release", f"local chart {name}: {phase} (applied directly)",
+                       node=name, phase=phase)
+
+        inv = ctx.inventory
+        with _kube(ctx) as kube:
+            if inv.gitops is not None:
+                from .gitpush import push_tree
+
+                rev = push_tree(ctx.files, inv)
+                ctx.events(self.name, "info", f"pushed gitops/ to {inv.gitops.repo} ({rev})")
+                install_platform_gitops(kube, inv, ctx.files, timeout=ctx.options.timeout,
+                                        poll=ctx.poll, on_applied=_on_applied(ctx, self.name),
+                                        on_status=on_status)
+            else:
+                install_platform_direct(kube, inv, ctx.files, timeout=ctx.options.timeout,
+                                        poll=ctx.poll, on_applied=_on_applied(ctx, self.name),
+                                        on_status=on_status, on_local=on_local)
+        n = sum(1 for r in ctx.state.releases.values() if r.get("state") == "ready")
+        return f"{n} release(s) ready"
+
+
+class Done(Stage):
+    name = "done"
+    needs_rack = False
+
+    def plan(self, inv: Inventory, facts: Any) -> StagePlan:
+        return plan_of(self.name, self.step(Action.RUN, "report the cluster"))
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: Any) -> str:
+        return (f"cluster {ctx.inventory.cluster.name} is up: {len(ctx.inventory.nodes)} "
+                f"node(s), kubeconfig at {ctx.kubeconfig_path}")
+
+
+STAGE_LIST: tuple[Stage, ...] = (Preflight(), Image(), Boot(), Discover(), Apply(),
+                                 Bootstrap(), Kubeconfig(), Flux(), Platform(), Done())
+STAGE_BY_NAME: dict[str, Stage] = {s.name: s for s in STAGE_LIST}

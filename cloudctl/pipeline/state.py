@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomic
-from ..errors import CloudctlError
+from ..errors import StateError
 
 STAGES: tuple[str, ...] = (
     "preflight",
@@ -29,25 +30,59 @@ STAGES: tuple[str, ...] = (
     "done",
 )
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 also kept the etcd bootstrap marker; ``bootstrap.json`` is its only record now."""
+
+
+class StageStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    """Stopped by Ctrl-C / SIGINT / SIGTERM; ``--resume`` starts here again."""
+
+    @property
+    def finished(self) -> bool:
+        return self in (StageStatus.DONE, StageStatus.SKIPPED)
+
+
+class NodePhase(StrEnum):
+    PENDING = "pending"
+    DISCOVERED = "discovered"
+    APPLYING = "applying"
+    APPLIED = "applied"
+    READY = "ready"
 
 
 @dataclass
 class StageState:
-    status: str = "pending"  # pending | running | done | failed | skipped
+    status: StageStatus = StageStatus.PENDING
     started: float | None = None
     finished: float | None = None
     error: str | None = None
     detail: str | None = None
+    plan: list[str] = field(default_factory=list)
+    """The plan the stage ran (or skipped), one line per step."""
+
+    @property
+    def complete(self) -> bool:
+        """Done or skipped: ``--resume`` starts after it."""
+        return StageStatus(self.status).finished
 
 
 @dataclass
 class NodeState:
-    phase: str = "pending"  # pending | discovered | applied | ready
+    phase: NodePhase = NodePhase.PENDING
     maintenance_endpoint: str | None = None
     endpoint: str | None = None
     applied_config_sha256: str | None = None
     error: str | None = None
+    boot_address: str | None = None
+    """The address the node was seen using while it network-booted (proxy-mode DHCP: handed
+    out by another server); discovery probes it."""
 
 
 @dataclass
@@ -56,11 +91,10 @@ class PipelineState:
     version: int = STATE_VERSION
     stages: dict[str, StageState] = field(default_factory=dict)
     nodes: dict[str, NodeState] = field(default_factory=dict)
-    bootstrapped: bool = False
-    bootstrap_node: str | None = None
-    bootstrap_at: float | None = None
     releases: dict[str, dict[str, Any]] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+    rack: str | None = None
+    """The identity of the rack instance the nodes' states refer to (emulated racks)."""
 
     def stage(self, name: str) -> StageState:
         return self.stages.setdefault(name, StageState())
@@ -70,7 +104,7 @@ class PipelineState:
 
     def first_unfinished(self) -> str | None:
         for name in STAGES:
-            if self.stage(name).status not in ("done", "skipped"):
+            if not self.stage(name).complete:
                 return name
         return None
 
@@ -80,15 +114,26 @@ class PipelineState:
     @classmethod
     def from_json(cls, text: str) -> PipelineState:
         raw = json.loads(text)
-        if raw.get("version") != STATE_VERSION:
-            raise CloudctlError(f"state file version {raw.get('version')} is not supported")
-        st = cls(cluster=raw["cluster"])
-        st.stages = {k: StageState(**v) for k, v in raw.get("stages", {}).items()}
-        st.nodes = {k: NodeState(**v) for k, v in raw.get("nodes", {}).items()}
-        st.bootstrapped = bool(raw.get("bootstrapped"))
-        st.bootstrap_node = raw.get("bootstrap_node")
-        st.bootstrap_at = raw.get("bootstrap_at")
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        if raw.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"version {raw.get('version')!r} is not supported "
+                             f"(this cloudctl reads {', '.join(map(str, READABLE_VERSIONS))})")
+        st = cls(cluster=str(raw["cluster"]))
+        st.stages = {}
+        for k, v in raw.get("stages", {}).items():
+            if k not in STAGES:
+                raise ValueError(f"unknown stage {k!r}")
+            stage = StageState(**v)
+            stage.status = StageStatus(stage.status)
+            st.stages[k] = stage
+        st.nodes = {}
+        for k, v in raw.get("nodes", {}).items():
+            node = NodeState(**v)
+            node.phase = NodePhase(node.phase)
+            st.nodes[k] = node
         st.releases = dict(raw.get("releases", {}))
+        st.rack = raw.get("rack")
         st.facts = dict(raw.get("facts", {}))
         return st
 
@@ -105,11 +150,17 @@ class StateFile:
             return PipelineState(cluster=self.cluster)
         try:
             st = PipelineState.from_json(self.path.read_text())
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CloudctlError(f"{self.path}: corrupt state file ({exc})") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateError(
+                f"{self.path}: corrupt state file ({type(exc).__name__}: {exc}); move it "
+                "aside to start over (the secrets, render/ and bootstrap.json are separate)"
+            ) from None
+        except OSError as exc:
+            raise StateError(f"{self.path}: unreadable state file ({exc})") from None
         if st.cluster != self.cluster:
-            raise CloudctlError(
-                f"{self.path} belongs to cluster {st.cluster!r}, not {self.cluster!r}"
+            raise StateError(
+                f"{self.path} belongs to cluster {st.cluster!r}, not {self.cluster!r} "
+                "(another inventory's cluster directory? pass --cluster-dir)"
             )
         return st
 

@@ -29,7 +29,15 @@ from typing import Any, Generic, TypeVar
 from grpclib.const import Status
 
 from ..atomic import write_atomic
-from ..errors import CloudctlError, InputError, Problem, RemoteError, Timeout
+from ..errors import (
+    CloudctlError,
+    InputError,
+    Problem,
+    RemoteError,
+    StateError,
+    Timeout,
+    node_failures,
+)
 from ..inventory.models import Inventory, Node
 from .client import (
     NO_RETRY,
@@ -96,10 +104,8 @@ def raise_failures(results: list[NodeResult[T]], what: str) -> dict[str, T]:
     """Values by node, or one error listing every failed node."""
     failed = [r for r in results if not r.ok]
     if failed:
-        lines = "\n".join(f"  - {r.node}: {r.error}" for r in failed)
-        exc = failed[0].error
-        cls: type[CloudctlError] = type(exc) if isinstance(exc, Timeout) else RemoteError
-        raise cls(f"{what} failed on {len(failed)} of {len(results)} node(s):\n{lines}")
+        raise node_failures(what, [(r.node, r.error) for r in failed if r.error is not None],
+                            len(results))
     return {r.node: r.value for r in results}  # type: ignore[misc]
 
 
@@ -427,8 +433,11 @@ class BootstrapState:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise CloudctlError(f"{self.path}: unreadable bootstrap state: {exc}") from None
-        return data if isinstance(data, dict) else {}
+            raise StateError(f"{self.path}: unreadable bootstrap marker ({exc}); move it aside "
+                             "only if etcd was never bootstrapped on these nodes") from None
+        if not isinstance(data, dict):
+            raise StateError(f"{self.path}: not a bootstrap marker (a JSON object expected)")
+        return data
 
     def write(self, data: dict[str, Any]) -> None:
         write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True), mode=0o600)
@@ -503,6 +512,50 @@ def etcd_views_problem(views: dict[str, list[EtcdMember] | None]) -> str | None:
     return f"etcd split brain: control planes report different clusters ({desc})"
 
 
+STALE_MARKER_GRACE = 120.0
+"""Seconds after a Bootstrap call during which etcd may still be starting on the same boot."""
+
+
+def stale_marker_problem(
+    marker_path: Path,
+    marker: dict[str, Any],
+    views: dict[str, list[EtcdMember] | None],
+    boot_id: str | None,
+    now: float,
+) -> str | None:
+    """Why the bootstrap marker describes a cluster these nodes no longer have, or None (pure).
+
+    The marker says etcd was bootstrapped, yet no control plane has an etcd member: the nodes
+    were reinstalled (or the rack replaced). Right after a Bootstrap call etcd may still be
+    starting, so that is stale only when the bootstrapped node has rebooted since (its boot ID
+    differs from the one recorded with the call) or the call is older than the grace period.
+    """
+    node = marker.get("bootstrapped")
+    if not isinstance(node, str) or any(views.values()):
+        return None
+    recorded = marker.get("boot_id")
+    at = marker.get("at_unix")
+    rebooted = recorded is not None and boot_id is not None and boot_id != recorded
+    old = not isinstance(at, int | float) or now - float(at) > STALE_MARKER_GRACE
+    if not (rebooted or old):
+        return None
+    why = "rebooted since (new boot ID)" if rebooted else "bootstrapped long ago"
+    return (f"{marker_path} records etcd bootstrapped on {node}, but no control plane has an "
+            f"etcd member ({', '.join(sorted(views))}: none; {node} {why}). The nodes were "
+            f"reinstalled or the rack replaced, so this is a new cluster: move {marker_path} "
+            "aside (with state.json and kubeconfig beside it) and run again to bootstrap it, "
+            "or restore the original nodes. Bootstrap is not called while the marker stands.")
+
+
+async def node_boot_id(node: Node, creds: Credentials, *, dial: Dial) -> str | None:
+    """The boot ID of a running node, or None when it cannot be read."""
+    try:
+        async with TalosClient(_ep(dial, node), creds, timeout=5.0) as c:
+            return await c.boot_id()
+    except CloudctlError:
+        return None
+
+
 async def etcd_views(
     inv: Inventory, creds: Credentials, *, dial: Dial, timeout: float = 10.0
 ) -> dict[str, list[EtcdMember] | None]:
@@ -544,7 +597,16 @@ async def bootstrap_once(
     async with state.locked():
         data = state.read()
         called = False
-        if not data.get("bootstrapped"):
+        if data.get("bootstrapped"):
+            views = await etcd_views(inv, creds, dial=dial)
+            done_on = next((n for n in inv.controlplanes if n.name == data["bootstrapped"]),
+                           chosen)
+            boot = await node_boot_id(done_on, creds, dial=dial) if not any(views.values()) \
+                else None
+            stale = stale_marker_problem(state.path, data, views, boot, time.time())
+            if stale:
+                raise StateError(stale)
+        else:
             views = await etcd_views(inv, creds, dial=dial)
             split = etcd_views_problem(views)
             if split:
@@ -552,10 +614,13 @@ async def bootstrap_once(
             existing = sorted(n for n, v in views.items() if v)
             if existing:
                 on_event(existing[0], "etcd already bootstrapped; not calling Bootstrap")
-                state.write({**data, "bootstrapped": existing[0], "at": _now()})
+                state.write({**data, "bootstrapped": existing[0], "at": _now(),
+                             "at_unix": round(time.time(), 3)})
             else:
-                state.write({**data, "chosen": chosen.name, "at": _now()})
                 async with TalosClient(_ep(dial, chosen), creds) as c:
+                    boot = await c.boot_id()
+                    state.write({**data, "chosen": chosen.name, "at": _now(),
+                                 "at_unix": round(time.time(), 3), "boot_id": boot})
                     try:
                         await c.bootstrap()
                         called = True
@@ -564,8 +629,7 @@ async def bootstrap_once(
                         if exc.code != Status.ALREADY_EXISTS:
                             raise
                         on_event(chosen.name, "Bootstrap: etcd data directory is not empty")
-                state.write({**data, "chosen": chosen.name, "bootstrapped": chosen.name,
-                             "at": _now()})
+                state.write({**state.read(), "bootstrapped": chosen.name})
         members = await wait_etcd_healthy(inv, creds, dial=dial, timeout=timeout)
         return BootstrapOutcome(state.bootstrapped_node or chosen.name, called, members)
 

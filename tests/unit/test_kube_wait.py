@@ -66,6 +66,7 @@ def test_release_status_decisions() -> None:
     assert release_status(_hr("a", [], [_c("Ready", "True", "InstallSucceeded")])).state == "ready"
     st = release_status(_hr("a", ["b"], [_c("Ready", "False", "DependencyNotReady", "dep")]))
     assert (st.state, st.depends_on) == ("waiting", ("flux-system/b",))
+    # no remediation retries (helm-controller's default 0): the first failure is final
     st = release_status(_hr("a", [], [_c("Ready", "False", "InstallFailed", "boom")]))
     assert (st.state, st.reason, st.message) == ("failed", "InstallFailed", "boom")
     # Stalled wins whatever the reason
@@ -77,9 +78,22 @@ def test_release_status_decisions() -> None:
         )
     )
     assert st.state == "failed"
-    # with fail_fast=False only Stalled ends the wait (helm-controller may still retry)
+    # retries left (unlimited, or more than the failures counted): retrying, with attempts
     retrying = _hr("a", [], [_c("Ready", "False", "InstallFailed", "boom")])
-    assert release_status(retrying, fail_fast=False).state == "progressing"
+    retrying["spec"]["install"] = {"remediation": {"retries": -1}}
+    retrying["status"]["installFailures"] = 3
+    st = release_status(retrying)
+    assert (st.state, st.attempts) == ("retrying", 3)
+    assert "retrying after 3 failed attempt(s); last: InstallFailed: boom" in st.describe()
+    retrying["spec"]["install"] = {"remediation": {"retries": 3}}
+    assert release_status(retrying).state == "retrying"
+    retrying["status"]["installFailures"] = 4  # retries exhausted
+    assert release_status(retrying).state == "failed"
+    upgrade = _hr("a", [], [_c("Ready", "False", "UpgradeFailed", "x")])
+    upgrade["spec"]["install"] = {"remediation": {"retries": -1}}  # install's retries only
+    assert release_status(upgrade).state == "failed"
+    upgrade["spec"]["upgrade"] = {"strategy": {"name": "RetryOnFailure"}}
+    assert release_status(upgrade).state == "retrying"
     # a transient reason is a wait, not a failure
     assert release_status(_hr("a", [], [_c("Ready", "False", "ArtifactFailed")])).state == (
         "progressing"

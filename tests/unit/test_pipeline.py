@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudctl.emulate.rack import parse_failure
 from cloudctl.emulate.rack_gitops import head, read_objects
-from cloudctl.errors import CloudctlError, InputError
+from cloudctl.errors import InputError, StateError
 from cloudctl.inventory import load_inventory
 from cloudctl.pipeline import (
     STAGES,
@@ -22,8 +21,10 @@ from cloudctl.pipeline import (
     Event,
     Events,
     JsonLinesSink,
+    NodePhase,
     Options,
     PipelineState,
+    StageStatus,
     StateFile,
     plan_pipeline,
     select_stages,
@@ -41,16 +42,21 @@ EXAMPLE = REPO / "inventory.example.yaml"
 INV = load_inventory(EXAMPLE).inventory
 
 
-def _ctx(tmp_path: Path, **opts: object) -> Context:
+def _ctx(tmp_path: Path, rack: str = "metal") -> Context:
+    from cloudctl.rack import rack_for
+
     inv_path = tmp_path / "inventory.yaml"
     shutil.copy(EXAMPLE, inv_path)
+    cluster_dir, secrets_dir = tmp_path / "clusters" / "rack1", tmp_path / "secrets" / "rack1"
     return Context(
         inventory=INV,
         inventory_path=inv_path,
-        cluster_dir=tmp_path / "clusters" / "rack1",
-        secrets_dir=tmp_path / "secrets" / "rack1",
+        cluster_dir=cluster_dir,
+        secrets_dir=secrets_dir,
         events=Events(),
-        options=Options(**opts),  # type: ignore[arg-type]
+        rack=rack_for(rack, INV, inventory_path=inv_path, cluster_dir=cluster_dir,
+                      secrets_dir=secrets_dir),
+        options=Options(),
     )
 
 
@@ -59,16 +65,18 @@ def test_stage_selection(tmp_path: Path) -> None:
     assert select_stages(ctx) == list(STAGES)
     assert select_stages(ctx, resume=True) == list(STAGES)
     for name in ("preflight", "image", "boot"):
-        ctx.state.stage(name).status = "skipped" if name == "boot" else "done"
-    ctx.state.stage("discover").status = "running"  # killed in the middle
+        ctx.state.stage(name).status = StageStatus.SKIPPED if name == "boot" else StageStatus.DONE
+    ctx.state.stage("discover").status = StageStatus.RUNNING  # killed in the middle
     assert select_stages(ctx, resume=True)[0] == "discover"
     assert select_stages(ctx, only="flux") == ["flux"]
     assert select_stages(ctx, from_stage="platform") == ["platform", "done"]
     with pytest.raises(InputError) as exc:
         select_stages(ctx, only="nope")
     assert "--only 'nope'" in str(exc.value)
+    ctx.state.stage("discover").status = StageStatus.INTERRUPTED
+    assert select_stages(ctx, resume=True)[0] == "discover"
     for name in STAGES:
-        ctx.state.stage(name).status = "done"
+        ctx.state.stage(name).status = StageStatus.DONE
     assert select_stages(ctx, resume=True) == []
 
 
@@ -76,8 +84,8 @@ def test_state_file_round_trip_and_cluster_check(tmp_path: Path) -> None:
     sf = StateFile(tmp_path / "state.json", "rack1")
     assert sf.load().first_unfinished() == "preflight"
     st = PipelineState(cluster="rack1")
-    st.stage("preflight").status = "done"
-    st.node("cp1").phase = "applied"
+    st.stage("preflight").status = StageStatus.DONE
+    st.node("cp1").phase = NodePhase.APPLIED
     st.releases["cilium"] = {"state": "ready"}
     sf.save(st)
     again = sf.load()
@@ -85,11 +93,28 @@ def test_state_file_round_trip_and_cluster_check(tmp_path: Path) -> None:
     assert again.node("cp1").phase == "applied"
     assert again.first_unfinished() == "image"
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp files left
-    with pytest.raises(CloudctlError, match="belongs to cluster 'rack1'"):
+    with pytest.raises(StateError, match="belongs to cluster 'rack1'") as err:
         StateFile(tmp_path / "state.json", "other").load()
-    (tmp_path / "state.json").write_text("{not json")
-    with pytest.raises(CloudctlError, match="corrupt state file"):
-        sf.load()
+    assert err.value.exit_code == 9
+    for bad in ("{not json", "[]", '{"version": 7, "cluster": "rack1"}',
+                '{"version": 2, "cluster": "rack1", "stages": {"preflight": {"status": "x"}}}',
+                '{"version": 2, "cluster": "rack1", "stages": {"nope": {}}}',
+                '{"version": 2, "cluster": "rack1", "nodes": {"cp1": {"phase": 3, "z": 1}}}'):
+        (tmp_path / "state.json").write_text(bad)
+        with pytest.raises(StateError, match="state.json: corrupt state file") as err:
+            sf.load()
+        assert err.value.exit_code == 9, bad
+
+
+def test_state_version_1_is_read_and_its_bootstrap_copy_dropped(tmp_path: Path) -> None:
+    """Version 1 kept "bootstrapped" in state.json too; bootstrap.json is now its one record."""
+    (tmp_path / "state.json").write_text(json.dumps({
+        "version": 1, "cluster": "rack1", "bootstrapped": True, "bootstrap_node": "cp1",
+        "stages": {"bootstrap": {"status": "done"}}, "nodes": {"cp1": {"phase": "ready"}}}))
+    st = StateFile(tmp_path / "state.json", "rack1").load()
+    assert st.stage("bootstrap").status is StageStatus.DONE
+    assert st.node("cp1").phase is NodePhase.READY
+    assert "bootstrapped" not in st.to_json() and '"version": 2' in st.to_json()
 
 
 def test_events_are_redacted_before_any_sink() -> None:
@@ -126,23 +151,20 @@ def test_rendered_tree_as_apply_sets() -> None:
 
 
 def test_plan_on_a_fresh_cluster(tmp_path: Path) -> None:
-    ctx = _ctx(tmp_path, emulate=True)
-    items = asyncio.run(plan_pipeline(ctx))
-    assert [i for i in items if i.action == "skip"] == [
-        i for i in items if i.stage == "boot"]
-    assert [i.node for i in items if i.stage == "apply"] == [n.name for n in INV.nodes]
-    assert any("nodes not reachable" in i.reason for i in items if i.stage == "discover")
-    assert items[-1].stage == "done" and items[-1].action == "run"
-    assert items[0].line().startswith("run  preflight  validate inventory, secrets missing")
+    ctx = _ctx(tmp_path, rack="emulated")
+    steps = asyncio.run(plan_pipeline(ctx))
+    skipped = {(s.stage, s.target) for s in steps if s.action == "skip"}
+    assert skipped == {("boot", None), ("image", "assets")}
+    assert [s.target for s in steps if s.stage == "apply"] == [n.name for n in INV.nodes]
+    assert any("live state unknown" in s.reason for s in steps if s.stage == "discover")
+    assert steps[-1].stage == "done" and steps[-1].action == "run"
+    assert steps[0].line().startswith("run   preflight  validate versions, secrets missing")
+    assert "host: none: the emulated rack" in steps[0].reason
     assert not ctx.cluster_dir.exists()
-
-
-def test_parse_failure() -> None:
-    assert parse_failure("metallb=InstallFailed:boom: x") == ("metallb", "InstallFailed",
-                                                             "boom: x")
-    assert parse_failure("cilium=UpgradeFailed")[2].startswith("Helm install failed")
-    with pytest.raises(ValueError):
-        parse_failure("cilium")
+    metal = asyncio.run(plan_pipeline(_ctx(tmp_path)))
+    boot = [s for s in metal if s.stage == "boot"]
+    assert [s.target for s in boot] == [n.name for n in INV.nodes]
+    assert all(s.action == "run" and "DHCP, TFTP and HTTP on eno1" in s.reason for s in boot)
 
 
 def test_file_git_reader_follows_kustomization_resources(tmp_path: Path) -> None:
@@ -188,19 +210,14 @@ def test_host_network_checks_name_the_inventory_field(tmp_path: Path) -> None:
     import ipaddress
     import socket
 
-    from cloudctl.pipeline.stages import host_network_problems
+    from cloudctl.rack.metal import host_network_problems
 
-    ctx = _ctx(tmp_path)
     if "eno1" not in {n for _, n in socket.if_nameindex()}:
-        problems = host_network_problems(ctx)
+        problems = host_network_problems("eno1", str(INV.network.boot_server))
         assert [p.path for p in problems] == ["network.interface"]
         assert "'eno1' does not exist on this host" in problems[0].message
     # loopback exists and carries 127.0.0.1 but not the inventory's boot server
-    net = INV.network.model_copy(update={"interface": "lo"})
-    ctx.inventory = INV.model_copy(update={"network": net})
-    problems = host_network_problems(ctx)
+    problems = host_network_problems("lo", str(INV.network.boot_server))
     assert [p.path for p in problems] == ["network.bootServer"]
     assert "127.0.0.1" in problems[0].message
-    net = net.model_copy(update={"boot_server": ipaddress.IPv4Address("127.0.0.1")})
-    ctx.inventory = INV.model_copy(update={"network": net})
-    assert host_network_problems(ctx) == []
+    assert host_network_problems("lo", str(ipaddress.IPv4Address("127.0.0.1"))) == []
