@@ -5,7 +5,7 @@ No I/O and no threads: the HTTP layer (``kube_api``) calls these methods under i
 ``resourceVersion`` (one counter for the whole store; unchanged by a no-op write), ``generation``
 (bumped when anything but metadata and status changes), ``uid``, ``creationTimestamp`` and
 ``managedFields`` per (manager, operation). Custom resources are validated against their CRD's
-``openAPIV3Schema`` with ``cloudctl.contracts``.
+``openAPIV3Schema`` with the emulator's own checks (:mod:`cloudctl.emulate.schemas`).
 
 Simplifications (documented, not hidden): lists are atomic for field ownership; a strategic merge
 patch is applied as a JSON merge patch; deletion is immediate (no finalizers, no graceful
@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..contracts import CrdRegistry, crd_schemas
 from .kube_fields import (
     MISSING,
     FieldPath,
@@ -40,11 +39,11 @@ from .kube_fields import (
     path_text,
 )
 from .kube_types import BUILTIN_TYPES, ResourceType
+from .schemas import UNKNOWN_FIELD, CrdValidators, served_versions
 
 __all__ = ["ApiError", "Managed", "Store", "StoredObject"]
 
-# the message cloudctl.contracts gives an undeclared key (pruned or rejected, never "invalid")
-_UNKNOWN_FIELD = "unknown field (not in the schema)"
+_UNKNOWN_FIELD = UNKNOWN_FIELD  # an undeclared key: pruned or rejected, never "invalid"
 _SYSTEM_META = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields")
 _OWNABLE_META = ("labels", "annotations", "finalizers", "ownerReferences")
 _INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -182,7 +181,7 @@ class Store:
         self._kinds: dict[tuple[str, str, str], ResourceType] = {}
         self._objects: dict[tuple[str, str], dict[tuple[str, str], StoredObject]] = {}
         self._rv = 0
-        self.crds = CrdRegistry()
+        self.crds = CrdValidators()
         self._established: dict[str, dict[str, Any]] = {}  # CRD name -> spec registered
         for rt in BUILTIN_TYPES:
             self._add_type(rt)
@@ -222,7 +221,7 @@ class Store:
         has_subresources = {
             v["name"]: "status" in (v.get("subresources") or {}) for v in spec["versions"]
         }
-        for (group, version, kind), _schema in crd_schemas(crd).items():
+        for group, version, kind in served_versions(crd):
             self._add_type(
                 ResourceType(
                     group=group,
@@ -248,7 +247,7 @@ class Store:
                 self._kinds.pop((rt.group, rt.version, rt.kind), None)
                 if not keep_objects:
                     self._objects.pop((rt.group, rt.plural), None)
-        self.crds = CrdRegistry.from_documents(self._established.values())
+        self.crds = CrdValidators.from_documents(self._established.values())
 
     def is_established(self, name: str) -> bool:
         return name in self._established
@@ -403,14 +402,14 @@ class Store:
         probe = {k: v for k, v in obj.items() if k != "status"}
         probe["apiVersion"] = rt.api_version
         problems = self.crds.validate(probe)
-        unknown = [p for p in problems if p.message == _UNKNOWN_FIELD]
-        wrong = [p for p in problems if p.message != _UNKNOWN_FIELD]
+        unknown = [path for path, message in problems if message == _UNKNOWN_FIELD]
+        wrong = [(path, message) for path, message in problems if message != _UNKNOWN_FIELD]
         if wrong:
-            raise invalid(rt, name, [(p.path, f"Invalid value: {p.message}") for p in wrong])
+            raise invalid(rt, name, [(path, f"Invalid value: {msg}") for path, msg in wrong])
         if not unknown:
             return ()
         if field_validation == "Strict":
-            fields = ", ".join(f'unknown field "{p.path}"' for p in unknown)
+            fields = ", ".join(f'unknown field "{p}"' for p in unknown)
             raise ApiError(
                 400,
                 "BadRequest",
@@ -421,16 +420,16 @@ class Store:
                     name,
                     kind=rt.kind,
                     causes=[
-                        {"reason": "FieldValueInvalid", "message": _UNKNOWN_FIELD, "field": p.path}
+                        {"reason": "FieldValueInvalid", "message": _UNKNOWN_FIELD, "field": p}
                         for p in unknown
                     ],
                 ),
             )
         for p in unknown:
-            delete_path(obj, _parse_field(p.path))
+            delete_path(obj, _parse_field(p))
         if field_validation == "Ignore":
             return ()
-        return tuple(f'unknown field "{p.path}"' for p in unknown)
+        return tuple(f'unknown field "{p}"' for p in unknown)
 
     # ------------------------------------------------------------------ writing
 

@@ -38,8 +38,7 @@ from typing import Any
 from ..atomic import write_atomic
 from ..inventory import load_inventory
 from ..inventory.models import Inventory
-from ..render.gitops.contracts import VENDORED_CRDS
-from ..resources import read_text
+from ..resources import data_dir, read_text
 from ..secrets import SecretsStore
 from .faults import NODE_KINDS, FaultSet, parse_faults_document
 from .kube_api import KubeApiEmulator
@@ -51,9 +50,18 @@ from .talos_rack import Rack
 
 POLL = 0.05
 
+def _chart_crd_files(chart_dir: str) -> tuple[str, ...]:
+    """The ``crds/`` files of a vendored upstream chart (paths under ``helm-values/``)."""
+    root = data_dir("helm-values")
+    return tuple(
+        p.relative_to(root).as_posix()
+        for p in sorted((root / "_upstream").glob(f"{chart_dir}/*/crds/*.yaml"))
+    )
+
+
 CHART_CRDS: dict[str, tuple[str, ...]] = {
-    "metallb": tuple(f for f in VENDORED_CRDS if "/metallb/" in f),
-    "piraeus-operator": tuple(f for f in VENDORED_CRDS if "/piraeus/" in f),
+    "metallb": _chart_crd_files("metallb"),
+    "piraeus-operator": _chart_crd_files("piraeus"),
 }
 """Release -> the vendored CRDs its chart ships (``crds/``): installed into the Kubernetes
 emulator when the release becomes Ready, as Helm would install them."""

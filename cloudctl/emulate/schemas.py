@@ -20,6 +20,12 @@ validates with ``jsonschema``:
   validated against the schema, with the JSON Schema draft its ``$schema`` names. A chart
   version without a vendored schema is not checked (Helm would use that chart's own schema,
   which is not here).
+- Custom resources (the API server's part): a CRD's structural ``openAPIV3Schema`` gives the
+  value constraints (``nullable``, ``x-kubernetes-int-or-string`` translated, the root
+  ``metadata`` checked as ObjectMeta) validated with jsonschema, and, separately, a walk of the
+  object along the schema finds undeclared keys as the API server's pruning does
+  (``x-kubernetes-preserve-unknown-fields`` and ``additionalProperties`` keep them). CEL rules
+  are not evaluated; formats are not asserted.
 """
 
 from __future__ import annotations
@@ -37,9 +43,12 @@ from jsonschema.protocols import Validator
 from .. import resources
 
 __all__ = [
+    "UNKNOWN_FIELD",
     "ConfigRejected",
+    "CrdValidators",
     "chart_values_validators",
     "parse_config",
+    "served_versions",
     "talos_config_problems",
     "values_problems",
     "vendored_charts",
@@ -261,3 +270,149 @@ def chart_values_validators() -> dict[str, Any]:
         return check
 
     return {chart: make(chart) for chart, _ in vendored_charts()}
+
+
+# --------------------------------------------------------------------------- CRDs
+
+UNKNOWN_FIELD = "unknown field (not in the schema)"
+"""Message of an undeclared key: pruned, or rejected under strict field validation."""
+
+_GVK = tuple[str, str, str]
+
+
+def served_versions(crd: Mapping[str, Any]) -> dict[_GVK, dict[str, Any]]:
+    """(group, version, kind) -> ``openAPIV3Schema`` of each served version of a CRD."""
+    spec = crd.get("spec") or {}
+    group, kind = spec.get("group", ""), (spec.get("names") or {}).get("kind", "")
+    out: dict[_GVK, dict[str, Any]] = {}
+    for ver in spec.get("versions") or []:
+        if ver.get("served", True):
+            schema = (ver.get("schema") or {}).get("openAPIV3Schema") or {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": True}
+            out[(group, ver["name"], kind)] = schema
+    return out
+
+
+def _value_schema(node: Mapping[str, Any]) -> dict[str, Any]:
+    """The value constraints of a structural schema as JSON Schema (unknown keys are found by
+    :func:`_unknown_fields`, as the API server's pruning does, not here)."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("properties", "patternProperties"):
+            out[key] = {k: _value_schema(v) for k, v in value.items()}
+        elif key in ("items", "not") or (key == "additionalProperties"
+                                         and isinstance(value, Mapping)):
+            out[key] = _value_schema(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [_value_schema(v) for v in value]
+        elif key.startswith("x-kubernetes-") or key in ("nullable", "example",
+                                                          "externalDocs", "description"):
+            continue
+        else:
+            out[key] = value
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out = {"allOf": [out, {"type": ["integer", "string"]}]} if out else {
+            "type": ["integer", "string"]}
+    if node.get("nullable") and "type" in out:
+        types = out["type"] if isinstance(out["type"], list) else [out["type"]]
+        out["type"] = [*types, "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+_META = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"}, "generateName": {"type": "string"},
+        "namespace": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "finalizers": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_META_KEYS = {"name", "generateName", "namespace", "labels", "annotations", "finalizers",
+              "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
+              "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds"}
+
+
+def _unknown_fields(
+    schema: Mapping[str, Any], value: Any, path: tuple[str | int, ...], out: list[tuple[Any, ...]],
+    *, resource_root: bool = False,
+) -> None:
+    if isinstance(value, list):
+        items = schema.get("items")
+        if isinstance(items, Mapping):
+            for i, item in enumerate(value):
+                _unknown_fields(items, item, (*path, i), out)
+        return
+    if not isinstance(value, dict):
+        return
+    props = schema.get("properties") or {}
+    extra = schema.get("additionalProperties")
+    keep = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
+    embedded = resource_root or bool(schema.get("x-kubernetes-embedded-resource"))
+    for key, item in value.items():
+        if embedded and key == "metadata":
+            if isinstance(item, dict):
+                out.extend((*path, key, k) for k in item if k not in _META_KEYS)
+        elif key in props:
+            _unknown_fields(props[key], item, (*path, key), out)
+        elif isinstance(extra, Mapping):
+            _unknown_fields(extra, item, (*path, key), out)
+        elif embedded and key in ("apiVersion", "kind"):
+            continue
+        elif not keep and extra is not True and (props or schema.get("type") == "object"):
+            out.append((*path, key))
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+class CrdValidators:
+    """Custom resource checks of the Kubernetes emulator, from applied CRDs."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[_GVK, dict[str, Any]] = {}
+        self._validators: dict[_GVK, Validator] = {}
+
+    @classmethod
+    def from_documents(cls, docs: Iterable[Any]) -> CrdValidators:
+        reg = cls()
+        for doc in docs:
+            if isinstance(doc, Mapping) and doc.get("kind") == "CustomResourceDefinition":
+                reg.add(doc)
+        return reg
+
+    def add(self, crd: Mapping[str, Any]) -> None:
+        for gvk, schema in served_versions(crd).items():
+            self._schemas[gvk] = schema
+            self._validators.pop(gvk, None)
+
+    def validate(self, obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(dotted path, message) of each problem; :data:`UNKNOWN_FIELD` for undeclared keys."""
+        group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
+        gvk = (group, version, str(obj.get("kind", "")))
+        schema = self._schemas.get(gvk)
+        if schema is None:
+            return [("apiVersion", f"no CRD serves {gvk[2]} in {obj.get('apiVersion')}")]
+        validator = self._validators.get(gvk)
+        if validator is None:
+            root = _value_schema(schema)
+            root.setdefault("properties", {})["metadata"] = _META
+            validator = self._validators[gvk] = jsonschema.Draft202012Validator(root)
+        problems: set[tuple[str, str]] = set()
+        for err in validator.iter_errors(obj):
+            leaf = err
+            while leaf.context:  # the deepest alternative of anyOf/oneOf is the intended one
+                leaf = max(leaf.context, key=lambda e: len(e.absolute_path))
+                if len(leaf.absolute_path) <= len(err.absolute_path):
+                    leaf = err
+                    break
+            problems.add((_dotted(leaf.absolute_path), leaf.message))
+        unknown: list[tuple[Any, ...]] = []
+        _unknown_fields(schema, dict(obj), (), unknown, resource_root=True)
+        problems.update((_dotted(p), UNKNOWN_FIELD) for p in unknown)
+        return sorted(problems)
