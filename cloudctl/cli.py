@@ -68,6 +68,13 @@ secrets_option = click.option(
     default=None,
     help="Secrets directory [default: <inventory dir>/secrets/<cluster>/].",
 )
+cluster_dir_option = click.option(
+    "--cluster-dir",
+    "cluster_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="State directory [default: <inventory dir>/clusters/<cluster>/].",
+)
 format_option = click.option(
     "-o",
     "--output",

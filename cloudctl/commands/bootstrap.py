@@ -12,17 +12,17 @@ from typing import Any
 
 import click
 
-from ..cli import EXIT_CODES, format_option, handle_errors, inventory_option, secrets_option
+from ..cli import (
+    EXIT_CODES,
+    cluster_dir_option,
+    format_option,
+    handle_errors,
+    inventory_option,
+    secrets_option,
+)
 from ..errors import CloudctlError
 from ..pipeline.state import STAGES
 
-cluster_dir_option = click.option(
-    "--cluster-dir",
-    "cluster_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="State directory [default: <inventory dir>/clusters/<cluster>/].",
-)
 stage_choice = click.Choice(list(STAGES))
 
 

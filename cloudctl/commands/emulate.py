@@ -7,8 +7,14 @@ from pathlib import Path
 
 import click
 
-from ..cli import EXIT_CODES, _load, handle_errors, inventory_option, secrets_option
-from .bootstrap import cluster_dir_option
+from ..cli import (
+    EXIT_CODES,
+    _load,
+    cluster_dir_option,
+    handle_errors,
+    inventory_option,
+    secrets_option,
+)
 
 # --------------------------------------------------------------------------- emulate
 

@@ -13,39 +13,26 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloudctl.emulate.talos_rack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _start(cwd: Path, *faults: str) -> None:
+    args = [a for f in faults for a in ("--fault", f)]
+    r = cloudctl(cwd, "emulate", "start", "-i", "inventory.yaml", *args)
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.fixture()
-def rack(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+def rack(tmp_path: Path) -> Iterator[Path]:
+    """The cluster's emulated rack (`cloudctl emulate start`), reached with --emulate."""
     shutil.copy(ROOT / "inventory.example.yaml", tmp_path / "inventory.yaml")
     shutil.copytree(ROOT / "tests/golden/secrets/rack1", tmp_path / "secrets/rack1")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cloudctl.emulate.talos_serve",
-            "-i",
-            "inventory.yaml",
-            "--port",
-            str(port),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    _start(tmp_path)
     try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(5)]
-        assert all(line.strip() for line in lines), proc.stderr.read() if proc.stderr else ""
-        yield tmp_path, port
+        yield tmp_path
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        cloudctl(tmp_path, "emulate", "stop", "-i", "inventory.yaml")
 
 
 def cloudctl(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -60,9 +47,9 @@ def cloudctl(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_talos_verbs_against_emulator(rack: tuple[Path, int]) -> None:
-    cwd, port = rack
-    emu = ("--emulator-port", str(port))
+def test_talos_verbs_against_emulator(rack: Path) -> None:
+    cwd = rack
+    emu = ("--emulate",)
     r = cloudctl(cwd, "talos", "discover", "-i", "inventory.yaml", *emu, "-o", "json")
     assert r.returncode == 0, r.stderr
     found = yaml.safe_load(r.stdout)
@@ -92,29 +79,42 @@ def test_talos_verbs_against_emulator(rack: tuple[Path, int]) -> None:
     assert set(yaml.safe_load(r.stdout).values()) == {"v1.13.6"}
 
 
-def test_unknown_node_is_input_error(rack: tuple[Path, int]) -> None:
-    cwd, port = rack
-    r = cloudctl(
-        cwd,
-        "talos",
-        "reboot",
-        "-i",
-        "inventory.yaml",
-        "--emulator-port",
-        str(port),
-        "--node",
-        "nope",
-    )
+def test_unknown_node_is_input_error(rack: Path) -> None:
+    r = cloudctl(rack, "talos", "reboot", "-i", "inventory.yaml", "--emulate", "--node", "nope")
     assert r.returncode == 2 and "--node" in r.stderr
+
+
+def test_no_emulated_rack_is_environment_not_ready(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "inventory.example.yaml", tmp_path / "inventory.yaml")
+    shutil.copytree(ROOT / "tests/golden/secrets/rack1", tmp_path / "secrets/rack1")
+    r = cloudctl(tmp_path, "talos", "version", "-i", "inventory.yaml", "--emulate")
+    assert r.returncode == 5, r.stderr
+    assert "no emulated rack runs" in r.stderr and "cloudctl emulate start" in r.stderr
 
 
 def test_unreachable_nodes_are_remote_errors(tmp_path: Path) -> None:
     shutil.copy(ROOT / "inventory.example.yaml", tmp_path / "inventory.yaml")
     shutil.copytree(ROOT / "tests/golden/secrets/rack1", tmp_path / "secrets/rack1")
-    start = time.monotonic()
-    r = cloudctl(
-        tmp_path, "talos", "version", "-i", "inventory.yaml", "--emulator-port", str(free_port())
-    )
-    assert r.returncode in (6, 7), r.stderr
-    assert "cp1" in r.stderr
-    assert time.monotonic() - start < 120
+    _start(tmp_path, "node-unreachable:cp2")
+    try:
+        start = time.monotonic()
+        r = cloudctl(tmp_path, "talos", "version", "-i", "inventory.yaml", "--emulate")
+        assert r.returncode in (6, 7), r.stderr
+        assert "cp2 (10.20.0.12): Version: UNAVAILABLE: connection refused" in r.stderr
+        assert time.monotonic() - start < 120
+    finally:
+        cloudctl(tmp_path, "emulate", "stop", "-i", "inventory.yaml")
+
+
+def test_per_node_errors_keep_their_type(tmp_path: Path) -> None:
+    """A node whose apply is rejected (remote) and one that is unreachable: the exit code is
+    the failures' own (6), not a blanket one, and each node is named."""
+    shutil.copy(ROOT / "inventory.example.yaml", tmp_path / "inventory.yaml")
+    shutil.copytree(ROOT / "tests/golden/secrets/rack1", tmp_path / "secrets/rack1")
+    _start(tmp_path, "apply-rejected:worker1:message=disk on fire")
+    try:
+        r = cloudctl(tmp_path, "talos", "apply", "-i", "inventory.yaml", "--emulate")
+        assert r.returncode == 6, r.stderr
+        assert "worker1" in r.stderr and "disk on fire" in r.stderr
+    finally:
+        cloudctl(tmp_path, "emulate", "stop", "-i", "inventory.yaml")
