@@ -15,10 +15,26 @@ seconds, so tests drive time themselves). It stands in for:
 - kustomize-controller: a Kustomization is Ready once its source exists and is Ready;
 - helm-controller: a HelmRelease reports ``DependencyNotReady`` until every ``dependsOn`` release
   is Ready, ``ArtifactFailed`` while its chart source is missing or not Ready, ``InitFailed`` when
-  a ``valuesFrom`` reference cannot be resolved, ``InstallFailed`` (+ ``Stalled``) when the values
-  fail the chart's values schema or a failure was injected, and otherwise becomes Ready
-  (``InstallSucceeded``) ``release_delay`` seconds (per release overridable) after its
-  dependencies were Ready.
+  a ``valuesFrom`` reference cannot be resolved; otherwise each Helm action (install, or upgrade
+  once installed) runs ``release_delay`` seconds (per release overridable; Ready=Unknown,
+  Reconciling=True meanwhile) and then either succeeds (Ready/Released=True
+  ``InstallSucceeded``/``UpgradeSucceeded``, history, failure counters reset) or fails, when the
+  values break the chart's values schema or an injected :class:`Failure` has attempts left:
+  Ready/Released=False ``InstallFailed``/``UpgradeFailed`` (or the injected reason) with
+  helm-controller's message ``Helm <action> failed for release <ns>/<name> with chart
+  <chart>@<version>: <error>``, ``status.failures`` and ``installFailures``/``upgradeFailures``
+  counted. As helm-controller with ``spec.<action>.remediation.retries``: while retries remain
+  (negative: forever) the next attempt follows ``retry_interval`` seconds later; once the count
+  exceeds them, Stalled=True ``RetriesExceeded`` ("Failed to <action> after N attempt(s)") and no
+  more attempts for this generation. A new generation resets the counters.
+- virt-operator / cdi-operator: a ``KubeVirt`` (kubevirt.io/v1) / ``CDI``
+  (cdi.kubevirt.io/v1beta1) CR gets a status only once its operator Deployment
+  (``virt-operator`` in the CR's namespace / ``cdi-operator``) is Available: phase
+  ``Deploying`` (Available=False, Progressing=True, Degraded=False), then ``operator_delay``
+  seconds later ``Deployed`` (Available=True, Progressing=False, Degraded=False; KubeVirt adds
+  Created=True and the observed version/registry/generation, CDI its observedVersion). An
+  injected component fault keeps phase ``Deploying`` with Available=False and Degraded=True
+  carrying its reason and message.
 """
 
 from __future__ import annotations
