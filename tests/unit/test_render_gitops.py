@@ -26,6 +26,7 @@ from cloudctl.render.gitops.flux import CONTROLLERS, RESERVED_HOST_PORTS
 from cloudctl.render.gitops.localcharts import OPERATORS, split_documents
 from cloudctl.render.gitops.metallb import metallb_objects
 from cloudctl.resources import read_text
+from cloudctl.util.merge import deep_merge
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -154,6 +155,31 @@ def _helmreleases(files: Files) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _local(files: Files) -> dict[str, list[dict[str, Any]]]:
+    """Direct mode: release -> the plain manifests of gitops/local/<release>.yaml."""
+    out = {}
+    for path in files:
+        if path.startswith("gitops/local/") and not path.endswith("/kustomization.yaml"):
+            name = posixpath.basename(path).removesuffix(".yaml")
+            out[name] = _docs(files, path)
+    return out
+
+
+def _local_chart_objects(files: Files, name: str) -> list[dict[str, Any]]:
+    """What the local chart ``name`` installs: its plain manifests in direct mode, the objects
+    its chart renders from the HelmRelease values in GitOps mode."""
+    local = _local(files)
+    if local:
+        return local[name]
+    from cloudctl.render.gitops.localcharts import cr_object
+
+    hr = _helmreleases(files)[name]["spec"]
+    if name == "metallb-config":
+        return metallb_objects(hr["values"], hr["targetNamespace"])
+    chart_defaults = yaml.safe_load(files[f"gitops/charts/{name}/values.yaml"].data)
+    return [cr_object(name, deep_merge(chart_defaults, hr["values"]), hr["targetNamespace"])]
+
+
 @pytest.fixture(scope="module")
 def crds() -> CrdRegistry:
     reg = CrdRegistry.from_documents(
@@ -263,21 +289,24 @@ def test_cilium_values_also_valid_for_1_20(example_files: Files) -> None:
 
 
 def test_metallb_objects_validate(files: Files, crds: CrdRegistry) -> None:
-    hr = _helmreleases(files)["metallb-config"]
-    assert hr["spec"]["dependsOn"] == [{"name": "metallb"}]
-    objs = metallb_objects(hr["spec"]["values"], hr["spec"]["targetNamespace"])
+    assert _edges(files)["metallb-config"] == {"metallb"}
+    objs = _local_chart_objects(files, "metallb-config")
     assert objs
     for obj in objs:
         assert crds.validate(obj) == [], obj
 
 
 def test_metallb_modes(example_files: Files, modified_files: Files) -> None:
-    l2 = _helmreleases(example_files)["metallb-config"]["spec"]["values"]
-    assert l2["ipAddressPools"] == [
-        {"name": "public", "spec": {"addresses": ["10.20.0.100-10.20.0.150"], "autoAssign": True}}
+    l2 = _local(example_files)["metallb-config"]
+    assert [(o["kind"], o["metadata"]["name"], o["spec"]) for o in l2] == [
+        (
+            "IPAddressPool",
+            "public",
+            {"addresses": ["10.20.0.100-10.20.0.150"], "autoAssign": True},
+        ),
+        ("L2Advertisement", "cloudctl", {"ipAddressPools": ["public"]}),
     ]
-    assert l2["l2Advertisements"] == [{"name": "cloudctl", "spec": {"ipAddressPools": ["public"]}}]
-    assert "bgpPeers" not in l2
+    assert {o["metadata"]["namespace"] for o in l2} == {"metallb-system"}
     bgp = _helmreleases(modified_files)["metallb-config"]["spec"]["values"]
     assert "l2Advertisements" not in bgp
     assert [p["spec"] for p in bgp["bgpPeers"]] == [
@@ -289,14 +318,8 @@ def test_metallb_modes(example_files: Files, modified_files: Files) -> None:
 
 
 def test_kubevirt_and_cdi_crs_validate(files: Files, crds: CrdRegistry) -> None:
-    from cloudctl.render.gitops.localcharts import cr_object
-    from cloudctl.render.gitops.values import deep_merge
-
-    hrs = _helmreleases(files)
     for name, kind in [("kubevirt", "KubeVirt"), ("cdi", "CDI")]:
-        chart_defaults = yaml.safe_load(files[f"gitops/charts/{name}/values.yaml"].data)
-        values = deep_merge(chart_defaults, hrs[name]["spec"]["values"])
-        obj = cr_object(name, values, hrs[name]["spec"]["targetNamespace"])
+        (obj,) = _local_chart_objects(files, name)
         assert obj["kind"] == kind
         assert crds.validate(obj) == []
         # a wrong field in the CR is caught by the same CRD
@@ -306,7 +329,8 @@ def test_kubevirt_and_cdi_crs_validate(files: Files, crds: CrdRegistry) -> None:
 
 
 def test_kubevirt_cr_settings(example_files: Files, modified_files: Files) -> None:
-    spec = _helmreleases(example_files)["kubevirt"]["spec"]["values"]["spec"]
+    (cr,) = _local(example_files)["kubevirt"]
+    spec = cr["spec"]
     assert "LiveMigration" in spec["configuration"]["developerConfiguration"]["featureGates"]
     assert spec["configuration"]["evictionStrategy"] == "LiveMigrate"
     assert spec["workloadUpdateStrategy"]["workloadUpdateMethods"] == ["LiveMigrate", "Evict"]
@@ -416,10 +440,19 @@ def test_local_chart_version_cannot_change() -> None:
 
 
 def _edges(files: Files) -> dict[str, set[str]]:
-    return {
+    """Release -> its dependencies: HelmRelease dependsOn, and in direct mode the
+    ``cloudctl.io/depends-on`` annotation every object of gitops/local/<release>.yaml carries."""
+    edges = {
         n: {d["name"] for d in hr["spec"].get("dependsOn", [])}
         for n, hr in _helmreleases(files).items()
     }
+    for name, objs in _local(files).items():
+        annotations = [o["metadata"]["annotations"] for o in objs]
+        assert all(a["cloudctl.io/release"] == name for a in annotations), name
+        deps = {a.get("cloudctl.io/depends-on", "") for a in annotations}
+        assert len(deps) == 1, name
+        edges[name] = {d for d in deps.pop().split(",") if d}
+    return edges
 
 
 def _assert_acyclic(edges: dict[str, set[str]]) -> None:
@@ -444,19 +477,43 @@ def test_depends_on_matches_design(example_files: Files) -> None:
     _assert_acyclic(edges)
 
 
+def _release_like(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The dependsOn / targetNamespace a local component's plain manifests stand for."""
+    deps = objs[0]["metadata"]["annotations"].get("cloudctl.io/depends-on", "")
+    namespaces = {o["metadata"].get("namespace") for o in objs} - {None}
+    assert len(namespaces) <= 1, namespaces  # none: only cluster-scoped objects (the CDI CR)
+    return {
+        "spec": {
+            "dependsOn": [{"name": d} for d in deps.split(",") if d],
+            "targetNamespace": namespaces.pop() if namespaces else None,
+        }
+    }
+
+
 def test_platform_releases_api_matches_render(
     files: Files, example: Inventory, modified: Inventory
 ) -> None:
     inv = example if "gitops/flux-system/gotk-sync.yaml" not in files else modified
     releases = platform_releases(inv)
     hrs = _helmreleases(files)
-    assert sorted(r.name for r in releases) == sorted(hrs)
+    local = _local(files)
+    assert not (set(hrs) & set(local))
+    assert sorted(r.name for r in releases) == sorted([*hrs, *local])
+    if inv.gitops is None:  # direct mode: a local chart is never a HelmRelease
+        assert sorted(local) == sorted(r.name for r in releases if r.source.type == "git")
+        order = _docs(files, "gitops/local/kustomization.yaml")[0]["resources"]
+        assert order == [f"{r.name}.yaml" for r in releases if r.source.type == "git"]
+    else:
+        assert not local
+    hrs = {**hrs, **{n: _release_like(objs) for n, objs in local.items()}}
     position = {r.name: i for i, r in enumerate(releases)}
     for r in releases:
         hr = hrs[r.name]["spec"]
         assert set(r.depends_on) == {d["name"] for d in hr.get("dependsOn", [])}
         assert all(position[d] < position[r.name] for d in r.depends_on)
-        assert hr["targetNamespace"] == r.namespace
+        assert hr["targetNamespace"] == r.namespace or (
+            r.name in local and hr["targetNamespace"] is None
+        )
         if "chart" in hr and r.source.type == "helm":
             assert hr["chart"]["spec"]["version"] == r.version
             assert hr["chart"]["spec"]["chart"] == r.chart
@@ -579,6 +636,8 @@ def test_namespaces_and_pod_security(files: Files) -> None:
         for d in _docs(files, "gitops/platform/namespaces.yaml")
     }
     targets = {hr["spec"]["targetNamespace"] for hr in _helmreleases(files).values()}
+    targets |= {_release_like(objs)["spec"]["targetNamespace"] for objs in _local(files).values()}
+    targets.discard(None)
     assert set(ns) == targets
     privileged = {"cilium", "kube-ovn", "piraeus-datastore", "kubevirt", "cdi", "metallb-system"}
     for name, labels in ns.items():
@@ -717,23 +776,36 @@ def test_kustomizations_list_existing_files(files: Files) -> None:
     assert sorted(platform) == rendered
 
 
-def test_operator_charts_keep_upstream_documents(example_files: Files) -> None:
+def test_operator_charts_keep_upstream_documents(
+    example_files: Files, modified_files: Files
+) -> None:
     for chart, bundle in OPERATORS.items():
         upstream = split_documents(read_text("flux", bundle.manifest))
         kept = [d for d in upstream if yaml.load(d, Loader=LOADER).get("kind") != "Namespace"]
         assert len(kept) == len(upstream) - 1
-        rendered = example_files[f"gitops/charts/{chart}/templates/operator.yaml"].data.decode()
+        # GitOps mode: a chart whose template is the upstream text
+        rendered = modified_files[f"gitops/charts/{chart}/templates/operator.yaml"].data.decode()
         body = rendered.split("\n", 1)[1]  # after the generated-by comment
         assert split_documents(body) == kept
         assert "{{" not in body  # no Go template actions in a static manifest
-        meta = yaml.safe_load(example_files[f"gitops/charts/{chart}/Chart.yaml"].data)
+        meta = yaml.safe_load(modified_files[f"gitops/charts/{chart}/Chart.yaml"].data)
         assert meta["apiVersion"] == "v2" and meta["appVersion"] == bundle.app_version
+        # direct mode: the same objects, plus cloudctl's ordering annotations
+        plain = _local(example_files)[chart]
+        for obj in plain:
+            annotations = obj["metadata"].pop("annotations")
+            assert annotations.pop("cloudctl.io/release") == chart
+            assert annotations.pop("cloudctl.io/depends-on") == "kube-ovn"
+            if annotations:
+                obj["metadata"]["annotations"] = annotations
+        assert plain == [yaml.load(d, Loader=LOADER) for d in kept]
 
 
-def test_local_chart_manifests(example: Inventory, crds: CrdRegistry) -> None:
+def test_local_chart_manifests(example: Inventory, example_files: Files, crds: CrdRegistry) -> None:
     from cloudctl.render.gitops import local_chart_manifests
 
     manifests = local_chart_manifests(example)
+    assert manifests == _local(example_files)  # what cloudctl applies is what the tree holds
     assert list(manifests) == [r.name for r in platform_releases(example) if r.source.type == "git"]
     kinds = {name: [o["kind"] for o in objs] for name, objs in manifests.items()}
     assert kinds["kubevirt"] == ["KubeVirt"] and kinds["cdi"] == ["CDI"]
