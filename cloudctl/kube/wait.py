@@ -32,7 +32,10 @@ __all__ = [
     "WorkloadStatus",
     "release_order",
     "release_status",
+    "is_operator_cr",
+    "operator_status",
     "wait_helmreleases",
+    "wait_operators",
     "wait_ready",
     "wait_workloads",
     "workload_status",
@@ -399,4 +402,78 @@ def wait_ready(
                 f"timed out after {timeout:g}s waiting for {len(still)} object(s) to be "
                 f"Ready:\n{lines}"
             )
+        sleep(interval)
+
+
+# --------------------------------------------------------------------------- operator CRs
+
+OPERATOR_KINDS: dict[tuple[str, str], str] = {
+    ("kubevirt.io", "KubeVirt"): "Deployed",
+    ("cdi.kubevirt.io", "CDI"): "Deployed",
+}
+"""Custom resources whose operator reports the component deployed: (group, kind) -> the
+``status.phase`` it reaches (KubeVirt's and CDI's operators both use ``Deployed``)."""
+
+
+def is_operator_cr(obj: Mapping[str, Any]) -> bool:
+    group = str(obj.get("apiVersion", "")).split("/")[0]
+    return (group, str(obj.get("kind"))) in OPERATOR_KINDS
+
+
+def operator_status(obj: Mapping[str, Any]) -> WorkloadStatus:
+    """Deployed when the operator says so: ``status.phase`` is the deployed phase and
+    ``Available=True``; otherwise the phase and every condition that is not as it should be."""
+    ref = ObjectRef.of(obj)
+    want = OPERATOR_KINDS.get((ref.group, ref.kind), "Deployed")
+    status = obj.get("status") or {}
+    phase = str(status.get("phase") or "")
+    available = _condition(obj, "Available")
+    if phase == want and available is not None and available.get("status") == "True":
+        return WorkloadStatus(ref, True, f"phase {phase}, Available")
+    healthy = {"Available": "True", "Progressing": "False", "Degraded": "False"}
+    bad = [
+        f"{c.get('type')}={c.get('status')}"
+        + (f" ({c.get('reason')}: {c.get('message')})" if c.get("reason") or c.get("message")
+           else "")
+        for c in status.get("conditions") or []
+        if healthy.get(str(c.get("type"))) not in (None, c.get("status"))
+    ]
+    detail = f"phase {phase or 'not reported yet'}" + (f"; {'; '.join(bad)}" if bad else "")
+    return WorkloadStatus(ref, False, detail)
+
+
+def wait_operators(
+    kube: Kube,
+    refs: Iterable[ObjectRef],
+    *,
+    timeout: float = 300.0,
+    interval: float = 1.0,
+    on_status: Callable[[WorkloadStatus], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[WorkloadStatus]:
+    """Wait until each operator CR (KubeVirt, CDI) reports its component deployed. Running out
+    of time is a platform failure (``PlatformError``, exit 8) naming each CR with its phase and
+    conditions: the component was installed but its operator did not bring it up."""
+    pending = sorted(set(refs))
+    deadline = clock() + timeout
+    last: dict[ObjectRef, WorkloadStatus] = {}
+    done: list[WorkloadStatus] = []
+    while True:
+        still: list[WorkloadStatus] = []
+        for ref in pending:
+            obj = kube.get(ref)
+            st = WorkloadStatus(ref, False, "not found") if obj is None else operator_status(obj)
+            if on_status is not None and last.get(ref) != st:
+                on_status(st)
+            last[ref] = st
+            (done if st.ready else still).append(st)
+        pending = [st.ref for st in still]
+        if not pending:
+            return done
+        if clock() >= deadline:
+            lines = "\n".join(f"  - {st.ref}: {st.detail}" for st in still)
+            raise PlatformError(
+                f"{', '.join(st.ref.kind for st in still)} not deployed after {timeout:g}s:\n"
+                f"{lines}")
         sleep(interval)

@@ -31,7 +31,7 @@ from ..kube import (
     wait_ready,
     wait_workloads,
 )
-from ..kube.wait import WORKLOAD_KINDS
+from ..kube.wait import WORKLOAD_KINDS, WorkloadStatus, is_operator_cr, wait_operators
 from ..render.files import Files
 from ..render.gitops import local_chart_manifests, platform_releases
 from ..render.gitops.platform import GIT_SOURCE
@@ -142,6 +142,24 @@ def wait_kinds_served(
         kube.refresh_discovery()
 
 
+def operator_refs(inv: Any) -> list[ObjectRef]:
+    """The KubeVirt and CDI custom resources the platform creates (from the local charts,
+    rendered the same way in both modes)."""
+    return [ObjectRef.of(o) for objs in local_chart_manifests(inv).values() for o in objs
+            if is_operator_cr(o)]
+
+
+def wait_components_deployed(
+    kube: Kube, inv: Any, *, timeout: float, poll: float,
+    on_operator: Callable[[WorkloadStatus], None] | None = None,
+) -> None:
+    """Until KubeVirt's and CDI's operators report their component deployed; a release being
+    Ready only means the operator and its CR were applied."""
+    refs = operator_refs(inv)
+    if refs:
+        wait_operators(kube, refs, timeout=timeout, interval=poll, on_status=on_operator)
+
+
 def install_platform_direct(
     kube: Kube,
     inv: Any,
@@ -152,6 +170,7 @@ def install_platform_direct(
     on_applied: Callable[[Applied], None],
     on_status: Callable[[ReleaseStatus], None],
     on_local: Callable[[str, str], None],
+    on_operator: Callable[[WorkloadStatus], None] | None = None,
 ) -> None:
     objs = platform_objects(inv, files, direct=True)
     apply_manifests(kube, objs, on_applied=on_applied)
@@ -163,6 +182,7 @@ def install_platform_direct(
         applied = apply_manifests(kube, manifests, on_applied=on_applied)
         wait_workloads(kube, workload_refs(applied), timeout=timeout, interval=poll)
         on_local(name, "ready")
+    wait_components_deployed(kube, inv, timeout=timeout, poll=poll, on_operator=on_operator)
 
 
 def install_platform_gitops(
@@ -174,6 +194,7 @@ def install_platform_gitops(
     poll: float,
     on_applied: Callable[[Applied], None],
     on_status: Callable[[ReleaseStatus], None],
+    on_operator: Callable[[WorkloadStatus], None] | None = None,
 ) -> None:
     """Create the GitRepository + Kustomization and wait: Flux applies the platform from Git."""
     sync = sync_objects(files)
@@ -186,3 +207,4 @@ def install_platform_gitops(
     )
     names = [r.name for r in platform_releases(inv)]
     wait_helmreleases(kube, names=names, timeout=timeout, interval=poll, on_status=on_status)
+    wait_components_deployed(kube, inv, timeout=timeout, poll=poll, on_operator=on_operator)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from ..errors import CloudctlError, InputError, Problem, RemoteError, StateError
 from ..inventory.models import Inventory, Node
-from ..kube import Applied, Kube, ReleaseStatus
+from ..kube import Applied, Kube, ReleaseStatus, WorkloadStatus
 from ..secrets.store import write_private
 from ..talos import ops
 from ..talos.client import EtcdMember
@@ -600,6 +600,10 @@ class Platform(Stage):
             ctx.events(self.name, "release", f"local chart {name}: {phase} (applied directly)",
                        node=name, phase=phase)
 
+        def on_operator(st: WorkloadStatus) -> None:
+            ctx.events(self.name, "info" if st.ready else "wait",
+                       f"{st.ref}: {'deployed' if st.ready else 'waiting'} ({st.detail})")
+
         inv = ctx.inventory
         with _kube(ctx) as kube:
             if inv.gitops is not None:
@@ -609,11 +613,12 @@ class Platform(Stage):
                 ctx.events(self.name, "info", f"pushed gitops/ to {inv.gitops.repo} ({rev})")
                 install_platform_gitops(kube, inv, ctx.files, timeout=ctx.options.timeout,
                                         poll=ctx.poll, on_applied=_on_applied(ctx, self.name),
-                                        on_status=on_status)
+                                        on_status=on_status, on_operator=on_operator)
             else:
                 install_platform_direct(kube, inv, ctx.files, timeout=ctx.options.timeout,
                                         poll=ctx.poll, on_applied=_on_applied(ctx, self.name),
-                                        on_status=on_status, on_local=on_local)
+                                        on_status=on_status, on_local=on_local,
+                                        on_operator=on_operator)
         n = sum(1 for r in ctx.state.releases.values() if r.get("state") == "ready")
         return f"{n} release(s) ready"
 
