@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import Timeout
+from ..util.conditions import condition
 from .client import Kube
 from .objects import ObjectRef, order_for_apply
 
@@ -32,10 +33,8 @@ class Applied:
 
 
 def crd_established(crd: Mapping[str, Any]) -> bool:
-    for cond in (crd.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Established":
-            return cond.get("status") == "True"
-    return False
+    established = condition(crd, "Established")
+    return established is not None and established.get("status") == "True"
 
 
 def wait_crds_established(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import PlatformError, Timeout
+from ..util.conditions import condition
 from .client import Kube
 from .objects import ObjectRef
 
@@ -48,13 +49,6 @@ FAILURE_REASONS = frozenset(
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
 
 ReleaseState = Literal["missing", "waiting", "progressing", "retrying", "ready", "failed"]
-
-
-def _condition(obj: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond  # type: ignore[no-any-return]
-    return None
 
 
 def _current(obj: Mapping[str, Any], cond: Mapping[str, Any]) -> bool:
@@ -119,8 +113,8 @@ def release_status(obj: Mapping[str, Any]) -> ReleaseStatus:
     meta = obj.get("metadata") or {}
     ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
     deps = _depends_on(obj, ns)
-    ready = _condition(obj, "Ready")
-    stalled = _condition(obj, "Stalled")
+    ready = condition(obj, "Ready")
+    stalled = condition(obj, "Stalled")
     if ready is None:
         return ReleaseStatus(ns, name, "progressing", "", "not reconciled yet", deps)
     reason, message = str(ready.get("reason") or ""), str(ready.get("message") or "")
@@ -282,7 +276,7 @@ def workload_status(obj: Mapping[str, Any]) -> WorkloadStatus:
         want = int(spec.get("replicas", 1))
         updated, avail = int(st.get("updatedReplicas", 0)), int(st.get("availableReplicas", 0))
         total = int(st.get("replicas", 0))
-        available = _condition(obj, "Available")
+        available = condition(obj, "Available")
         if updated < want:
             return WorkloadStatus(ref, False, f"{updated} of {want} replicas updated")
         if total > updated:
@@ -356,7 +350,7 @@ def wait_workloads(
 def ready_status(obj: Mapping[str, Any]) -> WorkloadStatus:
     """An object with a ``Ready`` condition (Flux Kustomization, GitRepository, ...)."""
     ref = ObjectRef.of(obj)
-    ready = _condition(obj, "Ready")
+    ready = condition(obj, "Ready")
     if ready is None:
         return WorkloadStatus(ref, False, "not reconciled yet")
     what = f"{ready.get('reason')}: {ready.get('message')}"
@@ -389,7 +383,7 @@ def wait_ready(
             if on_status is not None and last.get(ref) != st:
                 on_status(st)
             last[ref] = st
-            stalled = None if obj is None else _condition(obj, "Stalled")
+            stalled = None if obj is None else condition(obj, "Stalled")
             if stalled is not None and stalled.get("status") == "True" and obj is not None:
                 raise PlatformError(f"{ref} failed: {st.detail}")
             (done if st.ready else still).append(st)
@@ -427,7 +421,7 @@ def operator_status(obj: Mapping[str, Any]) -> WorkloadStatus:
     want = OPERATOR_KINDS.get((ref.group, ref.kind), "Deployed")
     status = obj.get("status") or {}
     phase = str(status.get("phase") or "")
-    available = _condition(obj, "Available")
+    available = condition(obj, "Available")
     if phase == want and available is not None and available.get("status") == "True":
         return WorkloadStatus(ref, True, f"phase {phase}, Available")
     healthy = {"Available": "True", "Progressing": "False", "Degraded": "False"}
