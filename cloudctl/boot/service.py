@@ -26,7 +26,7 @@ from .dhcp.config import DhcpConfig, dhcp_config_from_inventory
 from .dhcp.probe import DhcpServerSeen, ensure_no_other_server
 from .dhcp.transport import DhcpServer
 from .events import BootEvent, EventSink
-from .http import normalize_mac
+from .http_proto import normalize_mac
 
 log = logging.getLogger("cloudctl.boot")
 

@@ -10,6 +10,10 @@ and drops datagrams from any other host/port before they reach us. RFC 1350 says
 packet "should" be answered with ERROR 5 (unknown TID); we drop it silently instead, which
 leaves the transfer undisturbed as the RFC requires and makes send/recv markedly cheaper
 (measured in bench/tftp.py).
+
+The file I/O lives here too: a read request that passed ``tftp_proto``'s policy is looked up
+under the root (``files.resolve_under``: symlinks resolved, confined to the root) and served
+from memory (small files, cached) or with pread.
 """
 
 from __future__ import annotations
@@ -24,20 +28,24 @@ from pathlib import Path
 
 from ..errors import EnvironmentNotReady
 from .events import BootEvent, OnEvent
+from .files import FileRefused, FileSource, resolve_under
 from .tftp_proto import (
     MAX_PACKET,
     OP_ACK,
-    Accepted,
     BytesSource,
     ErrorCode,
-    FileSource,
     Ignored,
+    Negotiated,
     Output,
+    ReadRequest,
     ReadTransfer,
     Refused,
     State,
     encode_error,
+    file_refused,
     handle_request,
+    negotiate,
+    to_netascii,
 )
 
 MAX_TRANSFERS = 1024
@@ -57,20 +65,18 @@ class _Session:
     def __init__(
         self,
         server: TftpServer,
-        accepted: Accepted,
+        filename: str,
+        source: FileSource | BytesSource,
+        negotiated: Negotiated,
         client: tuple[str, int],
         sock: socket.socket,
     ) -> None:
         self.server = server
         self.client = client
         self.sock = sock
-        self.filename = accepted.request.filename
-        self.source: FileSource | BytesSource
-        if accepted.converted is not None:
-            self.source = BytesSource(accepted.converted)
-        else:
-            self.source = server._content.source(accepted.path)
-        self.transfer = ReadTransfer(self.source, accepted.negotiated, retries=server.retries)
+        self.filename = filename
+        self.source = source
+        self.transfer = ReadTransfer(source, negotiated, retries=server.retries)
         self.loop = asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
@@ -296,38 +302,62 @@ class TftpServer:
                 return
             except OSError:
                 continue
-            decision = handle_request(
-                data, self.root, max_blksize=self.max_blksize, default_timeout=self.timeout
-            )
+            decision = handle_request(data)
             if isinstance(decision, Ignored):
                 continue
-            if isinstance(decision, Refused):
-                with contextlib.suppress(OSError):
-                    sock.sendto(decision.packet(), addr)
-                self._emit("tftp-error", addr, decision.filename, None, decision.message)
-                continue
-            if len(self._sessions) >= MAX_TRANSFERS:
-                with contextlib.suppress(OSError):
-                    sock.sendto(encode_error(ErrorCode.NOT_DEFINED, "server busy"), addr)
-                self._emit("tftp-error", addr, decision.request.filename, None, "server busy")
-                continue
-            self._begin(decision, addr)
+            if isinstance(decision, ReadRequest):
+                if len(self._sessions) >= MAX_TRANSFERS:
+                    with contextlib.suppress(OSError):
+                        sock.sendto(encode_error(ErrorCode.NOT_DEFINED, "server busy"), addr)
+                    self._emit("tftp-error", addr, decision.filename, None, "server busy")
+                    continue
+                opened = self.open(decision)
+                if isinstance(opened, Refused):
+                    decision = opened
+                else:
+                    self._begin(decision, opened, addr)
+                    continue
+            with contextlib.suppress(OSError):
+                sock.sendto(decision.packet(), addr)
+            self._emit("tftp-error", addr, decision.filename, None, decision.message)
 
-    def _begin(self, accepted: Accepted, client: tuple[str, int]) -> None:
+    def open(self, read: ReadRequest) -> FileSource | BytesSource | Refused:
+        """The content to serve for a read request, or the refusal to send."""
+        try:
+            path = resolve_under(self.root, read.parts, name=read.filename)
+            if read.netascii:
+                return BytesSource(to_netascii(path.read_bytes()))
+            return self._content.source(path)
+        except FileRefused as exc:
+            return file_refused(read, exc.message, missing=exc.missing)
+        except OSError:
+            return file_refused(read, f"{read.filename!r} not found", missing=True)
+
+    def _begin(
+        self, read: ReadRequest, source: FileSource | BytesSource, client: tuple[str, int]
+    ) -> None:
+        neg = negotiate(
+            read.request.options,
+            file_size=source.size,
+            max_blksize=self.max_blksize,
+            default_timeout=self.timeout,
+        )
         family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
         tsock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             tsock.bind((self.host, 0))
             tsock.connect(client)
             tsock.setblocking(False)
-            session = _Session(self, accepted, client, tsock)
+            session = _Session(self, read.filename, source, neg, client, tsock)
         except OSError as exc:
             tsock.close()
+            if isinstance(source, FileSource):
+                source.close()
             if self._sock is not None:
                 with contextlib.suppress(OSError):
-                    msg = f"cannot serve {accepted.request.filename!r}"
+                    msg = f"cannot serve {read.filename!r}"
                     self._sock.sendto(encode_error(ErrorCode.NOT_DEFINED, msg), client)
-            self._emit("tftp-error", client, accepted.request.filename, None, str(exc))
+            self._emit("tftp-error", client, read.filename, None, str(exc))
             return
         self._sessions.add(session)
         session.start()

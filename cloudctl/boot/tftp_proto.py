@@ -1,9 +1,15 @@
 """TFTP protocol core, sans-IO: packet codec, option negotiation, path policy, read transfer.
 
 Implements the read side of RFC 1350 with option negotiation (RFC 2347), blksize (RFC 2348),
-timeout and tsize (RFC 2349) and windowsize (RFC 7440). No sockets and no clock here: time is
-passed in (``now``) and the transfer tells the caller when it next needs to be woken
-(``deadline``). The only outside effect is reading the served file through a ``BlockSource``.
+timeout and tsize (RFC 2349) and windowsize (RFC 7440). No sockets, no files and no clock
+here: datagrams come in as bytes and go out as bytes, time is passed in (``now``) and the
+transfer tells the caller when it next needs to be woken (``deadline``). The served file's
+content comes from the transport as a ``BlockSource`` (``BytesSource`` here, or the pread-based
+``cloudctl.boot.files.FileSource``); the request policy checks names lexically and leaves
+looking them up under the root (``cloudctl.boot.files.resolve_under``) to the transport.
+
+Malformed datagrams raise ``MalformedTftp`` (``cloudctl.boot.malformed``); refusals of
+well-formed requests are ``TftpProtocolError``s carrying the TFTP error code.
 
 Block numbers are 16 bits on the wire; the transfer counts blocks in absolute numbers and rolls
 the wire number over 65535 -> 0 (what tftp-hpa, atftp, dnsmasq and iPXE expect), so files larger
@@ -13,12 +19,11 @@ than 65535 blocks work.
 from __future__ import annotations
 
 import enum
-import os
-import stat
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
+
+from .malformed import MalformedTftp
 
 OP_RRQ = 1
 OP_WRQ = 2
@@ -50,7 +55,7 @@ class ErrorCode(enum.IntEnum):
 
 
 class TftpProtocolError(Exception):
-    """A packet that cannot be decoded or is not allowed here; carries the TFTP error code."""
+    """A well-formed request that is not allowed here; carries the TFTP error code."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -101,56 +106,68 @@ class OptionAck:
 Packet = Request | Data | Ack | Error | OptionAck
 
 
-def _split_strings(body: bytes) -> list[str]:
+_OP_NAMES = {OP_RRQ: "RRQ", OP_WRQ: "WRQ", OP_OACK: "OACK"}
+
+
+def _split_strings(body: bytes, packet: str) -> list[str]:
     if not body.endswith(b"\0"):
-        raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, "strings not NUL-terminated")
+        raise MalformedTftp("strings not NUL-terminated", packet=packet)
     try:
         return body[:-1].decode("ascii").split("\0")
     except UnicodeDecodeError:
-        raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, "non-ASCII request") from None
+        raise MalformedTftp("non-ASCII bytes", packet=packet) from None
 
 
 def decode(data: bytes) -> Packet:
-    """Decode one TFTP datagram. Raises TftpProtocolError on anything malformed."""
+    """Decode one TFTP datagram. Raises MalformedTftp, naming the packet and field, on anything
+    malformed."""
     if len(data) < 2:
-        raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, f"short packet ({len(data)} bytes)")
+        raise MalformedTftp(f"short packet ({len(data)} bytes)", packet="datagram")
     (op,) = _H.unpack_from(data)
     if op in (OP_RRQ, OP_WRQ):
-        parts = _split_strings(data[2:])
-        if len(parts) < 2 or len(parts) % 2:
-            raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, "malformed request")
+        name = _OP_NAMES[op]
+        parts = _split_strings(data[2:], name)
+        if len(parts) < 2:
+            raise MalformedTftp("missing", packet=name, field="mode")
+        if len(parts) % 2:
+            raise MalformedTftp(
+                "option without a value", packet=name, field=f"option {parts[-1]!r}"
+            )
         filename, mode = parts[0], parts[1].lower()
         if not filename:
-            raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, "empty file name")
+            raise MalformedTftp("empty", packet=name, field="filename")
         if mode not in ("octet", "netascii", "mail"):
-            raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, f"unknown mode {parts[1]!r}")
+            raise MalformedTftp(f"unknown mode {parts[1]!r}", packet=name, field="mode")
         options: dict[str, str] = {}
         for i in range(2, len(parts), 2):
-            name = parts[i].lower()
-            if not name or name in options:
-                raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, f"bad option {parts[i]!r}")
-            options[name] = parts[i + 1]
+            opt = parts[i].lower()
+            if not opt or opt in options:
+                problem = "empty name" if not opt else "given twice"
+                raise MalformedTftp(problem, packet=name, field=f"option {parts[i]!r}")
+            options[opt] = parts[i + 1]
         return Request(op, filename, mode, options)
     if op == OP_DATA:
         if len(data) < 4:
-            raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, "short DATA")
+            raise MalformedTftp(f"{len(data)} bytes, no block number", packet="DATA")
         return Data(_H.unpack_from(data, 2)[0], bytes(data[4:]))
     if op == OP_ACK:
         if len(data) != 4:
-            raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, "ACK must be 4 bytes")
+            raise MalformedTftp(f"{len(data)} bytes; an ACK is 4", packet="ACK")
         return Ack(_H.unpack_from(data, 2)[0])
     if op == OP_ERROR:
         if len(data) < 4:
-            raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, "short ERROR")
+            raise MalformedTftp(f"{len(data)} bytes, no error code", packet="ERROR")
         code = _H.unpack_from(data, 2)[0]
         msg = data[4:].split(b"\0", 1)[0].decode("ascii", "replace")
         return Error(code, msg)
     if op == OP_OACK:
-        parts = _split_strings(data[2:]) if len(data) > 2 else []
+        parts = _split_strings(data[2:], "OACK") if len(data) > 2 else []
         if len(parts) % 2:
-            raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, "malformed OACK")
+            raise MalformedTftp(
+                "option without a value", packet="OACK", field=f"option {parts[-1]!r}"
+            )
         return OptionAck({parts[i].lower(): parts[i + 1] for i in range(0, len(parts), 2)})
-    raise TftpProtocolError(ErrorCode.ILLEGAL_OPERATION, f"unknown opcode {op}")
+    raise MalformedTftp(f"unknown opcode {op}", packet="datagram", field="opcode")
 
 
 def encode_request(req: Request) -> bytes:
@@ -229,67 +246,35 @@ def negotiate(
 # --------------------------------------------------------------------------- path policy
 
 
-def resolve_path(root: Path, filename: str) -> Path:
-    """The regular file under ``root`` named by a TFTP request, or TftpProtocolError.
+def safe_parts(filename: str) -> tuple[str, ...]:
+    """The path components of a requested file name, checked lexically (no I/O), or
+    TftpProtocolError(ACCESS_VIOLATION).
 
-    Refused: NUL bytes, absolute paths, '..' components, backslash tricks, anything whose real
-    path (symlinks resolved) leaves the real root, and anything that is not a regular file.
-    A single leading '/' is tolerated as many PXE ROMs send one ("/undionly.kpxe").
+    Refused: NUL bytes, absolute paths, '..' components, backslash tricks, empty names. A single
+    leading '/' is tolerated as many PXE ROMs send one ("/undionly.kpxe"); '\\' counts as '/'.
+    The transport then looks the parts up under the root with symlinks resolved
+    (``cloudctl.boot.files.resolve_under``), which refuses links that lead out of it.
     """
     if "\0" in filename:
         raise TftpProtocolError(ErrorCode.ACCESS_VIOLATION, "NUL byte in file name")
     name = filename.replace("\\", "/")
     if name.startswith("/") and not name.startswith("//"):
         name = name[1:]
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if name.startswith("/") or any(p == ".." for p in parts) or not parts:
         raise TftpProtocolError(ErrorCode.ACCESS_VIOLATION, f"path {filename!r} refused")
-    real_root = root.resolve()
-    candidate = real_root.joinpath(*parts)
-    try:
-        real = candidate.resolve(strict=True)
-    except (FileNotFoundError, NotADirectoryError):
-        raise TftpProtocolError(ErrorCode.FILE_NOT_FOUND, f"{filename!r} not found") from None
-    except (OSError, RuntimeError):
-        raise TftpProtocolError(ErrorCode.ACCESS_VIOLATION, f"{filename!r} unreadable") from None
-    if real != real_root and real_root not in real.parents:
-        raise TftpProtocolError(ErrorCode.ACCESS_VIOLATION, f"{filename!r} leaves the root")
-    try:
-        st = real.stat()
-    except OSError:
-        raise TftpProtocolError(ErrorCode.FILE_NOT_FOUND, f"{filename!r} not found") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise TftpProtocolError(ErrorCode.FILE_NOT_FOUND, f"{filename!r} is not a file")
-    return real
+    return parts
 
 
 # --------------------------------------------------------------------------- read transfer
 
 
 class BlockSource(Protocol):
+    """The served file's content as the transport provides it (bytes in memory, or pread)."""
+
     size: int
 
     def read(self, offset: int, length: int) -> bytes: ...
-
-
-class FileSource:
-    """A served file read with pread (no shared file position; safe for concurrent transfers)."""
-
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        self.size = os.fstat(self._fd).st_size
-
-    @property
-    def fileno(self) -> int:
-        return self._fd
-
-    def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self._fd, length, offset)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 class BytesSource:
@@ -382,8 +367,8 @@ class ReadTransfer:
             return Output(finished=True)
         try:
             pkt = decode(data)
-        except TftpProtocolError as exc:
-            return self._fail(exc.message, [encode_error(exc.code, exc.message)])
+        except MalformedTftp as exc:
+            return self._fail(exc.detail, [encode_error(exc.code, exc.detail)])
         if isinstance(pkt, Error):
             return self._fail(f"client error {pkt.code}: {pkt.message}")
         if not isinstance(pkt, Ack):
@@ -455,12 +440,21 @@ def to_netascii(data: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class Accepted:
-    path: Path
+class ReadRequest:
+    """A read request that passed the policy; the transport now looks ``parts`` up under the
+    root, then calls ``negotiate`` with the size it will serve (``to_netascii`` first when
+    ``netascii``), or answers ``file_refused``."""
+
     request: Request
-    negotiated: Negotiated
-    converted: bytes | None = None
-    """The netascii form of the file when the request asked for netascii mode."""
+    parts: tuple[str, ...]
+
+    @property
+    def filename(self) -> str:
+        return self.request.filename
+
+    @property
+    def netascii(self) -> bool:
+        return self.request.mode == "netascii"
 
 
 @dataclass(frozen=True)
@@ -480,15 +474,13 @@ class Ignored:
     reason: str
 
 
-def handle_request(
-    data: bytes, root: Path, *, max_blksize: int, default_timeout: float
-) -> Accepted | Refused | Ignored:
-    """Policy for a datagram arriving on the listening port: accept a read, refuse it, or
-    ignore it."""
+def handle_request(data: bytes) -> ReadRequest | Refused | Ignored:
+    """Policy for a datagram arriving on the listening port: a read to serve, a refusal to
+    send, or nothing to answer."""
     try:
         pkt = decode(data)
-    except TftpProtocolError as exc:
-        return Refused(exc.code, exc.message)
+    except MalformedTftp as exc:
+        return Refused(ErrorCode(exc.code), exc.detail)
     if not isinstance(pkt, Request):
         # ERRORs are never answered (RFC 1350); stray ACKs come from clients that just got an
         # ERROR from this port (tftp-hpa ACKs it). Answering either would start a ping-pong.
@@ -497,19 +489,16 @@ def handle_request(
         return Refused(ErrorCode.ACCESS_VIOLATION, "read-only server: writes refused", pkt.filename)
     if pkt.mode == "mail":
         return Refused(ErrorCode.ILLEGAL_OPERATION, "mail mode is not supported", pkt.filename)
-    converted: bytes | None = None
     try:
-        path = resolve_path(root, pkt.filename)
-        if pkt.mode == "netascii":
-            converted = to_netascii(path.read_bytes())
-            size = len(converted)
-        else:
-            size = path.stat().st_size
+        parts = safe_parts(pkt.filename)
     except TftpProtocolError as exc:
         return Refused(exc.code, exc.message, pkt.filename)
-    except OSError:
-        return Refused(ErrorCode.FILE_NOT_FOUND, f"{pkt.filename!r} not found", pkt.filename)
-    neg = negotiate(
-        pkt.options, file_size=size, max_blksize=max_blksize, default_timeout=default_timeout
-    )
-    return Accepted(path, pkt, neg, converted)
+    return ReadRequest(pkt, parts)
+
+
+def file_refused(read: ReadRequest, message: str, *, missing: bool) -> Refused:
+    """The answer when the transport finds nothing servable under the root for ``read``:
+    file not found when nothing is there, access violation when the name leads outside the
+    root or cannot be read."""
+    code = ErrorCode.FILE_NOT_FOUND if missing else ErrorCode.ACCESS_VIOLATION
+    return Refused(code, message, read.filename)

@@ -244,3 +244,67 @@ def test_large_range_and_client_disconnect_mid_body(fx: Fixture) -> None:
             await s.stop()
 
     asyncio.run(main())
+
+
+def test_tftp_root_is_confined_and_bad_requests_close(fx: Fixture) -> None:
+    os.symlink("/etc/passwd", fx.root / "passwd")
+
+    async def main() -> None:
+        s = fx.server()
+        await s.start()
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", s.port)
+            w.write(b"GET /tftp/passwd HTTP/1.1\r\nHost: a\r\n\r\n")
+            st, h, body = await _read_response(r)
+            assert st == 404 and h["connection"] == "keep-alive" and b"root:" not in body
+            # a malformed head dribbled in byte by byte: 400, then the server closes
+            for byte in b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n":
+                w.write(bytes([byte]))
+                await w.drain()
+            st, h, body = await _read_response(r)
+            assert st == 400 and h["connection"] == "close" and b"folding" in body
+            assert await asyncio.wait_for(r.read(), 5) == b""
+            w.close()
+            # HTTP/1.0 is answered, then closed (h11 keeps no HTTP/1.0 connection)
+            r, w = await asyncio.open_connection("127.0.0.1", s.port)
+            w.write(b"GET /ipxe/52-54-00-10-00-11.ipxe HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            st, h, body = await _read_response(r)
+            assert st == 200 and h["connection"] == "close" and body.startswith(b"#!ipxe")
+            assert await asyncio.wait_for(r.read(), 5) == b""
+            w.close()
+        finally:
+            await s.stop()
+        errors = [e for e in fx.events if e.kind == "http-error"]
+        assert [e.detail.split(" ")[0] for e in errors if e.detail] == ["404", "400"]
+        assert errors[0].path == "/tftp/passwd" and errors[1].path is None
+
+    asyncio.run(main())
+
+
+def test_idle_and_slow_head_connections_are_closed(
+    fx: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloudctl.boot import http_proto
+
+    monkeypatch.setattr(http_proto, "IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr(http_proto, "HEAD_TIMEOUT", 0.3)
+
+    async def main() -> None:
+        s = fx.server()
+        await s.start()
+        try:
+            loop = asyncio.get_running_loop()
+            r, w = await asyncio.open_connection("127.0.0.1", s.port)
+            t0 = loop.time()
+            assert await asyncio.wait_for(r.read(), 5) == b""  # idle: closed, no response
+            assert loop.time() - t0 < 3
+            w.close()
+            r, w = await asyncio.open_connection("127.0.0.1", s.port)
+            w.write(b"GET / HTTP/1.1\r\n")  # a head that never ends
+            assert await asyncio.wait_for(r.read(), 5) == b""
+            w.close()
+        finally:
+            await s.stop()
+        assert fx.events == []
+
+    asyncio.run(main())

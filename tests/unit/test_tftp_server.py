@@ -10,17 +10,23 @@ from pathlib import Path
 import pytest
 
 from cloudctl.boot.events import BootEvent
+from cloudctl.boot.files import FileSource
 from cloudctl.boot.tftp import TftpServer
 from cloudctl.boot.tftp_proto import (
     OP_RRQ,
     OP_WRQ,
+    BytesSource,
     Data,
     Error,
+    ErrorCode,
     OptionAck,
+    ReadRequest,
+    Refused,
     Request,
     decode,
     encode_ack,
     encode_request,
+    handle_request,
 )
 
 
@@ -154,5 +160,99 @@ def test_retransmits_unacked_block_and_ignores_strangers(root: Path) -> None:
             stranger.close()
             await s.stop()
         assert events[-1].kind == "tftp-error" and "timed out" in (events[-1].detail or "")
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- file lookup
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    r = tmp_path / "tree"
+    (r / "sub").mkdir(parents=True)
+    (r / "undionly.kpxe").write_bytes(b"ipxe")
+    (r / "sub" / "f.bin").write_bytes(b"x")
+    (r / "t.txt").write_bytes(b"a\nb\rc")
+    (tmp_path / "secret").write_text("outside")
+    os.symlink(tmp_path / "secret", r / "escape")
+    os.symlink(r / "sub" / "f.bin", r / "inside-link")
+    os.symlink("/etc", r / "etc-link")
+    return r
+
+
+def _open(root: Path, name: str, mode: str = "octet") -> FileSource | BytesSource | Refused:
+    read = handle_request(encode_request(Request(OP_RRQ, name, mode)))
+    assert isinstance(read, ReadRequest), read
+    return TftpServer(root, "127.0.0.1", 0).open(read)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("undionly.kpxe", b"ipxe"),
+        ("/undionly.kpxe", b"ipxe"),
+        ("sub/f.bin", b"x"),
+        ("sub\\f.bin", b"x"),
+        ("inside-link", b"x"),  # a symlink that stays inside the root is fine
+    ],
+)
+def test_open_serves_files_under_the_root(tree: Path, name: str, content: bytes) -> None:
+    src = _open(tree, name)
+    assert not isinstance(src, Refused)
+    assert src.size == len(content) and src.read(0, 100) == content
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("escape", ErrorCode.ACCESS_VIOLATION),  # symlink out of the root
+        ("etc-link/passwd", ErrorCode.ACCESS_VIOLATION),
+        ("missing", ErrorCode.FILE_NOT_FOUND),
+        ("sub", ErrorCode.FILE_NOT_FOUND),  # a directory
+        ("sub/f.bin/x", ErrorCode.FILE_NOT_FOUND),
+    ],
+)
+def test_open_refuses_escapes_and_non_files(tree: Path, name: str, code: ErrorCode) -> None:
+    src = _open(tree, name)
+    assert isinstance(src, Refused) and src.code == code and src.filename == name
+
+
+def test_open_converts_netascii(tree: Path) -> None:
+    src = _open(tree, "t.txt", "netascii")
+    assert isinstance(src, BytesSource) and src.data == b"a\r\nb\r\0c"
+
+
+def test_large_files_are_read_with_pread(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(b"0123456789" * 2_000_000)  # 20 MB, above the cache limit
+    src = _open(tmp_path, "big")
+    assert isinstance(src, FileSource)
+    try:
+        assert src.size == 20_000_000 and src.read(19_999_995, 100) == b"56789"
+    finally:
+        src.close()
+
+
+def test_netascii_transfer_and_tsize_over_the_wire(tree: Path) -> None:
+    async def main() -> None:
+        events: list[BootEvent] = []
+        s = await _server(tree, events)
+        c = Client()
+        try:
+            c.send(
+                encode_request(Request(OP_RRQ, "t.txt", "netascii", {"tsize": "0"})),
+                ("127.0.0.1", s.port),
+            )
+            oack, tid = await c.recv()
+            assert oack == OptionAck({"tsize": "7"})
+            c.send(encode_ack(0), tid)
+            data, _ = await c.recv()
+            assert data == Data(1, b"a\r\nb\r\0c")
+            c.send(encode_ack(1), tid)
+            await asyncio.sleep(0.05)
+        finally:
+            c.close()
+            await s.stop()
+        assert [(e.kind, e.size) for e in events] == [("tftp-sent", 7)]
 
     asyncio.run(main())

@@ -24,7 +24,7 @@ from typing import Any
 
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPOptionsField
 
-from ...errors import InputError, Problem
+from ..malformed import MalformedDhcp
 
 IPv4 = ipaddress.IPv4Address
 ZERO = IPv4(0)
@@ -75,11 +75,9 @@ OPT_IPXE_ENCAP = 175
 _OPTIONS_FIELD = DHCPOptionsField("options", b"")
 
 
-class DhcpDecodeError(InputError):
-    """A datagram that is not a well-formed DHCP message; names the packet and the problem."""
-
-    def __init__(self, problem: str, *, packet: str = "datagram") -> None:
-        super().__init__(Problem(packet, problem), source="dhcp")
+DhcpDecodeError = MalformedDhcp
+"""A datagram that is not a well-formed DHCP message; names the packet and the problem. The
+DHCP branch of the boot protocols' malformed-packet tree (``cloudctl.boot.malformed``)."""
 
 
 @dataclass(frozen=True)
@@ -224,7 +222,9 @@ def scapy_decode(data: bytes, *, source: str = "datagram") -> DhcpMessage:
     if len(data) < HEADER_LEN + len(MAGIC):
         raise DhcpDecodeError(f"{len(data)} bytes is shorter than a DHCP message", packet=source)
     if data[HEADER_LEN : HEADER_LEN + 4] != MAGIC:
-        raise DhcpDecodeError("no DHCP magic cookie (plain BOOTP is not served)", packet=source)
+        raise DhcpDecodeError(
+            "no DHCP magic cookie (plain BOOTP is not served)", packet=source, field="magic cookie"
+        )
     try:
         pkt = BOOTP(data)
         layer = pkt.getlayer(DHCP)
@@ -262,7 +262,9 @@ def scapy_decode(data: bytes, *, source: str = "datagram") -> DhcpMessage:
     except Exception as exc:  # scapy raises assorted types on hostile input
         raise DhcpDecodeError(f"unparsable ({type(exc).__name__}: {exc})", packet=source) from None
     if msg.op not in (BOOTREQUEST, BOOTREPLY):
-        raise DhcpDecodeError(f"BOOTP op {msg.op} is neither request nor reply", packet=source)
+        raise DhcpDecodeError(
+            f"BOOTP op {msg.op} is neither request nor reply", packet=source, field="op"
+        )
     return msg
 
 
@@ -325,9 +327,13 @@ def _check(data: bytes, source: str) -> None:
     if len(data) < HEADER_LEN + len(MAGIC):
         raise DhcpDecodeError(f"{len(data)} bytes is shorter than a DHCP message", packet=source)
     if data[HEADER_LEN : HEADER_LEN + 4] != MAGIC:
-        raise DhcpDecodeError("no DHCP magic cookie (plain BOOTP is not served)", packet=source)
+        raise DhcpDecodeError(
+            "no DHCP magic cookie (plain BOOTP is not served)", packet=source, field="magic cookie"
+        )
     if data[0] not in (BOOTREQUEST, BOOTREPLY):
-        raise DhcpDecodeError(f"BOOTP op {data[0]} is neither request nor reply", packet=source)
+        raise DhcpDecodeError(
+            f"BOOTP op {data[0]} is neither request nor reply", packet=source, field="op"
+        )
 
 
 def decode(data: bytes, *, source: str = "datagram") -> DhcpMessage:
