@@ -19,6 +19,7 @@ from cloudctl.boot.dhcp.codec import (
 )
 from cloudctl.boot.dhcp.config import DhcpConfig, Reservation
 from cloudctl.boot.dhcp.policy import LeaseState, boot_choice, decide
+from cloudctl.boot.malformed import MalformedDhcp, MalformedPacket
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "dhcp"
 CAPTURES = sorted(DATA.glob("*.bin"))
@@ -171,6 +172,25 @@ def test_malformed_datagrams_raise_naming_the_packet(impl, data, problem):
         impl(data, source="datagram from 10.0.0.9:68")
     assert "10.0.0.9:68" in str(err.value)
     assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("impl", [decode, scapy_decode], ids=["lean", "scapy"])
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (b"\x01" + b"\0" * 239, "magic cookie"),
+        (b"\x03" + b"\0" * 235 + codec.MAGIC + b"\xff", "op"),
+        (b"\x01" * 10, None),
+    ],
+)
+def test_decode_errors_are_the_dhcp_branch_of_the_malformed_tree(impl, data, field):
+    with pytest.raises(MalformedPacket) as err:
+        impl(data, source="datagram from 10.0.0.9:68")
+    assert type(err.value) is MalformedDhcp and DhcpDecodeError is MalformedDhcp
+    assert isinstance(err.value, ValueError)
+    assert err.value.packet == "datagram from 10.0.0.9:68" and err.value.field == field
+    where = f"datagram from 10.0.0.9:68 {field}" if field else "datagram from 10.0.0.9:68"
+    assert str(err.value) == f"dhcp: invalid: {where}: {err.value.problem}"
 
 
 def test_truncated_option_is_kept_verbatim():
