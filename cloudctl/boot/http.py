@@ -226,7 +226,7 @@ class HttpServer:
         worker thread that blocks in poll()/sendfile() while the transport's reading is paused
         (so the loop does not touch the socket meanwhile): the kernel copy work then runs
         outside the event-loop thread and on several CPUs at once, which is what keeps pace
-        with nginx (bench/http.py).
+        with nginx (bench/http_throughput.py).
         """
         loop = asyncio.get_running_loop()
         with open(path, "rb") as f:

@@ -3,10 +3,11 @@
 ``test_mutated_datagrams`` pushes FUZZ_N (default 100,000; ``CLOUDCTL_FUZZ_N`` overrides)
 deterministically mutated packets, seeded from the real captures in tests/data/dhcp/, through
 the server path (lean codec + policy, all three modes). Nothing may raise except
-``DhcpDecodeError``; every decodable datagram re-encodes to the same bytes; replies re-encode and
-decode; an address is only ever given to an inventory MAC (or from the range), never in proxy
-mode. One datagram in SCAPY_EVERY is also decoded by scapy's reference codec, which must accept
-and reject the same datagrams and, where scapy reproduces the input, read the same message.
+``MalformedDhcp`` (alias ``DhcpDecodeError``; the DHCP branch of ``cloudctl.boot.malformed``);
+every decodable datagram re-encodes to the same bytes; replies re-encode and decode; an address
+is only ever given to an inventory MAC (or from the range), never in proxy mode. One datagram in
+SCAPY_EVERY is also decoded by scapy's reference codec, which must accept and reject the same
+datagrams and, where scapy reproduces the input, read the same message.
 A hypothesis test covers structured option lists.
 """
 
@@ -23,7 +24,6 @@ from hypothesis import strategies as st
 
 from cloudctl.boot.dhcp import codec
 from cloudctl.boot.dhcp.codec import (
-    DhcpDecodeError,
     DhcpMessage,
     decode,
     encode,
@@ -32,6 +32,7 @@ from cloudctl.boot.dhcp.codec import (
 )
 from cloudctl.boot.dhcp.config import DhcpConfig, Reservation
 from cloudctl.boot.dhcp.policy import PXE_PORT, LeaseState, decide
+from cloudctl.boot.malformed import MalformedDhcp
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "dhcp"
 FUZZ_N = int(os.environ.get("CLOUDCTL_FUZZ_N", "100000"))
@@ -111,11 +112,12 @@ def check_one(
 ) -> bool:
     try:
         msg = decode(data, source="fuzz")
-    except DhcpDecodeError:
+    except MalformedDhcp as exc:
+        assert exc.packet == "fuzz"
         if scapy:
             try:
                 scapy_decode(data)
-            except DhcpDecodeError:
+            except MalformedDhcp:
                 return False
             raise AssertionError(
                 f"scapy accepts what the lean codec rejects: {data.hex()}"
