@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -54,6 +57,22 @@ def _context(
 
 def rack_kind(emulate: bool) -> str:
     return "emulated" if emulate else "metal"
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt at once, wherever the process is (also in a
+    blocking wait): asyncio's own SIGINT handling would only cancel the task at its next
+    await, so a long synchronous wait would ignore Ctrl-C."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def interrupted_exit(ctx: Any) -> None:
@@ -156,7 +175,8 @@ def bootstrap(
         else:
             events.sinks.append(TextSink(sys.stderr))
         try:
-            asyncio.run(run_pipeline(ctx, resume=resume, from_stage=from_stage, only=only))
+            with interrupts_raise():
+                asyncio.run(run_pipeline(ctx, resume=resume, from_stage=from_stage, only=only))
         except KeyboardInterrupt:
             stack.close()
             interrupted_exit(ctx)

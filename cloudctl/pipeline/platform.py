@@ -1,11 +1,12 @@
 """Flux and the platform on the cluster: apply the rendered GitOps tree and wait.
 
 Direct mode (no ``gitops:`` in the inventory): Flux has no source for the local charts
-(KubeVirt, CDI, MetalLB pools — they live in ``gitops/charts/`` and need the Git source), so
-their HelmReleases are not applied; once every other release is Ready, cloudctl applies the
-objects those charts render (``local_chart_manifests``, in release order) itself with
-server-side apply and waits for their workloads. The CRs are accepted only if they validate
-against the CRDs the operators registered.
+(KubeVirt, CDI, MetalLB pools), so the rendered tree holds their objects as plain manifests in
+``gitops/local/`` instead of HelmReleases; once every other release is Ready, cloudctl applies
+them (``local_chart_manifests``, in release order) itself with server-side apply and waits for
+their workloads. The CRs are accepted only if they validate against the CRDs the operators
+registered. In both modes the platform is up only when KubeVirt's and CDI's operators report
+their component deployed (``wait_components_deployed``).
 
 GitOps mode: the rendered ``gitops/`` tree is pushed to the repository (see
 :mod:`cloudctl.pipeline.gitpush`) and the GitRepository + Kustomization make Flux pull it.

@@ -14,8 +14,6 @@ SIGTERM).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import traceback
 from typing import Any
 
@@ -140,31 +138,24 @@ async def run_stage(ctx: Context, stage: Stage) -> None:
 
 
 def mark_interrupted(ctx: Context) -> str | None:
-    """Record a stage left running as interrupted (after Ctrl-C); returns its name."""
+    """After Ctrl-C: record a stage left running as interrupted; returns the interrupted
+    stage's name (None when no stage was under way)."""
     for name in STAGES:
         st = ctx.state.stage(name)
         if st.status == StageStatus.RUNNING:
             st.status, st.finished, st.error = StageStatus.INTERRUPTED, now(), "interrupted"
             ctx.save()
-            return name
-    return None
+    return next((n for n in STAGES if ctx.state.stage(n).status == StageStatus.INTERRUPTED),
+                None)
 
 
 async def run_pipeline(
     ctx: Context, *, resume: bool = False, from_stage: str | None = None,
     only: str | None = None,
 ) -> list[str]:
-    """Run the selected stages; returns their names. SIGTERM interrupts like Ctrl-C."""
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        if task is not None:
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await _run(ctx, resume=resume, from_stage=from_stage, only=only)
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGTERM)
+    """Run the selected stages; returns their names. A KeyboardInterrupt (the CLI raises it
+    on SIGINT and SIGTERM, wherever the process is) marks the running stage interrupted."""
+    return await _run(ctx, resume=resume, from_stage=from_stage, only=only)
 
 
 async def _run(

@@ -61,7 +61,9 @@ class EmulatedRack(Rack):
         from ..emulate.rack_control import start_rack
         from ..secrets import SecretsStore
 
-        SecretsStore(self.secrets_dir).init()
+        _, created = SecretsStore(self.secrets_dir).init()
+        if created:  # the emulator serves the cluster's CAs, so they must exist first
+            notify(f"secrets bundle created at {self.secrets_dir} (0600)")
         info, started = start_rack(self.inventory_path, self.secrets_dir, self.cluster_dir)
         self._info = info
         verb = "started" if started else "reusing"

@@ -6,7 +6,9 @@ Covers issue 5's "must show": platform Ready with HelmReleases applied in depend
 accepted by the emulator's CRD validation; SIGKILL at every stage boundary and in the middle
 of apply, then --resume (Bootstrap RPC exactly once, no duplicate objects); a failing release
 shows its reason and exits 8; --plan on a fresh and a half-done cluster; no secret in any
-output."""
+output. And issue 8's: faults injected with `emulate start --fault` (a release failing twice
+then healing, one always failing, KubeVirt never deployed); the emulated rack stopped and the
+README command rerun; a stale bootstrap marker; Ctrl-C and --resume; a corrupt state file."""
 
 from __future__ import annotations
 
@@ -65,8 +67,12 @@ class Workdir:
         self.outputs += [p.stdout, p.stderr]
         return Run(p.returncode, p.stdout, p.stderr)
 
-    def bootstrap(self, *args: str) -> Run:
-        return self.cli("bootstrap", "--emulate", "--timeout", "120", *args)
+    def bootstrap(self, *args: str, timeout: str = "120") -> Run:
+        return self.cli("bootstrap", "--emulate", "--timeout", timeout, *args)
+
+    def start_rack(self, *faults: str) -> None:
+        run = self.cli("emulate", "start", *(a for f in faults for a in ("--fault", f)))
+        assert run.code == 0, run.stderr
 
     def bootstrap_killed_at(self, match: Any, *args: str) -> list[dict[str, Any]]:
         """Run ``bootstrap --emulate -o json`` and SIGKILL it at the first event ``match``es."""
@@ -150,7 +156,8 @@ def check_final_state(w: Workdir, *, interrupted_apply: bool = False) -> None:
     state = w.state()
     assert all(state["stages"][s]["status"] in ("done", "skipped") for s in STAGES), state
     assert state["stages"]["boot"]["status"] == "skipped"
-    assert state["bootstrapped"] and state["bootstrap_node"] == "cp1"
+    marker = json.loads((w.cluster_dir / "bootstrap.json").read_text())
+    assert marker["bootstrapped"] == "cp1" and "bootstrapped" not in state
     assert {n: v["phase"] for n, v in state["nodes"].items()} == {
         n.name: "ready" for n in INV.nodes}
     assert {n for n, r in state["releases"].items() if r["state"] == "ready"} == {
@@ -192,7 +199,7 @@ def test_emulated_bootstrap_reaches_platform_ready(work: Workdir) -> None:
     done = [(e["stage"], e["kind"]) for e in events if e["kind"] in ("stage-done",
                                                                       "stage-skipped")]
     assert done == [(s, "stage-skipped" if s == "boot" else "stage-done") for s in STAGES]
-    assert any(e["stage"] == "preflight" and "skipped host checks" in e["message"]
+    assert any(e["stage"] == "preflight" and "no host checks (emulated rack" in e["message"]
                for e in events)
     assert any("secrets bundle created" in e["message"] for e in events)
     # HelmReleases applied (SSA) one by one in dependsOn order; the local charts applied by
@@ -286,8 +293,9 @@ def test_sigkill_at_every_stage_boundary_and_mid_apply_then_resume(work: Workdir
             skipped = {e["stage"] for e in plan.events if e["phase"] == "skip"}
             assert skipped == {"preflight", "image", "boot", "discover", "apply", "bootstrap"}
             text = work.bootstrap("--plan")
-            assert text.code == 0 and "run  kubeconfig" in text.stdout
-            assert "skip bootstrap" in text.stdout and "never called twice" in text.stdout
+            assert text.code == 0 and "run   kubeconfig" in text.stdout
+            assert "skip  bootstrap" in text.stdout and "every control plane is a member" in \
+                text.stdout
             assert work.rack()["bootstrap_rpcs"] == 1
     # every run resumed at the stage after the one it was killed at (or the one in flight)
     assert resumed_from[0] == ("after preflight", "preflight")
@@ -300,21 +308,128 @@ def test_sigkill_at_every_stage_boundary_and_mid_apply_then_resume(work: Workdir
 
 
 def test_failing_release_shows_reason_and_exits_8(work: Workdir) -> None:
-    msg = "Helm install failed for release metallb-system/metallb: speaker DaemonSet crashed"
-    run = work.bootstrap("--emulate-fail-release", f"metallb=InstallFailed:{msg}")
+    """A release helm-controller retries forever (remediation.retries: -1) that never heals:
+    shown as retrying, then exit 8 with its last reason when the wait's time is up."""
+    msg = "speaker DaemonSet crashed"
+    work.start_rack(f"release-fails:metallb:message={msg}")
+    t0 = time.monotonic()
+    run = work.bootstrap(timeout="8")
     assert run.code == 8, run.stderr
-    assert f"HelmRelease flux-system/metallb failed: InstallFailed: {msg}" in run.stderr
+    assert time.monotonic() - t0 < 60
+    assert "HelmRelease flux-system/metallb still failing after 8s" in run.stderr
+    assert "InstallFailed: Helm install failed for release metallb-system/metallb" in run.stderr
+    assert msg in run.stderr
+    assert "retrying after 1 failed attempt(s)" in run.stderr
     state = work.state()
     assert state["stages"]["platform"]["status"] == "failed"
     assert "InstallFailed" in state["stages"]["platform"]["error"]
-    assert state["releases"]["metallb"]["state"] == "failed"
+    assert state["releases"]["metallb"]["state"] == "retrying"
     # json mode: the failure is an event and the error document on stderr
-    again = work.bootstrap("--resume", "-o", "json")
+    again = work.bootstrap("--resume", "-o", "json", timeout="5")
     assert again.code == 8
     failed = [e for e in again.events if e["kind"] == "stage-failed"]
     assert failed and failed[0]["stage"] == "platform" and msg in failed[0]["error"]
     assert json.loads(again.stderr.strip().splitlines()[-1])["error"] == "PlatformError"
     work.assert_no_secret_leaked()
+
+
+def test_release_failing_twice_then_healing_ends_ready(work: Workdir) -> None:
+    work.start_rack("release-fails:kube-ovn:times=2")
+    run = work.bootstrap("-o", "json", timeout="60")
+    assert run.code == 0, run.stderr
+    tries = [e["message"] for e in run.events
+             if e["node"] == "kube-ovn" and e["phase"] == "retrying"]
+    assert any("retrying after 1 failed attempt(s); last: InstallFailed" in m for m in tries)
+    assert any("retrying after 2 failed attempt(s)" in m for m in tries)
+    assert work.state()["releases"]["kube-ovn"]["state"] == "ready"
+    assert work.state()["stages"]["done"]["status"] == "done"
+
+
+def test_kubevirt_not_deployed_is_named_and_not_reported_up(work: Workdir) -> None:
+    work.start_rack("component-not-deployed:kubevirt:reason=InstallStrategyFailed,"
+                    "message=virt-handler cannot start")
+    run = work.bootstrap(timeout="8")
+    assert run.code == 8, run.stderr
+    assert "KubeVirt not deployed after 8s" in run.stderr
+    assert "KubeVirt kubevirt/kubevirt: phase Deploying" in run.stderr
+    assert "virt-handler cannot start" in run.stderr
+    assert "is up" not in run.stdout
+    assert work.state()["stages"].get("done", {}).get("status", "pending") == "pending"
+
+
+def test_rerun_after_the_emulated_rack_stopped_is_a_new_cluster(work: Workdir) -> None:
+    """The README main command, `emulate stop`, the README main command again: the new rack's
+    machines are new, so the run builds a new cluster (within seconds, not a 15-minute wait on
+    a stale bootstrap marker)."""
+    assert work.bootstrap().code == 0
+    assert work.cli("emulate", "stop").code == 0
+    t0 = time.monotonic()
+    run = work.bootstrap()
+    assert run.code == 0, run.stderr
+    assert time.monotonic() - t0 < 60
+    assert "is a new rack" in run.stderr and "new cluster" in run.stderr
+    assert work.rack()["bootstrap_rpcs"] == 1  # the new rack was bootstrapped, once
+    assert (work.cluster_dir / "bootstrap.json.old").is_file()
+    check_final_state(work)
+
+
+def test_stale_bootstrap_marker_is_an_error_naming_the_file(work: Workdir) -> None:
+    """Nodes reinstalled under an old cluster directory (the state does not know the rack
+    changed, as on bare metal): the marker says bootstrapped, no control plane has etcd
+    members. Exit 9 in seconds, naming the marker file and what to do; Bootstrap not called."""
+    assert work.bootstrap().code == 0
+    assert work.cli("emulate", "stop").code == 0
+    state = work.state()
+    state["rack"] = None  # as on bare metal: no rack identity to compare
+    (work.cluster_dir / "state.json").write_text(json.dumps(state))
+    t0 = time.monotonic()
+    run = work.bootstrap()
+    assert run.code == 9, run.stderr
+    assert time.monotonic() - t0 < 60
+    marker = str(work.cluster_dir / "bootstrap.json")
+    assert f"{marker} records etcd bootstrapped on cp1" in run.stderr
+    assert "no control plane has an etcd member" in run.stderr and "move" in run.stderr
+    assert work.rack()["bootstrap_rpcs"] == 0
+    plan = work.bootstrap("--plan")
+    assert plan.code == 0 and "block bootstrap" in plan.stdout
+
+
+def test_ctrl_c_records_interrupted_and_resume_converges(work: Workdir) -> None:
+    proc = subprocess.Popen(
+        [*CLI, "bootstrap", "--emulate", "--timeout", "120", "-o", "json", "-i",
+         str(work.inventory)],
+        cwd=work.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["stage"] == "platform" and event["kind"] == "stage-start":
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted during stage platform" in err and "--resume" in err
+    assert "Traceback" not in err and "Aborted" not in err
+    assert work.state()["stages"]["platform"]["status"] == "interrupted"
+    status = work.cli("status")
+    assert status.code == 0 and "interrupted during stage platform" in status.stdout
+    assert json.loads(work.cli("status", "-o", "json").stdout)["interrupted"] == "platform"
+    final = work.bootstrap("--resume")
+    assert final.code == 0, final.stderr
+    check_final_state(work)
+
+
+def test_corrupt_state_file_is_an_error_naming_it(work: Workdir) -> None:
+    work.cluster_dir.mkdir(parents=True)
+    (work.cluster_dir / "state.json").write_text('{"version": 2, "cluster": "rack1", "sta')
+    for args in (("status",), ("bootstrap", "--emulate", "--resume")):
+        run = work.cli(*args)
+        assert run.code == 9, (args, run.stderr)
+        assert f"{work.cluster_dir / 'state.json'}: corrupt state file" in run.stderr
+        assert "Traceback" not in run.stderr
+    (work.cluster_dir / "state.json").write_text('{"version": 2, "cluster": "other"}')
+    run = work.cli("status")
+    assert run.code == 9 and "belongs to cluster 'other'" in run.stderr
 
 
 def test_plan_on_a_fresh_cluster_changes_nothing(work: Workdir) -> None:
@@ -323,7 +438,8 @@ def test_plan_on_a_fresh_cluster_changes_nothing(work: Workdir) -> None:
     items = [(e["stage"], e["node"], e["phase"]) for e in plan.events]
     assert items[0] == ("preflight", None, "run")
     assert ("boot", None, "skip") in items
-    assert [i for i in items if i[2] == "skip"] == [("boot", None, "skip")]
+    assert [i for i in items if i[2] == "skip"] == [("image", "assets", "skip"),
+                                                    ("boot", None, "skip")]
     assert [n for s, n, _ in items if s == "apply"] == [n.name for n in INV.nodes]
     assert [n for s, n, _ in items if s == "platform"] == [r.name for r in RELEASES]
     assert "secrets missing: will be created" in plan.stdout
