@@ -455,9 +455,16 @@ def wait_operators(
     done: list[WorkloadStatus] = []
     while True:
         still: list[WorkloadStatus] = []
+        unserved = False
         for ref in pending:
-            obj = kube.get(ref)
-            st = WorkloadStatus(ref, False, "not found") if obj is None else operator_status(obj)
+            if kube.resource(ref.api_version, ref.kind) is None:
+                unserved = True
+                st = WorkloadStatus(ref, False, "kind not served yet (its operator's CRD is not "
+                                    "installed)")
+            else:
+                obj = kube.get(ref)
+                st = (WorkloadStatus(ref, False, "not created yet") if obj is None
+                      else operator_status(obj))
             if on_status is not None and last.get(ref) != st:
                 on_status(st)
             last[ref] = st
@@ -471,3 +478,5 @@ def wait_operators(
                 f"{', '.join(st.ref.kind for st in still)} not deployed after {timeout:g}s:\n"
                 f"{lines}")
         sleep(interval)
+        if unserved:
+            kube.refresh_discovery()

@@ -301,3 +301,49 @@ def test_wait_ready_for_gitops_sync_objects(kube: Kube) -> None:
     )
     (done,) = wait_ready(kube, [ref], timeout=5, interval=0.02)
     assert done.ready and done.detail.startswith("ReconciliationSucceeded: Applied revision: main@")
+
+
+def test_operator_status_decisions() -> None:
+    """KubeVirt and CDI are deployed when their operator says so (phase Deployed and
+    Available=True); otherwise the phase and the conditions that are not healthy are named."""
+    from cloudctl.kube.wait import is_operator_cr, operator_status
+
+    def cr(phase: str | None, *conds: tuple[str, str, str, str]) -> dict[str, Any]:
+        status: dict[str, Any] = {"conditions": [
+            {"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in conds]}
+        if phase:
+            status["phase"] = phase
+        return {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+                "metadata": {"name": "kubevirt", "namespace": "kubevirt"}, "status": status}
+
+    assert is_operator_cr(cr(None)) and not is_operator_cr({"apiVersion": "v1", "kind": "Pod"})
+    assert not operator_status(cr(None)).ready
+    assert operator_status(cr(None)).detail == "phase not reported yet"
+    ok = cr("Deployed", ("Available", "True", "AllComponentsReady", ""),
+            ("Degraded", "False", "", ""))
+    assert operator_status(ok).ready
+    # Deployed but not Available (an operator mid-upgrade) is not deployed
+    assert not operator_status(cr("Deployed", ("Available", "False", "x", "y"))).ready
+    bad = operator_status(cr("Deploying", ("Available", "False", "DeploymentFailed", "boom"),
+                             ("Progressing", "True", "", ""),
+                             ("Degraded", "True", "DeploymentFailed", "boom")))
+    assert not bad.ready
+    assert bad.detail.startswith("phase Deploying; Available=False (DeploymentFailed: boom)")
+    assert "Degraded=True (DeploymentFailed: boom)" in bad.detail
+    cdi = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "CDI", "metadata": {"name": "cdi"},
+           "status": {"phase": "Deployed", "conditions": [
+               {"type": "Available", "status": "True", "reason": "DeployCompleted"}]}}
+    assert is_operator_cr(cdi) and operator_status(cdi).ready
+
+
+def test_wait_operators_names_the_cr_when_time_runs_out(kube: Kube) -> None:
+    """A kind nobody serves yet is pending (its CRD may still come), and running out of time is
+    a platform failure (exit 8) naming each custom resource."""
+    from cloudctl.kube.wait import wait_operators
+
+    ref = ObjectRef("kubevirt.io/v1", "KubeVirt", "kubevirt", "kubevirt")  # no CRD applied
+    with pytest.raises(PlatformError) as exc:
+        wait_operators(kube, [ref], timeout=0.2, interval=0.05)
+    assert exc.value.exit_code == 8
+    assert "KubeVirt not deployed after 0.2s" in str(exc.value)
+    assert "kind not served yet" in str(exc.value)
