@@ -571,8 +571,9 @@ class Platform(Stage):
             else:
                 ready = live is not None and spec is not None and release_matches(live, spec)
             if ready:
-                steps.append(self.step(Action.SKIP, "Ready with the rendered chart and values",
-                                       rel.name))
+                why = ("applied directly and ready in an earlier run" if rel.name in facts.direct
+                       else "Ready with the rendered chart and values")
+                steps.append(self.step(Action.SKIP, why, rel.name))
                 continue
             after = f" after {', '.join(rel.depends_on)}" if rel.depends_on else ""
             how = ("apply its manifests directly (local chart, no Git source)"

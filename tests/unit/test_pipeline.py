@@ -221,3 +221,55 @@ def test_host_network_checks_name_the_inventory_field(tmp_path: Path) -> None:
     assert [p.path for p in problems] == ["network.bootServer"]
     assert "127.0.0.1" in problems[0].message
     assert host_network_problems("lo", str(ipaddress.IPv4Address("127.0.0.1"))) == []
+
+
+def test_stale_bootstrap_marker_decision() -> None:
+    """The marker says bootstrapped, no control plane has a member: stale once the
+    bootstrapped node rebooted since the call or the call is past the grace period; right after
+    the call (same boot) etcd may still be starting."""
+    from cloudctl.talos.client import EtcdMember
+    from cloudctl.talos.ops import STALE_MARKER_GRACE, stale_marker_problem
+
+    path = Path("/c/bootstrap.json")
+    empty: dict[str, list[EtcdMember] | None] = {"cp1": None, "cp2": None}
+    marker = {"bootstrapped": "cp1", "boot_id": "b1", "at_unix": 1000.0}
+    assert stale_marker_problem(path, {}, empty, None, 1001) is None  # no marker
+    assert stale_marker_problem(path, marker, empty, "b1", 1001) is None  # etcd starting
+    member = EtcdMember(1, "cp1", (), (), False)
+    assert stale_marker_problem(path, marker, {"cp1": [member], "cp2": None}, "b2",
+                                1e9) is None  # members exist: not stale
+    rebooted = stale_marker_problem(path, marker, empty, "b2", 1001)
+    assert rebooted is not None and "rebooted since" in rebooted
+    assert rebooted.startswith("/c/bootstrap.json records etcd bootstrapped on cp1")
+    assert "move /c/bootstrap.json aside" in rebooted
+    old = stale_marker_problem(path, marker, empty, "b1", 1000 + STALE_MARKER_GRACE + 1)
+    assert old is not None and "long ago" in old
+    legacy = {"bootstrapped": "cp1"}  # a marker written before boot IDs were recorded
+    assert stale_marker_problem(path, legacy, empty, None, 0) is not None
+
+
+def test_new_rack_resets_the_machines_state(tmp_path: Path) -> None:
+    """An emulated rack that restarted is a new set of machines: node states and the
+    Talos-side stages are forgotten, the marker and kubeconfig kept as *.old."""
+    from cloudctl.pipeline.runner import new_rack_reset
+
+    ctx = _ctx(tmp_path, rack="emulated")
+
+    class Restarted(type(ctx.rack)):  # type: ignore[misc]
+        def identity(self) -> str | None:
+            return "emulated pid 2 (start 9)"
+
+    ctx.rack = Restarted(INV, ctx.cluster_dir, inventory_path=ctx.inventory_path,
+                         secrets_dir=ctx.secrets_dir)
+    ctx.cluster_dir.mkdir(parents=True)
+    ctx.state.rack = "emulated pid 1 (start 5)"
+    for name in STAGES:
+        ctx.state.stage(name).status = StageStatus.DONE
+    ctx.state.node("cp1").phase = NodePhase.READY
+    ctx.bootstrap_path.write_text('{"bootstrapped": "cp1"}')
+    note = new_rack_reset(ctx)
+    assert note is not None and "new cluster" in note and "bootstrap.json" in note
+    assert ctx.state.node("cp1").phase is NodePhase.PENDING
+    assert ctx.state.first_unfinished() == "discover"
+    assert (ctx.cluster_dir / "bootstrap.json.old").is_file() and not ctx.bootstrap_path.exists()
+    assert new_rack_reset(ctx) is None  # same rack now: nothing to do
