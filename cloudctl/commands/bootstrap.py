@@ -222,6 +222,7 @@ def status_report(ctx: Any) -> dict[str, Any]:
         "cluster": ctx.inventory.cluster.name,
         "cluster_dir": str(ctx.cluster_dir),
         "rack": ctx.rack.describe(),
+        "kubernetes_api": ctx.rack.kube_endpoint() or None,
         "next_stage": st.first_unfinished(),
         "interrupted": interrupted[0] if interrupted else None,
         "stages": {name: {k: str(v) if k == "status" else v

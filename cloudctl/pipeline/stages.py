@@ -485,6 +485,10 @@ class Kubeconfig(Stage):
         for n in ctx.inventory.nodes:
             ctx.state.node(n.name).phase = NodePhase.READY
         ctx.save()
+        expected = ctx.rack.kube_endpoint().rstrip("/")
+        if expected and kube.server.rstrip("/") != expected:
+            ctx.events(self.name, "warn", f"the kubeconfig points at {kube.server}, but the "
+                       f"rack's Kubernetes API is {expected}")
         return (f"kubeconfig written to {ctx.kubeconfig_path} (0600); API {kube.server} "
                 f"answers, {len(nodes)} node(s) registered")
 

@@ -181,3 +181,30 @@ def test_spki_pin_is_sha256_of_subject_public_key_info() -> None:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert spki_sha256(der) == hashlib.sha256(spki).hexdigest()
+
+
+def test_fan_out_failures_keep_each_nodes_error_type() -> None:
+    """An input error on one node (a config naming a foreign MAC) and a remote error on another:
+    the aggregate is an InputError (exit 2: fix the input first) listing both nodes; failures
+    of one type keep that type (a timeout stays exit 7)."""
+    from cloudctl.errors import InputError, Problem, RemoteError, Timeout
+    from cloudctl.talos.ops import NodeResult, raise_failures
+
+    results = [
+        NodeResult("cp1", value=1),
+        NodeResult("cp2", error=RemoteError("Talos node cp2: apply refused")),
+        NodeResult("w1", error=InputError(Problem("nodes.w1", "config names foreign MAC"))),
+    ]
+    with pytest.raises(InputError) as exc:
+        raise_failures(results, "apply")
+    err = exc.value
+    assert err.exit_code == 2 and isinstance(err, InputError)
+    assert "apply failed on 2 of 3 node(s)" in str(err)
+    assert "cp2: Talos node cp2: apply refused" in str(err) and "foreign MAC" in str(err)
+    assert [p.path for p in err.problems] == ["nodes.w1"]
+    with pytest.raises(Timeout) as slow:
+        raise_failures([NodeResult("cp1", error=Timeout("no answer"))], "version")
+    assert slow.value.exit_code == 7
+    with pytest.raises(RemoteError) as remote:
+        raise_failures([NodeResult("cp1", error=RemoteError("x"))], "version")
+    assert remote.value.exit_code == 6
