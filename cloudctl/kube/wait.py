@@ -307,6 +307,48 @@ def workload_status(obj: Mapping[str, Any]) -> WorkloadStatus:
     return WorkloadStatus(ref, True, "not a workload")
 
 
+Judge = Callable[[Kube, ObjectRef], WorkloadStatus]
+
+
+def poll_objects(
+    kube: Kube,
+    refs: Iterable[ObjectRef],
+    judge: Judge,
+    on_timeout: Callable[[list[WorkloadStatus]], Exception],
+    *,
+    timeout: float,
+    interval: float,
+    on_status: Callable[[WorkloadStatus], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[WorkloadStatus]:
+    """Poll each object's status with ``judge`` until all are ready; ``on_status`` sees every
+    change; when time runs out, raise ``on_timeout(still pending)``. ``judge`` may raise to
+    end the wait early (a failure that cannot heal)."""
+    pending = sorted(set(refs))
+    deadline = clock() + timeout
+    last: dict[ObjectRef, WorkloadStatus] = {}
+    done: list[WorkloadStatus] = []
+    while True:
+        still: list[WorkloadStatus] = []
+        for ref in pending:
+            st = judge(kube, ref)
+            if on_status is not None and last.get(ref) != st:
+                on_status(st)
+            last[ref] = st
+            (done if st.ready else still).append(st)
+        pending = [st.ref for st in still]
+        if not pending:
+            return done
+        if clock() >= deadline:
+            raise on_timeout(still)
+        sleep(interval)
+
+
+def _pending_lines(still: list[WorkloadStatus]) -> str:
+    return "\n".join(f"  - {st.ref}: {st.detail}" for st in still)
+
+
 def wait_workloads(
     kube: Kube,
     refs: Iterable[ObjectRef],
@@ -319,29 +361,17 @@ def wait_workloads(
 ) -> list[WorkloadStatus]:
     """Wait until every Deployment/DaemonSet/StatefulSet in ``refs`` is rolled out (other
     kinds are ignored). A workload that does not exist yet is waited for."""
-    pending = sorted({r for r in refs if r.kind in WORKLOAD_KINDS})
-    deadline = clock() + timeout
-    last: dict[ObjectRef, WorkloadStatus] = {}
-    done: list[WorkloadStatus] = []
-    while True:
-        still: list[WorkloadStatus] = []
-        for ref in pending:
-            obj = kube.get(ref)
-            st = WorkloadStatus(ref, False, "not found") if obj is None else workload_status(obj)
-            if on_status is not None and last.get(ref) != st:
-                on_status(st)
-            last[ref] = st
-            (done if st.ready else still).append(st)
-        pending = [st.ref for st in still]
-        if not pending:
-            return done
-        if clock() >= deadline:
-            lines = "\n".join(f"  - {st.ref}: {st.detail}" for st in still)
-            raise Timeout(
-                f"timed out after {timeout:g}s waiting for {len(still)} workload(s) to "
-                f"be ready:\n{lines}"
-            )
-        sleep(interval)
+    def judge(kube: Kube, ref: ObjectRef) -> WorkloadStatus:
+        obj = kube.get(ref)
+        return WorkloadStatus(ref, False, "not found") if obj is None else workload_status(obj)
+
+    def expired(still: list[WorkloadStatus]) -> Exception:
+        return Timeout(f"timed out after {timeout:g}s waiting for {len(still)} workload(s) to "
+                       f"be ready:\n{_pending_lines(still)}")
+
+    return poll_objects(kube, [r for r in refs if r.kind in WORKLOAD_KINDS], judge, expired,
+                        timeout=timeout, interval=interval, on_status=on_status, clock=clock,
+                        sleep=sleep)
 
 
 # --------------------------------------------------------------------------- Ready conditions
@@ -371,32 +401,22 @@ def wait_ready(
 ) -> list[WorkloadStatus]:
     """Wait for ``Ready=True`` on each object; ``Stalled=True`` fails with its Ready reason
     and message (``PlatformError``), running out of time names what is still not Ready."""
-    pending = sorted(set(refs))
-    deadline = clock() + timeout
-    last: dict[ObjectRef, WorkloadStatus] = {}
-    done: list[WorkloadStatus] = []
-    while True:
-        still: list[WorkloadStatus] = []
-        for ref in pending:
-            obj = kube.get(ref)
-            st = WorkloadStatus(ref, False, "not found") if obj is None else ready_status(obj)
-            if on_status is not None and last.get(ref) != st:
-                on_status(st)
-            last[ref] = st
-            stalled = None if obj is None else condition(obj, "Stalled")
-            if stalled is not None and stalled.get("status") == "True" and obj is not None:
-                raise PlatformError(f"{ref} failed: {st.detail}")
-            (done if st.ready else still).append(st)
-        pending = [st.ref for st in still]
-        if not pending:
-            return done
-        if clock() >= deadline:
-            lines = "\n".join(f"  - {st.ref}: {st.detail}" for st in still)
-            raise Timeout(
-                f"timed out after {timeout:g}s waiting for {len(still)} object(s) to be "
-                f"Ready:\n{lines}"
-            )
-        sleep(interval)
+    def judge(kube: Kube, ref: ObjectRef) -> WorkloadStatus:
+        obj = kube.get(ref)
+        if obj is None:
+            return WorkloadStatus(ref, False, "not found")
+        st = ready_status(obj)
+        stalled = condition(obj, "Stalled")
+        if stalled is not None and stalled.get("status") == "True":
+            raise PlatformError(f"{ref} failed: {st.detail}")
+        return st
+
+    def expired(still: list[WorkloadStatus]) -> Exception:
+        return Timeout(f"timed out after {timeout:g}s waiting for {len(still)} object(s) to be "
+                       f"Ready:\n{_pending_lines(still)}")
+
+    return poll_objects(kube, refs, judge, expired, timeout=timeout, interval=interval,
+                        on_status=on_status, clock=clock, sleep=sleep)
 
 
 # --------------------------------------------------------------------------- operator CRs
@@ -449,34 +469,18 @@ def wait_operators(
     """Wait until each operator CR (KubeVirt, CDI) reports its component deployed. Running out
     of time is a platform failure (``PlatformError``, exit 8) naming each CR with its phase and
     conditions: the component was installed but its operator did not bring it up."""
-    pending = sorted(set(refs))
-    deadline = clock() + timeout
-    last: dict[ObjectRef, WorkloadStatus] = {}
-    done: list[WorkloadStatus] = []
-    while True:
-        still: list[WorkloadStatus] = []
-        unserved = False
-        for ref in pending:
-            if kube.resource(ref.api_version, ref.kind) is None:
-                unserved = True
-                st = WorkloadStatus(ref, False, "kind not served yet (its operator's CRD is not "
-                                    "installed)")
-            else:
-                obj = kube.get(ref)
-                st = (WorkloadStatus(ref, False, "not created yet") if obj is None
-                      else operator_status(obj))
-            if on_status is not None and last.get(ref) != st:
-                on_status(st)
-            last[ref] = st
-            (done if st.ready else still).append(st)
-        pending = [st.ref for st in still]
-        if not pending:
-            return done
-        if clock() >= deadline:
-            lines = "\n".join(f"  - {st.ref}: {st.detail}" for st in still)
-            raise PlatformError(
-                f"{', '.join(st.ref.kind for st in still)} not deployed after {timeout:g}s:\n"
-                f"{lines}")
-        sleep(interval)
-        if unserved:
-            kube.refresh_discovery()
+    def judge(kube: Kube, ref: ObjectRef) -> WorkloadStatus:
+        if kube.resource(ref.api_version, ref.kind) is None:
+            kube.refresh_discovery()  # asked again next time: the CRD may have come since
+            return WorkloadStatus(ref, False, "kind not served yet (its operator's CRD is not "
+                                  "installed)")
+        obj = kube.get(ref)
+        return WorkloadStatus(ref, False, "not created yet") if obj is None \
+            else operator_status(obj)
+
+    def expired(still: list[WorkloadStatus]) -> Exception:
+        return PlatformError(f"{', '.join(st.ref.kind for st in still)} not deployed after "
+                             f"{timeout:g}s:\n{_pending_lines(still)}")
+
+    return poll_objects(kube, refs, judge, expired, timeout=timeout, interval=interval,
+                        on_status=on_status, clock=clock, sleep=sleep)

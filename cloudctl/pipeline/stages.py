@@ -246,15 +246,15 @@ class NodeFacts:
     candidates: int
 
 
-async def _node_facts(ctx: Context) -> NodeFacts:
-    return NodeFacts(await running_nodes(ctx), _phases(ctx), len(ctx.candidates()))
-
-
-class Discover(Stage):
-    name = "discover"
+class NodeStage(Stage):
+    """A stage planned per node from which nodes run in normal mode now."""
 
     async def facts(self, ctx: Context) -> NodeFacts:
-        return await _node_facts(ctx)
+        return NodeFacts(await running_nodes(ctx), _phases(ctx), len(ctx.candidates()))
+
+
+class Discover(NodeStage):
+    name = "discover"
 
     def plan(self, inv: Inventory, facts: NodeFacts) -> StagePlan:
         unknown = "" if facts.running is not None else " (live state unknown)"
@@ -313,11 +313,8 @@ class Discover(Stage):
 # --------------------------------------------------------------------------- apply
 
 
-class Apply(Stage):
+class Apply(NodeStage):
     name = "apply"
-
-    async def facts(self, ctx: Context) -> NodeFacts:
-        return await _node_facts(ctx)
 
     def plan(self, inv: Inventory, facts: NodeFacts) -> StagePlan:
         unknown = "" if facts.running is not None else " (live state unknown)"
