@@ -164,7 +164,8 @@ async def _run(
     stages = select_stages(ctx, resume=resume, from_stage=from_stage, only=only)
     if ctx.store.exists():
         _ = ctx.bundle  # redact secrets from the first event on
-    if stages and any(STAGE_BY_NAME[n].needs_rack for n in stages):
+    # --resume of a finished run still checks that the rack is the one the state describes
+    if resume or any(STAGE_BY_NAME[n].needs_rack for n in stages):
         await ctx.rack.attach(lambda line: ctx.events("rack", "info", line))
         reset = new_rack_reset(ctx)
         if reset:

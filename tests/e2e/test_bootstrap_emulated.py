@@ -371,6 +371,12 @@ def test_rerun_after_the_emulated_rack_stopped_is_a_new_cluster(work: Workdir) -
     assert work.rack()["bootstrap_rpcs"] == 1  # the new rack was bootstrapped, once
     assert (work.cluster_dir / "bootstrap.json.old").is_file()
     check_final_state(work)
+    # --resume of a finished run checks the rack too: a stopped rack is not "still up"
+    assert work.cli("emulate", "stop").code == 0
+    resumed = work.bootstrap("--resume")
+    assert resumed.code == 0, resumed.stderr
+    assert "is a new rack" in resumed.stderr and "[bootstrap] Bootstrap called" in resumed.stderr
+    check_final_state(work)
 
 
 def test_stale_bootstrap_marker_is_an_error_naming_the_file(work: Workdir) -> None:
