@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from .kube_helm import HelmInstaller
 from .kube_reconcile import Controllers, Failure, ValuesValidator
 from .kube_store import ApiError, Store, bad_request
 from .kube_tls import EmulatorPki, make_pki, server_context
@@ -413,9 +414,12 @@ class KubeApiEmulator:
         cni_charts: tuple[str, ...] = ("cilium",),
         cluster_name: str = "emulated",
         ca: tuple[bytes, bytes] | None = None,
+        helm: HelmInstaller | None = None,
     ) -> None:
         """``ca``: (certificate PEM, key PEM) of the cluster's Kubernetes CA to issue the
-        server and admin certificates from (default: a fresh CA per emulator)."""
+        server and admin certificates from (default: a fresh CA per emulator). ``helm``:
+        renders and installs the charts it can read when a HelmRelease's action runs (see
+        :mod:`cloudctl.emulate.kube_helm`; None: releases install no objects)."""
         self.host = host
         self.port = port
         self.cluster_name = cluster_name
@@ -433,6 +437,7 @@ class KubeApiEmulator:
             values_validators=dict(values_validators or {}),
             cni_charts=cni_charts,
             kubelet_version=kubernetes_version,
+            helm=helm,
         )
         self.api = KubeApi(self.store, self.controllers, version=kubernetes_version)
         self.rejected_connections = 0
@@ -618,6 +623,11 @@ class KubeApiEmulator:
         with self._lock:
             self.controllers.failures[key] = Failure(reason, message, times)
             self.controllers._injected.pop(key, None)
+
+    def set_helm(self, installer: HelmInstaller | None) -> None:
+        """Render and install readable charts with ``installer`` from now on (None: stop)."""
+        with self._lock:
+            self.controllers.helm = installer
 
     def fail_component(
         self, component: str, reason: str = "", message: str = "injected failure"

@@ -27,6 +27,14 @@ seconds, so tests drive time themselves). It stands in for:
   (negative: forever) the next attempt follows ``retry_interval`` seconds later; once the count
   exceeds them, Stalled=True ``RetriesExceeded`` ("Failed to <action> after N attempt(s)") and no
   more attempts for this generation. A new generation resets the counters.
+  Helm's own part of the action is done by ``helm`` (a
+  :class:`~cloudctl.emulate.kube_helm.HelmInstaller`; None: no objects are installed): a chart
+  whose source it can read (the rack: a GitRepository on loopback, i.e. cloudctl's local charts
+  in GitOps mode) is rendered with the real ``helm template`` and its objects are applied
+  before the release is Ready; helm's error, an unmapped kind or a rejected object is a failed
+  action like any other, and a chart path missing from the source is ``ArtifactFailed``
+  (retried, not counted). Charts from Helm/OCI repositories cannot be read offline: those
+  releases become Ready without objects.
 - virt-operator / cdi-operator: a ``KubeVirt`` (kubevirt.io/v1) / ``CDI``
   (cdi.kubevirt.io/v1beta1) CR gets a status only once its operator Deployment
   (``virt-operator`` in the CR's namespace / ``cdi-operator``) is Available: phase
@@ -53,6 +61,7 @@ import yaml
 
 from ..errors import Problem
 from .kube_fields import clone
+from .kube_helm import HelmAction, HelmInstaller, Outcome
 from .kube_store import ApiError, Store, StoredObject
 from .kube_types import ResourceType
 
@@ -141,6 +150,9 @@ class Controllers:
     """Seconds the KubeVirt/CDI operators take to deploy once their Deployment is available."""
     component_faults: dict[str, Failure] = field(default_factory=dict)
     """``kubevirt``/``cdi`` -> the failure that keeps its CR from being deployed."""
+    helm: HelmInstaller | None = None
+    """Renders and installs the charts it can read before a release is Ready (None: no chart
+    objects are installed)."""
     wallclock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     _since: dict[tuple[str, ...], tuple[Any, float]] = field(default_factory=dict)
     _checked: dict[tuple[str, str], list[str]] = field(default_factory=dict)
@@ -448,6 +460,20 @@ class Controllers:
             )
             return
         error = self._attempt_error(ns, name, chart, version, values)
+        if error is None:
+            if spec.get("install", {}).get("createNamespace"):
+                self._ensure_namespace(target_ns)  # Helm creates it before the objects
+            outcome = self._helm_action(obj, release, target_ns, action, values)
+            if outcome.artifact is not None:
+                # the chart could not be built from its source: no attempt, retried later
+                self._retry_at[key] = now + self.retry_interval
+                cond = _condition("Ready", "False", "ArtifactFailed", outcome.artifact, gen)
+                self._write_status(rt, stored, status([cond]))
+                return
+            if outcome.error is not None:
+                error = ("", outcome.error)
+            else:
+                self._crds(now)  # the apiextensions controller sees new CRDs at once
         if error is not None:
             reason, text = error
             reason = reason or ("UpgradeFailed" if installed else "InstallFailed")
@@ -488,8 +514,6 @@ class Controllers:
             return
         self._retry_at.pop(key, None)
         counts = dict.fromkeys(_FAILURE_COUNTERS, 0)  # reset by a successful reconciliation
-        if spec.get("install", {}).get("createNamespace"):
-            self._ensure_namespace(target_ns)
         history = list(old.get("history") or [])
         revision = (history[0].get("version", len(history)) if history else 0) + 1
         history.insert(
@@ -547,6 +571,45 @@ class Controllers:
             return None
         self._injected[failure_key] = used + 1
         return failure.reason, failure.message
+
+    def _chart_source(self, spec: Mapping[str, Any], ns: str) -> dict[str, Any] | None:
+        chart_ref = spec.get("chartRef")
+        if chart_ref:
+            ref, src_ns = chart_ref, chart_ref.get("namespace") or ns
+        else:
+            ref = ((spec.get("chart") or {}).get("spec") or {}).get("sourceRef") or {}
+            src_ns = ref.get("namespace") or ns
+        if not ref.get("kind"):
+            return None
+        return self._find(ref["kind"], src_ns, ref.get("name", ""))
+
+    def _helm_action(
+        self,
+        obj: Mapping[str, Any],
+        release: str,
+        target_ns: str,
+        action: str,
+        values: Mapping[str, Any],
+    ) -> Outcome:
+        """Helm's part of the action (render + install the chart's objects) when a
+        :class:`~cloudctl.emulate.kube_helm.HelmInstaller` is configured."""
+        if self.helm is None:
+            return Outcome()
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        ns = meta.get("namespace", "")
+        chart_path = str(((spec.get("chart") or {}).get("spec") or {}).get("chart") or "")
+        act = HelmAction(
+            hr_namespace=ns,
+            hr_name=meta["name"],
+            release=release,
+            namespace=target_ns,
+            action=action,
+            spec=spec,
+            source=self._chart_source(spec, ns),
+            chart_path=chart_path,
+            values=values,
+        )
+        return self.helm.run(self.store, act, self.kubelet_version)
 
     def _source_problem(self, spec: Mapping[str, Any], ns: str) -> str | None:
         chart_ref = spec.get("chartRef")

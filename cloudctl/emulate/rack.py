@@ -20,6 +20,13 @@ terminal. It stands in for machines that already PXE-booted into maintenance mod
 - Flux Kustomizations whose GitRepository is local (``file://`` or HTTP on loopback) are
   reconciled for real
   (:mod:`cloudctl.emulate.rack_gitops`): the tree at the branch head is applied.
+- HelmReleases whose chart comes from such a GitRepository (the local charts of GitOps mode:
+  KubeVirt, CDI, the MetalLB pools) are rendered with the real ``helm`` binary
+  (``$CLOUDCTL_HELM`` or ``helm`` on PATH) and their objects installed before the release is
+  Ready (:mod:`cloudctl.emulate.kube_helm`). Charts from Helm/OCI repositories are not
+  available offline: those releases become Ready without objects (except the vendored CRDs
+  of ``CHART_CRDS``). Without a helm binary no chart is rendered; the rack log says so at start and
+  ``rack.json`` ``helm`` lists every release installed without its objects and why.
 """
 
 from __future__ import annotations
@@ -42,8 +49,9 @@ from ..resources import data_dir, read_text
 from ..secrets import SecretsStore
 from .faults import NODE_KINDS, FaultSet, parse_faults_document
 from .kube_api import KubeApiEmulator
+from .kube_helm import HelmInstaller
 from .rack_control import RACK_FILE, platform_release_names
-from .rack_gitops import FileGitKustomizeController
+from .rack_gitops import FileGitKustomizeController, GitChartLocator
 from .schemas import chart_values_validators
 from .talos_node import Faults
 from .talos_rack import Rack
@@ -63,8 +71,9 @@ CHART_CRDS: dict[str, tuple[str, ...]] = {
     "metallb": _chart_crd_files("metallb"),
     "piraeus-operator": _chart_crd_files("piraeus"),
 }
-"""Release -> the vendored CRDs its chart ships (``crds/``): installed into the Kubernetes
-emulator when the release becomes Ready, as Helm would install them."""
+"""Release -> the vendored CRDs its chart ships (``crds/``): installed by the emulated
+helm-controller's action (before the release is Ready), as Helm would install them, since the
+chart itself is not available offline."""
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -121,8 +130,20 @@ class RackProcess:
         self.rack = rack
         self.directory = directory
         self.joined: set[str] = set()
-        self.charts_installed: set[str] = set()
         self.gitops = FileGitKustomizeController(emu, directory / "git-cache")
+        self.helm = HelmInstaller.from_environment(
+            GitChartLocator(directory / "helm-charts"),
+            log=_log,
+            chart_crds={name: tuple(_crds(files)) for name, files in CHART_CRDS.items()},
+        )
+        if self.helm.helm is None:
+            _log(f"helm not found ({self.helm.helm_lookup}): HelmReleases become Ready "
+                 "without installing their charts' objects (in GitOps mode the KubeVirt and "
+                 "CDI custom resources will not exist)")
+        else:
+            _log(f"helm: {self.helm.helm} ({self.helm.helm_lookup}) renders the charts "
+                 "of local GitRepository sources")
+        emu.set_helm(self.helm)
         self._last = ""
 
     def snapshot(self) -> dict[str, Any]:
@@ -176,6 +197,7 @@ class RackProcess:
                 "errors": dict(self.gitops.errors),
                 "objects_applied": self.gitops.objects_applied,
             },
+            "helm": self.helm.snapshot(),
         }
 
     def join_nodes(self) -> None:
@@ -188,26 +210,8 @@ class RackProcess:
             self.emu.add_node(node.name, str(node.ip), (node.role,))
             self.joined.add(node.name)
 
-    def install_chart_crds(self, snapshot: dict[str, Any]) -> None:
-        """Helm's part: a Ready release has installed its chart's CRDs."""
-        for name, rel in snapshot["helmreleases"].items():
-            if rel["ready"] != "True" or name in self.charts_installed:
-                continue
-            self.charts_installed.add(name)
-            for crd in _crds(CHART_CRDS.get(name, ())):
-                body = json.dumps(crd).encode()
-                headers = {"content-type": "application/json",
-                           "user-agent": "helm-controller/emulated"}
-                resp = self.emu.handle(
-                    "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                    headers, body)
-                if resp.code not in (201, 409):
-                    print(f"installing CRDs of {name}: {resp.code} {resp.body[:300]!r}",
-                          file=sys.stderr, flush=True)
-
     def publish(self) -> None:
         snap = self.snapshot()
-        self.install_chart_crds(snap)
         text = json.dumps(snap, sort_keys=True)
         if text != self._last:
             write_json_atomic(self.directory / RACK_FILE, snap)
@@ -221,6 +225,10 @@ class RackProcess:
             self.publish()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), POLL)
+
+
+def _log(message: str) -> None:
+    print(f"rack: {message}", file=sys.stderr, flush=True)
 
 
 def _crds(files: tuple[str, ...]) -> Iterator[dict[str, Any]]:

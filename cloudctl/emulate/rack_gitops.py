@@ -14,15 +14,27 @@ repository over HTTP on loopback (``git http-backend``).
 
 Not done: kustomize patches/generators/images (cloudctl's tree uses plain ``resources:``),
 pruning, health checks (the emulator's own Kustomization reconciler sets Ready).
+
+:class:`GitChartLocator` is the emulated source-controller's chart artifact for the emulated
+helm-controller (:mod:`cloudctl.emulate.kube_helm`): a HelmRelease chart at a path of a local
+``GitRepository`` is exported (``git archive``) from the branch head into a cache directory
+keyed by commit and path, which ``helm template`` then renders. It keeps its own mirrors (it
+runs inside the API emulator's reconcile pass, while the Kustomization reconciler runs in the
+rack's loop).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import ipaddress
 import json
 import posixpath
+import shutil
 import subprocess
+import tarfile
+import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +45,7 @@ import yaml
 
 from ..kube.objects import order_for_apply
 from .kube_api import KubeApiEmulator
+from .kube_helm import ChartUnavailable
 
 MANAGER = "kustomize-controller"
 
@@ -175,3 +188,83 @@ class FileGitKustomizeController:
             else:
                 self.applied[key] = rev
                 self.errors.pop(key, None)
+
+
+class GitChartLocator:
+    """(GitRepository object, chart path) -> a local copy of the chart at the branch head."""
+
+    def __init__(self, cache: Path, *, fetch_interval: float = 0.5) -> None:
+        self.cache = cache
+        self.fetch_interval = fetch_interval
+        self._fetched: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _repo(self, url_text: str) -> str | None:
+        url = urlsplit(url_text)
+        if url.scheme == "file":
+            return url.path
+        if url.scheme not in ("http", "https") or not is_loopback(url.hostname):
+            return None
+        mirror = self.cache / "mirrors" / hashlib.sha256(url_text.encode()).hexdigest()[:16]
+        now = time.monotonic()
+        if mirror.is_dir() and now - self._fetched.get(url_text, -1e9) < self.fetch_interval:
+            return str(mirror)
+        try:
+            if not mirror.is_dir():
+                mirror.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["git", "init", "-q", "--bare", str(mirror)], check=True,
+                               capture_output=True, timeout=30)
+            _git(str(mirror), "fetch", "-q", "--prune", url_text, "+refs/heads/*:refs/heads/*")
+        except (GitError, OSError, subprocess.SubprocessError) as exc:
+            raise ChartUnavailable(f"failed to fetch {url_text}: {exc}") from None
+        self._fetched[url_text] = now
+        return str(mirror)
+
+    def __call__(self, source: Mapping[str, Any], chart_path: str) -> Path | None:
+        if source.get("kind") != "GitRepository":
+            return None
+        spec = source.get("spec") or {}
+        url = str(spec.get("url") or "")
+        branch = str((spec.get("ref") or {}).get("branch") or "main")
+        with self._lock:
+            repo = self._repo(url)
+            if repo is None:
+                return None
+            rev = head(repo, branch)
+            if rev is None:
+                raise ChartUnavailable(f"no branch '{branch}' in {url}")
+            path = posixpath.normpath(chart_path or ".").lstrip("/")
+            if path == ".." or path.startswith("../"):
+                raise ChartUnavailable(f"chart path '{chart_path}' leaves the repository")
+            if not _is_dir(repo, rev, path):
+                raise ChartUnavailable(
+                    f"chart path '{chart_path}' not found in revision '{branch}@sha1:{rev}'"
+                )
+            dest = self.cache / "charts" / rev / path
+            if not dest.is_dir():
+                self._export(repo, rev, path, dest)
+            return dest
+
+    @staticmethod
+    def _export(repo: str, rev: str, path: str, dest: Path) -> None:
+        try:
+            data = _git(repo, "archive", "--format=tar", f"{rev}:{path}" if path != "." else rev)
+        except GitError as exc:
+            raise ChartUnavailable(str(exc)) from None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                for member in tar.getmembers():
+                    name = posixpath.normpath(member.name)
+                    if name.startswith(("/", "../")) or name == ".." or not (
+                        member.isfile() or member.isdir()
+                    ):
+                        continue  # only plain files and directories inside the chart
+                    if hasattr(tarfile, "data_filter"):
+                        tar.extract(member, tmp, filter="data")
+                    else:  # Python < 3.11.4: the checks above stand in for the filter
+                        tar.extract(member, tmp)
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

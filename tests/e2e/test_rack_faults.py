@@ -17,7 +17,12 @@ from test_kube_emulator import _flux_docs, platform_manifests
 from cloudctl.emulate.faults import FaultSet
 from cloudctl.emulate.kube_api import KubeApiEmulator
 from cloudctl.emulate.rack import inject_kube_faults
-from cloudctl.emulate.rack_control import platform_release_names, start_rack, stop_rack
+from cloudctl.emulate.rack_control import (
+    emulator_dir,
+    platform_release_names,
+    start_rack,
+    stop_rack,
+)
 from cloudctl.emulate.schemas import chart_values_validators
 from cloudctl.emulate.talos_rack import loopback_alias
 from cloudctl.errors import EnvironmentNotReady, InputError
@@ -72,6 +77,23 @@ def test_rack_runs_with_faults_and_refuses_other_faults(
     assert "node-slow:cp2:seconds" not in text and "asked for: node-slow:cp2" in text
     with pytest.raises(EnvironmentNotReady, match="asked for: none"):
         start_rack(inventory, secrets, cluster, exact_faults=True)
+
+
+def test_rack_without_helm_says_so(
+    rack_dirs: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No helm binary: the rack still runs (releases Ready without chart objects) and says
+    why in rack.json and its log."""
+    inventory, secrets, cluster = rack_dirs
+    monkeypatch.setenv("CLOUDCTL_HELM", str(cluster / "no-such-helm"))
+    info, started = start_rack(inventory, secrets, cluster)
+    assert started
+    helm = info.raw["helm"]
+    assert helm["binary"] is None
+    assert helm["lookup"] == f"CLOUDCTL_HELM={cluster / 'no-such-helm'} is not an executable"
+    log = (emulator_dir(cluster) / "rack.log").read_text()
+    assert "rack: helm not found (CLOUDCTL_HELM=" in log
+    assert "the KubeVirt and CDI custom resources will not exist" in log
 
 
 def test_bad_fault_targets_are_input_errors(rack_dirs: tuple[Path, Path, Path]) -> None:
