@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cloudctl.emulate.kube_helm import (
     MANAGER,
@@ -200,6 +201,31 @@ def _git_release(name: str, chart: str, *, target: str = "demo", deps: tuple[str
             "metadata": {"name": name, "namespace": "flux-system"}, "spec": spec}
 
 
+def _flux_cluster(
+    flux_docs: list[dict[str, Any]], installer: HelmInstaller
+) -> tuple[Store, Controllers]:
+    store = Store()
+    ctl = Controllers(store, helm=installer, retry_interval=1.0)
+    for doc in flux_docs:
+        if doc["kind"] in ("Namespace", "CustomResourceDefinition"):
+            _apply(store, doc)
+    ctl.reconcile(0.0)
+    _apply(store, {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+                   "metadata": {"name": "charts", "namespace": "flux-system"},
+                   "spec": {"url": "https://charts.example.org", "interval": "1h"}})
+    return store, ctl
+
+
+def _repo_release(name: str, crds: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"interval": "10m", "chart": {"spec": {
+        "chart": name, "version": "1.0.0",
+        "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}}
+    if crds:
+        spec["install"] = {"crds": crds}
+    return {"apiVersion": HR_API, "kind": "HelmRelease",
+            "metadata": {"name": name, "namespace": "flux-system"}, "spec": spec}
+
+
 @pytest.fixture
 def cluster(
     tmp_path: Path, flux_docs: list[dict[str, Any]], helm_bin: str,
@@ -208,13 +234,7 @@ def cluster(
     monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
     monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.file://{tmp_path / 'repo' / '.git'}.insteadOf")
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", Repo.url)
-    store = Store()
-    installer = HelmInstaller(helm_bin, GitChartLocator(tmp_path / "cache"))
-    ctl = Controllers(store, helm=installer, retry_interval=1.0)
-    for doc in flux_docs:
-        if doc["kind"] in ("Namespace", "CustomResourceDefinition"):
-            _apply(store, doc)
-    ctl.reconcile(0.0)
+    store, ctl = _flux_cluster(flux_docs, HelmInstaller(helm_bin, GitChartLocator(tmp_path / "c")))
     repo = Repo(tmp_path / "repo")
     _apply(store, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})
     _apply(store, {
@@ -388,14 +408,7 @@ def test_helm_repository_chart_keeps_todays_behaviour(
     cluster: tuple[Store, Controllers, Repo],
 ) -> None:
     store, ctl, _repo = cluster
-    _apply(store, {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
-                   "metadata": {"name": "charts", "namespace": "flux-system"},
-                   "spec": {"url": "https://charts.example.org", "interval": "1h"}})
-    _apply(store, {"apiVersion": HR_API, "kind": "HelmRelease",
-                   "metadata": {"name": "cilium", "namespace": "flux-system"},
-                   "spec": {"interval": "10m", "chart": {"spec": {
-                       "chart": "cilium", "version": "1.0.0",
-                       "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}}})
+    _apply(store, _repo_release("cilium"))
     ctl.reconcile(1.0)
     assert _ready(_hr(store, "cilium"))["reason"] == "InstallSucceeded"
     assert ctl.helm is not None and ctl.helm.renders == 0
@@ -462,3 +475,29 @@ def test_parse_manifest_sorts_crds_objects_and_hooks() -> None:
     assert [c["metadata"]["name"] for c in out.crds] == ["a.example.org"]
     assert [o["metadata"]["name"] for o in out.objects] == ["cm"]
     assert out.hooks == 1
+
+
+def test_vendored_crds_of_an_unreadable_chart_are_installed_by_the_action(
+    flux_docs: list[dict[str, Any]],
+) -> None:
+    """metallb's chart is not available offline; its vendored crds/ are installed (and served)
+    when the action succeeds, whether or not helm exists, unless the CRD policy is Skip."""
+    crd = yaml.safe_load(WIDGET_CRD)
+    store, ctl = _flux_cluster(flux_docs, HelmInstaller(None, None, chart_crds={
+        "metallb": (crd,), "skipper": (crd,)}))
+    _apply(store, _repo_release("skipper", crds="Skip"))
+    ctl.reconcile(1.0)
+    assert _ready(_hr(store, "skipper"))["reason"] == "InstallSucceeded"
+    assert store.type_of("example.org/v1", "Widget") is None
+    _apply(store, _repo_release("metallb"))
+    ctl.reconcile(2.0)
+    assert _ready(_hr(store, "metallb"))["reason"] == "InstallSucceeded"
+    assert store.type_of("example.org/v1", "Widget") is not None  # served when Ready
+    stored = _get(store, "apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                  "widgets.example.org", None)
+    assert stored is not None
+    assert any(c["type"] == "Established" and c["status"] == "True"
+               for c in stored["status"]["conditions"])
+    assert ctl.helm is not None
+    assert ctl.helm.not_installed["flux-system/metallb"].endswith(
+        "release Ready without its objects (the chart's 1 vendored CRDs installed)")
