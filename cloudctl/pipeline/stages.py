@@ -16,6 +16,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import CloudctlError, InputError, Problem, RemoteError, StateError
@@ -421,8 +422,6 @@ class Bootstrap(Stage):
         return BootstrapFacts(marker, str(ctx.bootstrap_path), views, boot_id)
 
     def plan(self, inv: Inventory, facts: BootstrapFacts) -> StagePlan:
-        from pathlib import Path
-
         done_on = facts.marker.get("bootstrapped")
         chosen = ops.bootstrap_node(inv).name
         if facts.views is not None:

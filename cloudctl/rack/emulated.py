@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EnvironmentNotReady
+from ..inventory.models import Inventory
 from ..talos.client import Endpoint
 from .base import BootOutcome, Notify, Rack
 
@@ -29,7 +30,8 @@ class EmulatedRack(Rack):
     needs_boot_assets = False
 
     def __init__(
-        self, inventory: Any, cluster_dir: Path, *, inventory_path: Path, secrets_dir: Path
+        self, inventory: Inventory, cluster_dir: Path, *, inventory_path: Path,
+        secrets_dir: Path,
     ) -> None:
         super().__init__(inventory, cluster_dir)
         self.inventory_path = inventory_path

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..boot.events import BootEvent
 from ..errors import EnvironmentNotReady, Problem
+from ..inventory.models import Inventory
 from ..talos.client import Endpoint
 from .base import BootOutcome, Notify, Rack
 from .learned import learn_addresses
@@ -45,7 +46,7 @@ class MetalRack(Rack):
     poll = 1.0
     needs_boot_assets = True
 
-    def __init__(self, inventory: Any, cluster_dir: Path) -> None:
+    def __init__(self, inventory: Inventory, cluster_dir: Path) -> None:
         super().__init__(inventory, cluster_dir)
         self._service: Any = None
 

@@ -51,6 +51,8 @@ PURE = [
     PKG / "catalog.py",
     PKG / "talos_schema.py",
     PKG / "contracts.py",
+    PKG / "pipeline" / "plan.py",
+    PKG / "rack" / "learned.py",
 ]
 SANS_IO_CORES = [
     PKG / "boot" / "malformed.py",
