@@ -138,15 +138,72 @@ def validate(inventory_path: Path, output_format: str) -> None:
 # --------------------------------------------------------------------------- secrets
 
 
-def _store(inventory_path: Path, cluster: str, secrets_dir: Path | None) -> Any:
+def _store(
+    inventory_path: Path, cluster: str, secrets_dir: Path | None, identity: Path | None = None
+) -> Any:
     from .secrets import SecretsStore, default_secrets_dir
 
-    return SecretsStore(secrets_dir or default_secrets_dir(inventory_path, cluster))
+    store = SecretsStore(secrets_dir or default_secrets_dir(inventory_path, cluster))
+    return store if identity is None else SecretsStore(store.directory, identity)
 
 
 @main.group()
 def secrets() -> None:
-    """Cluster PKI and tokens (generated once per cluster, stored 0600)."""
+    """Cluster PKI and tokens (generated once per cluster, stored 0600; age-encrypted copies
+    for Git). Every command reads an encrypted-only bundle with the identity file named by
+    $CLOUDCTL_AGE_IDENTITY."""
+
+
+identity_option = click.option(
+    "--identity",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="age identity file (AGE-SECRET-KEY-1...) [default: $CLOUDCTL_AGE_IDENTITY].",
+)
+
+
+@secrets.command("encrypt", epilog=EXIT_CODES)
+@inventory_option
+@secrets_option
+@identity_option
+@click.option("--remove-plain", is_flag=True,
+              help="Delete the plain files once the encrypted ones are written.")
+@handle_errors
+def secrets_encrypt(
+    inventory_path: Path, secrets_dir: Path | None, identity: Path | None, remove_plain: bool
+) -> None:
+    """Encrypt the bundle with age to the inventory's secrets.recipients.
+
+    Writes secrets.yaml.age and admin.yaml.age (0600) beside the plain files: those may go into
+    Git, the plain ones never. Re-running re-encrypts (e.g. after a recipient was added); an
+    encrypted-only bundle is read with --identity.
+    """
+    from .errors import SecretsError
+
+    inv = _load(inventory_path).inventory
+    if not inv.secrets.recipients:
+        raise SecretsError("the inventory has no secrets.recipients (age public keys) to "
+                           "encrypt to")
+    store = _store(inventory_path, inv.cluster.name, secrets_dir, identity)
+    written = store.encrypt(list(inv.secrets.recipients), remove_plain=remove_plain)
+    click.echo(f"encrypted to {len(inv.secrets.recipients)} recipient(s): "
+               + ", ".join(str(p) for p in written)
+               + ("; plain files removed" if remove_plain else ""))
+
+
+@secrets.command("decrypt", epilog=EXIT_CODES)
+@inventory_option
+@secrets_option
+@identity_option
+@handle_errors
+def secrets_decrypt(inventory_path: Path, secrets_dir: Path | None, identity: Path | None) -> None:
+    """Write the plain bundle (0600) from secrets.yaml.age / admin.yaml.age with an identity.
+
+    Everything is decrypted and checked before any file is written."""
+    inv = _load(inventory_path).inventory
+    store = _store(inventory_path, inv.cluster.name, secrets_dir, identity)
+    written = store.decrypt()
+    click.echo("decrypted: " + ", ".join(str(p) for p in written))
 
 
 @secrets.command("init", epilog=EXIT_CODES)
@@ -161,7 +218,8 @@ def secrets_init(inventory_path: Path, secrets_dir: Path | None, force: bool) ->
 
     Key types as Talos makes them: OS CA Ed25519, etcd/Kubernetes/aggregator CAs ECDSA P-256,
     service-account RSA-4096, talosconfig client cert with O=os:admin. Files are written 0600
-    in plain text (age encryption is not implemented yet); nothing secret is printed.
+    in plain text (`cloudctl secrets encrypt` makes the age-encrypted copies for Git); nothing
+    secret is printed.
     """
     inv = _load(inventory_path).inventory
     store = _store(inventory_path, inv.cluster.name, secrets_dir)

@@ -113,7 +113,22 @@ def _ipv4_cidr_or_range(value: Any) -> str:
     return str(_ipv4_net(v))
 
 
+_AGE_RECIPIENT_RE = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+_SSH_RECIPIENT_RE = re.compile(r"^ssh-(ed25519|rsa) [A-Za-z0-9+/]+={0,2}( \S.*)?$")
+
+
+def _age_recipient(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("an age recipient must be a string (age1... or ssh-ed25519 ...)")
+    v = value.strip()
+    if not (_AGE_RECIPIENT_RE.match(v) or _SSH_RECIPIENT_RE.match(v)):
+        raise ValueError(f"{v[:20]!r}... is not an age public key (age1... with 58 bech32 "
+                         "characters) nor an SSH public key")
+    return v
+
+
 Mac = Annotated[str, BeforeValidator(_mac)]
+AgeRecipient = Annotated[str, BeforeValidator(_age_recipient)]
 DnsLabel = Annotated[str, BeforeValidator(_dns_label)]
 Version = Annotated[str, BeforeValidator(_version)]
 Host = Annotated[str, BeforeValidator(_host)]
@@ -501,6 +516,12 @@ class GitOps(Model):
     interval: str = "1m"
 
 
+class Secrets(Model):
+    recipients: list[AgeRecipient] = Field(default_factory=list)
+    """age public keys the secrets bundle is encrypted to for Git (``cloudctl secrets
+    encrypt``); anyone holding one of their identities can decrypt it."""
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -511,6 +532,7 @@ class Inventory(Model):
     image: Image = Field(default_factory=Image)
     platform: Platform = Field(default_factory=Platform)
     gitops: GitOps | None = None
+    secrets: Secrets = Field(default_factory=Secrets)
 
     @property
     def talos_minor(self) -> tuple[int, int]:
