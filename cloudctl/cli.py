@@ -138,12 +138,25 @@ def validate(inventory_path: Path, output_format: str) -> None:
 # --------------------------------------------------------------------------- secrets
 
 
+def cluster_paths(
+    inventory_path: Path, cluster: str, cluster_dir: Path | None = None,
+    secrets_dir: Path | None = None,
+) -> tuple[Path, Path]:
+    """(cluster directory, secrets directory): the options if given, else the defaults
+    ``<inventory dir>/clusters/<cluster>/`` and ``<inventory dir>/secrets/<cluster>/``."""
+    from .pipeline.context import default_cluster_dir
+    from .secrets import default_secrets_dir
+
+    return (cluster_dir or default_cluster_dir(inventory_path, cluster),
+            secrets_dir or default_secrets_dir(inventory_path, cluster))
+
+
 def _store(
     inventory_path: Path, cluster: str, secrets_dir: Path | None, identity: Path | None = None
 ) -> Any:
-    from .secrets import SecretsStore, default_secrets_dir
+    from .secrets import SecretsStore
 
-    store = SecretsStore(secrets_dir or default_secrets_dir(inventory_path, cluster))
+    store = SecretsStore(cluster_paths(inventory_path, cluster, secrets_dir=secrets_dir)[1])
     return store if identity is None else SecretsStore(store.directory, identity)
 
 

@@ -18,6 +18,7 @@ import click
 from ..cli import (
     EXIT_CODES,
     cluster_dir_option,
+    cluster_paths,
     format_option,
     handle_errors,
     inventory_option,
@@ -34,14 +35,12 @@ def _context(
     options: Any, *, rack: str = "metal",
 ) -> Any:
     """The pipeline context, with the rack of kind ``rack`` — the one place it is chosen."""
-    from ..pipeline import Context, default_cluster_dir
+    from ..pipeline import Context
     from ..rack import rack_for
-    from ..secrets import default_secrets_dir
 
     loaded = _load_quiet(inventory_path)
     inv = loaded.inventory
-    cdir = cluster_dir or default_cluster_dir(inventory_path, inv.cluster.name)
-    sdir = secrets_dir or default_secrets_dir(inventory_path, inv.cluster.name)
+    cdir, sdir = cluster_paths(inventory_path, inv.cluster.name, cluster_dir, secrets_dir)
     return Context(
         inventory=inv,
         inventory_path=inventory_path,

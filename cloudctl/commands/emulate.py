@@ -11,6 +11,7 @@ from ..cli import (
     EXIT_CODES,
     _load,
     cluster_dir_option,
+    cluster_paths,
     handle_errors,
     inventory_option,
     secrets_option,
@@ -63,8 +64,7 @@ def emulate_start(
     from ..emulate.faults import Fault, parse_fault, parse_faults_document
     from ..emulate.rack_control import rack_faults, start_rack
     from ..errors import InputError, Problem
-    from ..pipeline import default_cluster_dir
-    from ..secrets import SecretsStore, default_secrets_dir
+    from ..secrets import SecretsStore
 
     faults: list[Fault] = [parse_fault(spec) for spec in fault_specs]
     if faults_file is not None:
@@ -77,8 +77,8 @@ def emulate_start(
         faults += parse_faults_document(text, source=str(faults_file))
     inv = _load(inventory_path).inventory
     rack_faults(inventory_path, faults)  # bad targets fail before anything is written
-    directory = cluster_dir or default_cluster_dir(inventory_path, inv.cluster.name)
-    secrets = secrets_dir or default_secrets_dir(inventory_path, inv.cluster.name)
+    directory, secrets = cluster_paths(inventory_path, inv.cluster.name, cluster_dir,
+                                       secrets_dir)
     _, created = SecretsStore(secrets).init()
     if created:
         click.echo(f"secrets bundle written to {secrets} (0600)")
@@ -98,10 +98,9 @@ def emulate_start(
 def emulate_stop(inventory_path: Path, cluster_dir: Path | None) -> None:
     """Stop the emulated rack of this cluster."""
     from ..emulate.rack_control import stop_rack
-    from ..pipeline import default_cluster_dir
 
     inv = _load(inventory_path).inventory
-    directory = cluster_dir or default_cluster_dir(inventory_path, inv.cluster.name)
+    directory, _ = cluster_paths(inventory_path, inv.cluster.name, cluster_dir)
     click.echo("emulated rack stopped" if stop_rack(directory) else "no emulated rack running")
 
 
@@ -113,10 +112,9 @@ def emulate_status(inventory_path: Path, cluster_dir: Path | None) -> None:
     """Print the running rack's rack.json (pid, ports, faults, counters) or exit 5."""
     from ..emulate.rack_control import read_rack
     from ..errors import EnvironmentNotReady
-    from ..pipeline import default_cluster_dir
 
     inv = _load(inventory_path).inventory
-    directory = cluster_dir or default_cluster_dir(inventory_path, inv.cluster.name)
+    directory, _ = cluster_paths(inventory_path, inv.cluster.name, cluster_dir)
     info = read_rack(directory)
     if info is None:
         raise EnvironmentNotReady(f"no emulated rack running for {directory}")

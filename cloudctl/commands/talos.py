@@ -17,20 +17,26 @@ from typing import Any
 
 import click
 
-from ..cli import EXIT_CODES, _load, _store, format_option, handle_errors, inventory_option
+from ..cli import (
+    EXIT_CODES,
+    _load,
+    _store,
+    cluster_paths,
+    format_option,
+    handle_errors,
+    inventory_option,
+)
 from ..errors import InputError, Problem
 from ..inventory.models import Inventory, Node
 from ..secrets.store import write_private
 
 
 def _rack(inventory_path: Path, inv: Inventory, emulate: bool) -> Any:
-    from ..pipeline import default_cluster_dir
     from ..rack import rack_for
-    from ..secrets import default_secrets_dir
 
+    cdir, sdir = cluster_paths(inventory_path, inv.cluster.name)
     return rack_for("emulated" if emulate else "metal", inv, inventory_path=inventory_path,
-                    cluster_dir=default_cluster_dir(inventory_path, inv.cluster.name),
-                    secrets_dir=default_secrets_dir(inventory_path, inv.cluster.name))
+                    cluster_dir=cdir, secrets_dir=sdir)
 
 
 def _dial(inventory_path: Path, inv: Inventory, emulate: bool) -> Callable[[str], Any]:
