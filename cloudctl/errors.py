@@ -110,6 +110,15 @@ class StateError(CloudctlError):
     exit_code = 9
 
 
+class GateRefused(CloudctlError):
+    """An upgrade gate refused to go on (a PodDisruptionBudget blocks the drain, etcd is
+    unhealthy or would lose quorum, a node holds the last UpToDate replica of a volume), or a
+    node did not come back on the version it was upgraded to (a silent A/B rollback). The
+    message names the node and what refused."""
+
+    exit_code = 10
+
+
 EXIT_INTERRUPTED = 130
 
 

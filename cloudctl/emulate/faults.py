@@ -17,6 +17,7 @@ Kinds::
     apply-rejected:NODE[:message=M]   ApplyConfiguration answers Internal with M
     upgrade-rollback:NODE             an upgrade "fails to boot": the node comes back on its
                                       old version (A/B rollback)
+    etcd-unhealthy:NODE[:message=M]   the node's etcd member reports error M in EtcdStatus
     component-not-deployed:kubevirt|cdi[:reason=R,message=M]
         the operator never finishes deploying: the KubeVirt/CDI CR stays in phase Deploying
         with Available=False and Degraded=True carrying R and M
@@ -56,11 +57,13 @@ KINDS: dict[str, dict[str, str]] = {
     "node-slow": {"seconds": _FLOAT},
     "apply-rejected": {"message": _TEXT},
     "upgrade-rollback": {},
+    "etcd-unhealthy": {"message": _TEXT},
     "component-not-deployed": {"reason": _REASON, "message": _TEXT},
 }
 """Kind -> its parameters and their types."""
 
-NODE_KINDS = ("node-unreachable", "node-slow", "apply-rejected", "upgrade-rollback")
+NODE_KINDS = ("node-unreachable", "node-slow", "apply-rejected", "upgrade-rollback",
+              "etcd-unhealthy")
 
 GRAMMAR = "KIND:TARGET[:key=value,key=value]"
 

@@ -85,6 +85,7 @@ NODE_SLOW_DEFAULT = 2.0
 APPLY_REJECTED_DEFAULT = "configuration rejected (injected fault)"
 COMPONENT_DEFAULT = "operator failed to deploy its components (injected fault)"
 RELEASE_DEFAULT = "injected failure"
+ETCD_UNHEALTHY_DEFAULT = "etcdserver: request timed out (injected fault)"
 
 
 def node_faults(faults: FaultSet) -> dict[str, Faults]:
@@ -102,6 +103,8 @@ def node_faults(faults: FaultSet) -> dict[str, Faults]:
             node.apply_fails = str(f.get("message", APPLY_REJECTED_DEFAULT))
         elif f.kind == "upgrade-rollback":
             node.upgrade_rollback = True
+        elif f.kind == "etcd-unhealthy":
+            node.etcd_error = str(f.get("message", ETCD_UNHEALTHY_DEFAULT))
     return out
 
 

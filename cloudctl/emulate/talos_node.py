@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 ApplyMode = machine_pb2.ApplyConfigurationRequest.Mode
 
 ADMIN = "os:admin"
+SENSITIVE = frozenset({"MachineConfigs.config.talos.dev"})
+"""COSI types only os:admin may read."""
 READER = "os:reader"
 
 
@@ -79,6 +81,8 @@ class Faults:
     """ApplyConfiguration answers Internal with this message."""
     upgrade_rollback: bool = False
     """An upgrade 'fails to boot' and the node comes back on its old version."""
+    etcd_error: str | None = None
+    """The node's etcd member reports this error in EtcdStatus (unhealthy member)."""
 
 
 @dataclass
@@ -99,6 +103,17 @@ class NodeState:
     """Addresses apid listens on right now."""
     history: list[str] = field(default_factory=list)
     boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    image: str = ""
+    """Installer image the running system came from (install: the config's
+    ``machine.install.image``; upgrade: the image asked for, unless it rolled back)."""
+    upgrades: int = 0
+    """Upgrade RPCs accepted."""
+    resets: int = 0
+
+
+class RawSpec(str):
+    """A COSI spec sent as it is (the MachineConfig resource carries the config document
+    text, not a YAML mapping)."""
 
 
 def _minor(version: str) -> tuple[int, int]:
@@ -302,20 +317,42 @@ class EmulatedNode:
             self._log("install failed")
             return
         self._log(f"installed on {disk.device_name}")
+        self.state.image = str(cfg.install.get("image") or "")
         await self._reboot_into("running")
 
-    async def _upgrade(self, new_version: str) -> None:
+    async def _upgrade(self, new_version: str, image: str) -> None:
         self.state.stage = "upgrading"
         await asyncio.sleep(self.rack.install_delay)
         if not self.faults.upgrade_rollback:
             self.state.version = new_version
+            self.state.image = image
+            self._log(f"upgraded to {image}")
         else:
             self._log(f"upgrade to {new_version} failed to boot: rolled back")
         await self._reboot_into("running")
 
+    async def _reset(self, reboot: bool) -> None:
+        """Wipe the system disk: no config, no etcd data; then maintenance or powered off."""
+        self.state.stage = "resetting"
+        self._log("reset")
+        await asyncio.sleep(self.rack.install_delay)
+        self.state.config = None
+        self.state.etcd_member_id = None
+        self.state.etcd_cluster = None
+        self.state.image = ""
+        self.state.last_error = ""
+        if reboot:
+            await self._reboot_into("maintenance")
+            return
+        await self._close_servers()
+        self.rack.schedule_vip_election()
+        self.state.stage = "off"
+        self.state.boot_id = str(uuid.uuid4())
+        self._log("powered off after reset")
+
     # ------------------------------------------------------------------ resources
 
-    def resources(self, namespace: str, type_: str) -> dict[str, dict[str, Any]]:
+    def resources(self, namespace: str, type_: str) -> dict[str, Any]:
         if (namespace, type_) == ("runtime", "MachineStatuses.runtime.talos.dev"):
             unmet = [{"name": "config", "reason": self.state.last_error}] \
                 if self.state.last_error else []
@@ -340,6 +377,8 @@ class EmulatedNode:
         if (namespace, type_) == ("config", "MachineTypes.config.talos.dev"):
             mt = self.state.config.machine_type if self.state.config else "unknown"
             return {"machine-type": mt}  # type: ignore[dict-item]
+        if (namespace, type_) == ("config", "MachineConfigs.config.talos.dev"):
+            return {"v1alpha1": RawSpec(self.state.config.text)} if self.state.config else {}
         if (namespace, type_) == ("runtime", "Versions.runtime.talos.dev"):
             return {"version": {"version": self.state.version}}
         return {}
@@ -585,7 +624,76 @@ class _MachineService(_Base, machine_grpc.MachineServiceBase):
             raise GRPCError(Status.FAILED_PRECONDITION, f"node is {n.state.stage}")
         await stream.send_message(machine_pb2.UpgradeResponse(messages=[machine_pb2.Upgrade(
             ack="Upgrade request received", actor_id=f"upgrade-{time.monotonic_ns()}")]))
-        n._spawn(n._upgrade(tag))
+        n.state.upgrades += 1
+        n._spawn(n._upgrade(tag, req.image))
+
+    async def EtcdStatus(self, stream: Stream) -> None:
+        await stream.recv_message()
+        await self._enter(stream, admin=False, method="EtcdStatus")
+        self._maintenance_admin_only("EtcdStatus")
+        n = self.node
+        mid = self._etcd_member("EtcdStatus")
+        errors = [n.faults.etcd_error] if n.faults.etcd_error else []
+        await stream.send_message(machine_pb2.EtcdStatusResponse(messages=[
+            machine_pb2.EtcdStatus(member_status=machine_pb2.EtcdMemberStatus(
+                member_id=mid, protocol_version="3.5.0", db_size=2 << 20,
+                db_size_in_use=1 << 20, leader=n.rack.etcd_leader(n), raft_index=n.rack.raft_index,
+                raft_term=2, raft_applied_index=n.rack.raft_index, errors=errors))]))
+
+    def _etcd_member(self, method: str) -> int:
+        n = self.node
+        cfg = n.state.config
+        if cfg is None or not cfg.is_controlplane:
+            raise GRPCError(Status.UNIMPLEMENTED,
+                            f"{method} is only available on control plane nodes")
+        if n.state.etcd_member_id is None:
+            raise GRPCError(Status.FAILED_PRECONDITION,
+                            "etcd is not running: the etcd data directory is empty")
+        return n.state.etcd_member_id
+
+    async def EtcdLeaveCluster(self, stream: Stream) -> None:
+        await stream.recv_message()
+        await self._enter(stream, admin=True, method="EtcdLeaveCluster")
+        self._maintenance_admin_only("EtcdLeaveCluster")
+        n = self.node
+        mid = self._etcd_member("EtcdLeaveCluster")
+        refusal = n.rack.etcd_remove(n, mid)
+        if refusal:
+            raise GRPCError(Status.FAILED_PRECONDITION, refusal)
+        await stream.send_message(machine_pb2.EtcdLeaveClusterResponse(
+            messages=[machine_pb2.EtcdLeaveCluster()]))
+
+    async def EtcdRemoveMemberByID(self, stream: Stream) -> None:
+        req = await stream.recv_message()
+        assert req is not None
+        await self._enter(stream, admin=True, method="EtcdRemoveMemberByID")
+        self._maintenance_admin_only("EtcdRemoveMemberByID")
+        n = self.node
+        self._etcd_member("EtcdRemoveMemberByID")
+        refusal = n.rack.etcd_remove(n, req.member_id)
+        if refusal:
+            code = Status.NOT_FOUND if "not found" in refusal else Status.FAILED_PRECONDITION
+            raise GRPCError(code, refusal)
+        await stream.send_message(machine_pb2.EtcdRemoveMemberByIDResponse(
+            messages=[machine_pb2.EtcdRemoveMemberByID()]))
+
+    async def Reset(self, stream: Stream) -> None:
+        req = await stream.recv_message()
+        assert req is not None
+        await self._enter(stream, admin=True, method="Reset")
+        self._maintenance_admin_only("Reset")
+        n = self.node
+        if n.state.stage != "running":
+            raise GRPCError(Status.FAILED_PRECONDITION, f"node is {n.state.stage}")
+        if req.graceful and n.state.etcd_member_id is not None:
+            # graceful: the node leaves etcd first, with etcd's own quorum check
+            refusal = n.rack.etcd_remove(n, n.state.etcd_member_id)
+            if refusal:
+                raise GRPCError(Status.FAILED_PRECONDITION, f"failed to leave etcd: {refusal}")
+        n.state.resets += 1
+        await stream.send_message(machine_pb2.ResetResponse(messages=[
+            machine_pb2.Reset(actor_id=f"reset-{time.monotonic_ns()}")]))
+        n._spawn(n._reset(req.reboot))
 
     async def Version(self, stream: Stream) -> None:
         await stream.recv_message()
@@ -628,13 +736,14 @@ class _StateService(_Base, cosi_resource_grpc.StateBase):
         return cosi_resource_pb2.Resource(
             metadata=cosi_resource_pb2.Metadata(namespace=namespace, type=type_, id=id_,
                                                 version="1", phase="running"),
-            spec=cosi_resource_pb2.Spec(yaml_spec=yaml.safe_dump(spec, sort_keys=False)),
+            spec=cosi_resource_pb2.Spec(yaml_spec=spec if isinstance(spec, RawSpec)
+                                        else yaml.safe_dump(spec, sort_keys=False)),
         )
 
     async def Get(self, stream: Stream) -> None:
         req = await stream.recv_message()
         assert req is not None
-        await self._enter(stream, admin=False, method="Get")
+        await self._enter(stream, admin=req.type in SENSITIVE, method="Get")
         items = self.node.resources(req.namespace, req.type)
         if req.id not in items:
             raise GRPCError(Status.NOT_FOUND, f"resource {req.type}/{req.id} doesn't exist")
@@ -644,7 +753,7 @@ class _StateService(_Base, cosi_resource_grpc.StateBase):
     async def List(self, stream: Stream) -> None:
         req = await stream.recv_message()
         assert req is not None
-        await self._enter(stream, admin=False, method="List")
+        await self._enter(stream, admin=req.type in SENSITIVE, method="List")
         for id_, spec in self.node.resources(req.namespace, req.type).items():
             await stream.send_message(cosi_resource_pb2.ListResponse(
                 resource=self._resource(req.namespace, req.type, id_, spec)))

@@ -72,6 +72,7 @@ class Rack:
         self.workdir = Path(self._tmp)
         self._etcd: dict[int, list[EmulatedNode]] = {}
         self._ids = itertools.count(0x1000)
+        self._raft_index = 1000
         self._join_handle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._vip_lock = asyncio.Lock()
@@ -169,6 +170,37 @@ class Rack:
             addr = n.state.addresses[0] if n.state.addresses else n.dhcp_address
             out.append((n.state.etcd_member_id, host, addr))
         return out
+
+    @property
+    def raft_index(self) -> int:
+        """A raft index that moves on (every call reads a later one)."""
+        self._raft_index += 1
+        return self._raft_index
+
+    def etcd_leader(self, node: EmulatedNode) -> int:
+        """The member id the node's etcd sees as leader: the first running member."""
+        for n in self._etcd.get(node.state.etcd_cluster or -1, []):
+            if n.state.stage == "running" and n.state.etcd_member_id is not None:
+                return n.state.etcd_member_id
+        return 0
+
+    def etcd_remove(self, asked: EmulatedNode, member_id: int) -> str | None:
+        """Remove a member from the etcd cluster of ``asked``; the refusal etcd gives, or
+        None. etcd refuses a removal that leaves fewer started members than the new quorum."""
+        members = self._etcd.get(asked.state.etcd_cluster or -1, [])
+        target = next((n for n in members if n.state.etcd_member_id == member_id), None)
+        if target is None:
+            return "etcdserver: member not found"
+        rest = [n for n in members if n is not target]
+        started = sum(1 for n in rest if n.state.stage in ("running", "booting"))
+        if rest and started < len(rest) // 2 + 1:
+            return "etcdserver: re-configuration failed due to not enough started members"
+        members.remove(target)
+        target.state.etcd_member_id = None
+        target.state.etcd_cluster = None
+        target._log(f"left etcd cluster (member {member_id:x})")
+        self.schedule_vip_election()
+        return None
 
     def schedule_etcd_join(self) -> None:
         if self._join_handle is not None:

@@ -305,6 +305,19 @@ class EtcdMember:
 
 
 @dataclass(frozen=True)
+class EtcdStatus:
+    """``EtcdStatus`` of the member on one control plane: its view of the leader and raft
+    progress, and the errors etcd reports for it (empty when healthy)."""
+
+    member_id: int
+    leader: int
+    raft_index: int
+    raft_term: int
+    errors: tuple[str, ...]
+    is_learner: bool
+
+
+@dataclass(frozen=True)
 class DiskInfo:
     """One block device as ``storage.Disks`` reports it (size in bytes)."""
 
@@ -512,6 +525,51 @@ class TalosClient:
                                       m.is_learner))
         return out
 
+    async def etcd_status(self) -> EtcdStatus:
+        """``EtcdStatus`` of this node's own etcd member (control planes only)."""
+
+        async def call(t: float) -> machine_pb2.EtcdStatusResponse:
+            return await self._machine().EtcdStatus(empty_pb2.Empty(), timeout=t)
+
+        resp = await self._call("EtcdStatus", call)
+        _metadata_error("EtcdStatus", self.node, resp.messages)
+        if not resp.messages:
+            raise TalosApiError(self.node, "EtcdStatus", Status.UNKNOWN, "empty response")
+        m = resp.messages[0].member_status
+        return EtcdStatus(m.member_id, m.leader, m.raft_index, m.raft_term, tuple(m.errors),
+                          m.is_learner)
+
+    async def etcd_leave_cluster(self) -> None:
+        """``EtcdLeaveCluster`` on the node that leaves (it must still run)."""
+
+        async def call(t: float) -> machine_pb2.EtcdLeaveClusterResponse:
+            return await self._machine().EtcdLeaveCluster(
+                machine_pb2.EtcdLeaveClusterRequest(), timeout=t)
+
+        resp = await self._call("EtcdLeaveCluster", call, NO_RETRY)
+        _metadata_error("EtcdLeaveCluster", self.node, resp.messages)
+
+    async def etcd_remove_member(self, member_id: int) -> None:
+        """``EtcdRemoveMemberByID``, asked of a remaining member, for a member whose node is
+        gone."""
+        req = machine_pb2.EtcdRemoveMemberByIDRequest(member_id=member_id)
+
+        async def call(t: float) -> machine_pb2.EtcdRemoveMemberByIDResponse:
+            return await self._machine().EtcdRemoveMemberByID(req, timeout=t)
+
+        resp = await self._call("EtcdRemoveMemberByID", call, NO_RETRY)
+        _metadata_error("EtcdRemoveMemberByID", self.node, resp.messages)
+
+    async def reset(self, *, graceful: bool = True, reboot: bool = False) -> None:
+        """``Reset``: wipe the node (all disks' Talos partitions) and halt or reboot."""
+        req = machine_pb2.ResetRequest(graceful=graceful, reboot=reboot)
+
+        async def call(t: float) -> machine_pb2.ResetResponse:
+            return await self._machine().Reset(req, timeout=t)
+
+        resp = await self._call("Reset", call, NO_RETRY)
+        _metadata_error("Reset", self.node, resp.messages)
+
     async def kubeconfig_archive(self) -> bytes:
         """The raw Kubeconfig stream (a .tar.gz holding one file ``kubeconfig``)."""
 
@@ -609,6 +667,19 @@ class TalosClient:
 
         resp = await self._call(f"Get {type_}/{id_}", call)
         return _resource(resp.resource, self.node)
+
+    async def machine_config(self) -> str:
+        """The running machine config as the node holds it (COSI ``MachineConfigs`` /
+        ``v1alpha1`` in namespace ``config``; its spec is the config text, possibly several
+        documents; os:admin only)."""
+        req = cosi_resource_pb2.GetRequest(namespace="config",
+                                           type="MachineConfigs.config.talos.dev", id="v1alpha1")
+
+        async def call(t: float) -> cosi_resource_pb2.GetResponse:
+            return await self._state().Get(req, timeout=t)
+
+        resp = await self._call("Get MachineConfigs.config.talos.dev/v1alpha1", call)
+        return str(resp.resource.spec.yaml_spec)
 
     async def list(self, namespace: str, type_: str) -> list[Resource]:
         req = cosi_resource_pb2.ListRequest(namespace=namespace, type=type_)

@@ -30,6 +30,18 @@ class MachineServiceBase(abc.ABC):
         pass
 
     @abc.abstractmethod
+    async def EtcdRemoveMemberByID(self, stream: 'grpclib.server.Stream[cloudctl.talos.proto.machine_pb2.EtcdRemoveMemberByIDRequest, cloudctl.talos.proto.machine_pb2.EtcdRemoveMemberByIDResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def EtcdLeaveCluster(self, stream: 'grpclib.server.Stream[cloudctl.talos.proto.machine_pb2.EtcdLeaveClusterRequest, cloudctl.talos.proto.machine_pb2.EtcdLeaveClusterResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def EtcdStatus(self, stream: 'grpclib.server.Stream[google.protobuf.empty_pb2.Empty, cloudctl.talos.proto.machine_pb2.EtcdStatusResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
     async def Kubeconfig(self, stream: 'grpclib.server.Stream[google.protobuf.empty_pb2.Empty, cloudctl.talos.proto.common_pb2.Data]') -> None:
         pass
 
@@ -39,6 +51,10 @@ class MachineServiceBase(abc.ABC):
 
     @abc.abstractmethod
     async def Reboot(self, stream: 'grpclib.server.Stream[cloudctl.talos.proto.machine_pb2.RebootRequest, cloudctl.talos.proto.machine_pb2.RebootResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def Reset(self, stream: 'grpclib.server.Stream[cloudctl.talos.proto.machine_pb2.ResetRequest, cloudctl.talos.proto.machine_pb2.ResetResponse]') -> None:
         pass
 
     @abc.abstractmethod
@@ -69,6 +85,24 @@ class MachineServiceBase(abc.ABC):
                 cloudctl.talos.proto.machine_pb2.EtcdMemberListRequest,
                 cloudctl.talos.proto.machine_pb2.EtcdMemberListResponse,
             ),
+            '/machine.MachineService/EtcdRemoveMemberByID': grpclib.const.Handler(
+                self.EtcdRemoveMemberByID,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                cloudctl.talos.proto.machine_pb2.EtcdRemoveMemberByIDRequest,
+                cloudctl.talos.proto.machine_pb2.EtcdRemoveMemberByIDResponse,
+            ),
+            '/machine.MachineService/EtcdLeaveCluster': grpclib.const.Handler(
+                self.EtcdLeaveCluster,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                cloudctl.talos.proto.machine_pb2.EtcdLeaveClusterRequest,
+                cloudctl.talos.proto.machine_pb2.EtcdLeaveClusterResponse,
+            ),
+            '/machine.MachineService/EtcdStatus': grpclib.const.Handler(
+                self.EtcdStatus,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                google.protobuf.empty_pb2.Empty,
+                cloudctl.talos.proto.machine_pb2.EtcdStatusResponse,
+            ),
             '/machine.MachineService/Kubeconfig': grpclib.const.Handler(
                 self.Kubeconfig,
                 grpclib.const.Cardinality.UNARY_STREAM,
@@ -86,6 +120,12 @@ class MachineServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 cloudctl.talos.proto.machine_pb2.RebootRequest,
                 cloudctl.talos.proto.machine_pb2.RebootResponse,
+            ),
+            '/machine.MachineService/Reset': grpclib.const.Handler(
+                self.Reset,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                cloudctl.talos.proto.machine_pb2.ResetRequest,
+                cloudctl.talos.proto.machine_pb2.ResetResponse,
             ),
             '/machine.MachineService/Upgrade': grpclib.const.Handler(
                 self.Upgrade,
@@ -123,6 +163,24 @@ class MachineServiceStub:
             cloudctl.talos.proto.machine_pb2.EtcdMemberListRequest,
             cloudctl.talos.proto.machine_pb2.EtcdMemberListResponse,
         )
+        self.EtcdRemoveMemberByID = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/machine.MachineService/EtcdRemoveMemberByID',
+            cloudctl.talos.proto.machine_pb2.EtcdRemoveMemberByIDRequest,
+            cloudctl.talos.proto.machine_pb2.EtcdRemoveMemberByIDResponse,
+        )
+        self.EtcdLeaveCluster = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/machine.MachineService/EtcdLeaveCluster',
+            cloudctl.talos.proto.machine_pb2.EtcdLeaveClusterRequest,
+            cloudctl.talos.proto.machine_pb2.EtcdLeaveClusterResponse,
+        )
+        self.EtcdStatus = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/machine.MachineService/EtcdStatus',
+            google.protobuf.empty_pb2.Empty,
+            cloudctl.talos.proto.machine_pb2.EtcdStatusResponse,
+        )
         self.Kubeconfig = grpclib.client.UnaryStreamMethod(
             channel,
             '/machine.MachineService/Kubeconfig',
@@ -140,6 +198,12 @@ class MachineServiceStub:
             '/machine.MachineService/Reboot',
             cloudctl.talos.proto.machine_pb2.RebootRequest,
             cloudctl.talos.proto.machine_pb2.RebootResponse,
+        )
+        self.Reset = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/machine.MachineService/Reset',
+            cloudctl.talos.proto.machine_pb2.ResetRequest,
+            cloudctl.talos.proto.machine_pb2.ResetResponse,
         )
         self.Upgrade = grpclib.client.UnaryUnaryMethod(
             channel,

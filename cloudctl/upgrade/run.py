@@ -1,0 +1,299 @@
+"""Run an upgrade plan: the platform, then Talos node by node, then Kubernetes node by node.
+
+Every node change is one at a time, control planes first, and goes through the same steps:
+
+- gates before: etcd (a control plane: every member healthy, quorum kept without it) and
+  storage (the node holds no last UpToDate replica);
+- Talos OS only: cordon, drain through the Eviction API (PodDisruptionBudgets honoured by the
+  API server), ``Upgrade`` to the target installer image, wait for the reboot (a new boot ID)
+  and normal mode, verify the running version (the old one back is a silent A/B rollback: a
+  failure naming the node), pin the new installer image in the node's config;
+- Kubernetes: the node's config with the new control-plane images (kubelet kept) or the new
+  kubelet, applied without reboot, then the Node's kubelet version checked;
+- after: the Node Ready, uncordon, etcd healthy again.
+
+The first failed gate stops the run (exit 10 for a gate or a rollback) with the record saved;
+``--resume`` continues with the change in flight or the next one; a node whose Upgrade call was
+sent is never sent it again (its reboot is waited for instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import yaml
+
+from ..errors import CloudctlError, GateRefused, Timeout
+from ..inventory.models import Inventory, Node
+from ..kube.client import Kube
+from ..kube.drain import drain, set_unschedulable
+from ..talos.client import Credentials, Endpoint, TalosClient
+from ..talos.ops import wait_running
+from .facts import config_images
+from .gates import EtcdHealth, StorageCheck, etcd_health, etcd_problems
+from .plan import KUBERNETES, PLATFORM, TALOS, Change, UpgradePlan
+from .record import DONE, InFlight, RecordFile, UpgradeRecord
+
+Say = Callable[..., None]
+
+
+def _retag(image: str, tag: str) -> str:
+    if not image or not tag:
+        return image
+    ref = image.split("@", 1)[0]
+    head, _, last = ref.rpartition("/")
+    name = last.split(":", 1)[0]
+    return f"{head}/{name}:{tag}" if head else f"{name}:{tag}"
+
+
+def pin_kubernetes(config: str, *, kubelet: str | None, control_plane: str | None) -> str:
+    """The config with the kubelet image (and on control planes the kube-apiserver,
+    controller-manager, scheduler and kube-proxy images) re-tagged to the given versions; None
+    keeps what the config says. Other documents are kept as they are."""
+    docs = list(yaml.safe_load_all(config))
+    for doc in docs:
+        if not (isinstance(doc, dict) and doc.get("version") == "v1alpha1"):
+            continue
+        machine, cluster = doc.get("machine") or {}, doc.get("cluster") or {}
+        if kubelet and isinstance(machine.get("kubelet"), dict):
+            machine["kubelet"]["image"] = _retag(str(machine["kubelet"].get("image")), kubelet)
+        if control_plane:
+            for part in ("apiServer", "controllerManager", "scheduler", "proxy"):
+                if isinstance(cluster.get(part), dict) and cluster[part].get("image"):
+                    cluster[part]["image"] = _retag(str(cluster[part]["image"]), control_plane)
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+class Upgrader:
+    """Executes one plan against one cluster (I/O: Talos API, Kubernetes API, the record)."""
+
+    def __init__(
+        self,
+        inv: Inventory,
+        plan: UpgradePlan,
+        record: UpgradeRecord,
+        records: RecordFile,
+        *,
+        dial: Callable[[Node], Endpoint],
+        creds: Credentials,
+        kube: Kube,
+        configs: dict[str, str],
+        storage: list[StorageCheck],
+        say: Say,
+        timeout: float,
+        drain_timeout: float,
+        poll: float,
+        platform: Callable[[], None],
+    ) -> None:
+        self.inv = inv
+        self.plan = plan
+        self.record = record
+        self.records = records
+        self.dial = dial
+        self.creds = creds
+        self.kube = kube
+        self.configs = configs
+        self.storage = storage
+        self.say = say
+        self.timeout = timeout
+        self.drain_timeout = drain_timeout
+        self.poll = poll
+        self.platform = platform
+        self.nodes = {n.name: n for n in inv.nodes}
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _save(self) -> None:
+        self.records.save(self.record)
+
+    def _done(self, change: Change) -> None:
+        if change.key not in self.record.done:
+            self.record.done.append(change.key)
+        self.record.current = None
+        self._save()
+
+    # ------------------------------------------------------------------ gates
+
+    async def _etcd(self) -> EtcdHealth:
+        cps = [n for n in self.inv.nodes if n.role == "controlplane"]
+        return await etcd_health(cps, self.dial, self.creds, timeout=min(5.0, self.timeout))
+
+    async def gate_before(self, node: Node) -> None:
+        if node.role == "controlplane":
+            problems = etcd_problems(await self._etcd(), leaving=node.name)
+            if problems:
+                raise GateRefused(f"etcd gate refused before {node.name}:\n  - "
+                                  + "\n  - ".join(problems))
+            self.say("gate", f"etcd healthy; quorum kept without {node.name}", node=node.name)
+        for check in self.storage:
+            problems = check.problems(node.name)
+            if problems:
+                raise GateRefused(f"storage gate ({check.name}) refused {node.name}:\n  - "
+                                  + "\n  - ".join(problems))
+            self.say("gate", f"storage ({check.name}): no last UpToDate replica on the node",
+                     node=node.name)
+
+    async def wait_etcd_healthy(self, node: Node) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            problems = etcd_problems(await self._etcd())
+            if not problems:
+                self.say("gate", "etcd healthy again, every member answers", node=node.name)
+                return
+            if time.monotonic() >= deadline:
+                raise GateRefused(f"etcd not healthy after {node.name} came back "
+                                  f"({self.timeout:g}s):\n  - " + "\n  - ".join(problems))
+            await asyncio.sleep(self.poll)
+
+    def wait_node_ready(self, node: Node, *, kubelet: str | None = None) -> None:
+        """The Kubernetes Node Ready (and on ``kubelet``, if given)."""
+        deadline = time.monotonic() + self.timeout
+        last = "not registered"
+        while True:
+            obj = self.kube.request("GET", f"/api/v1/nodes/{node.name}",
+                                    what=f"Node {node.name}")[1]
+            status = (obj or {}).get("status") or {}
+            ready: dict[str, Any] = next((c for c in status.get("conditions") or []
+                                          if c.get("type") == "Ready"), {})
+            have = (status.get("nodeInfo") or {}).get("kubeletVersion")
+            if ready.get("status") == "True" and (kubelet is None or have == kubelet):
+                return
+            last = (f"Ready={ready.get('status', 'Unknown')} ({ready.get('reason', '')}), "
+                    f"kubelet {have}")
+            if time.monotonic() >= deadline:
+                raise Timeout(f"Node {node.name} not Ready"
+                              f"{' on kubelet ' + kubelet if kubelet else ''} after "
+                              f"{self.timeout:g}s (last: {last})")
+            time.sleep(self.poll)
+
+    # ------------------------------------------------------------------ Talos
+
+    async def _apply(self, node: Node, config: str) -> str:
+        async with TalosClient(self.dial(node), self.creds, timeout=self.timeout) as c:
+            res = await c.apply_configuration(config.encode())
+        return f"{res.mode}: {res.mode_details}"
+
+    async def talos(self, change: Change) -> None:
+        node = self.nodes[change.target]
+        config = self.configs[node.name]
+        image, _, _ = config_images(config)
+        live = self.plan_facts_node(node.name)
+        current = self.record.current if self.record.current and \
+            self.record.current.key == change.key else None
+        ep = self.dial(node)
+        if current is None or not current.sent:
+            await self.gate_before(node)
+            set_unschedulable(self.kube, node.name, True)
+            self.say("cordon", "cordoned", node=node.name)
+            evicted = drain(self.kube, node.name, timeout=self.drain_timeout, interval=self.poll,
+                            on_event=lambda m: self.say("drain", m, node=node.name))
+            self.say("drain", f"drained ({len(evicted)} pod(s) evicted)", node=node.name)
+            async with TalosClient(ep, self.creds, timeout=self.timeout) as c:
+                boot_id = await c.boot_id()
+                self.record.current = InFlight(change.key, boot_id, sent=False)
+                self._save()
+                await c.upgrade(image)
+            self.record.current = InFlight(change.key, boot_id, sent=True)
+            self._save()
+            self.say("upgrade", f"Upgrade to {image} accepted; waiting for the reboot",
+                     node=node.name)
+        else:
+            boot_id = current.boot_id
+            self.say("upgrade", "resuming: the Upgrade call was sent by an earlier run; "
+                     "waiting for its reboot (not sent again)", node=node.name)
+        await self._wait_reboot(node, ep, boot_id)
+        info = await wait_running(ep, self.creds, timeout=self.timeout, poll=self.poll)
+        if info.tag != change.after:
+            set_unschedulable(self.kube, node.name, False)
+            self.record.current = None
+            self._save()
+            raise GateRefused(
+                f"node {node.name} came back on Talos {info.tag}, not {change.after}: the "
+                f"upgrade to {image} did not take (A/B rollback to the previous system); the "
+                "node was uncordoned on its old version and the upgrade stops here")
+        pinned = pin_kubernetes(config, kubelet=live.get("kubelet"),
+                                control_plane=live.get("api_server"))
+        detail = await self._apply(node, pinned)
+        self.say("config", f"installer image {image} pinned in the node's config ({detail})",
+                 node=node.name)
+        self.wait_node_ready(node)
+        set_unschedulable(self.kube, node.name, False)
+        self.say("uncordon", "Ready and uncordoned", node=node.name)
+        if node.role == "controlplane":
+            await self.wait_etcd_healthy(node)
+
+    async def _wait_reboot(self, node: Node, ep: Endpoint, old_boot_id: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        last = "no answer"
+        while True:
+            try:
+                async with TalosClient(ep, self.creds, timeout=min(3.0, self.timeout)) as c:
+                    now = await c.boot_id()
+                if now != old_boot_id:
+                    return
+                last = "same boot ID (not rebooted yet)"
+            except CloudctlError as exc:
+                last = str(exc)
+            if time.monotonic() >= deadline:
+                raise Timeout(f"node {node.name}: no reboot after the Upgrade call within "
+                              f"{self.timeout:g}s (last: {last})")
+            await asyncio.sleep(self.poll)
+
+    def plan_facts_node(self, name: str) -> dict[str, str | None]:
+        prev = (self.record.previous.get("nodes") or {}).get(name) or {}
+        return {"kubelet": prev.get("kubelet"), "api_server": prev.get("api_server")}
+
+    # ------------------------------------------------------------------ Kubernetes
+
+    async def kubernetes(self, change: Change) -> None:
+        node = self.nodes[change.target]
+        await self.gate_before(node)
+        config = self.configs[node.name]
+        if change.part == "control-plane":
+            live = self.plan_facts_node(node.name)
+            config = pin_kubernetes(config, kubelet=live.get("kubelet"), control_plane=None)
+        detail = await self._apply(node, config)
+        self.say("config", f"{change.describe()} applied ({detail})", node=node.name)
+        if change.part == "kubelet":
+            self.wait_node_ready(node, kubelet=change.after)
+        else:
+            self.wait_node_ready(node)
+        if node.role == "controlplane":
+            await self.wait_etcd_healthy(node)
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self) -> None:
+        changes = [c for c in self.plan.changes if c.key not in self.record.done]
+        if any(c.layer == PLATFORM for c in changes):
+            self.say("platform", "platform: " + "; ".join(
+                c.describe() for c in changes if c.layer == PLATFORM))
+            await asyncio.to_thread(self.platform)
+            for c in changes:
+                if c.layer == PLATFORM:
+                    self._done(c)
+        for layer in (TALOS, KUBERNETES):
+            for change in (c for c in changes if c.layer == layer):
+                self.say("node-start", change.describe(), node=change.target,
+                         phase=change.key)
+                started = time.monotonic()
+                if layer == TALOS:
+                    await self.talos(change)
+                else:
+                    await self.kubernetes(change)
+                self._done(change)
+                self.say("node-done", f"{change.describe()} done in "
+                         f"{time.monotonic() - started:.1f}s", node=change.target,
+                         phase=change.key)
+        self.record.status = DONE
+        self._save()
+
+
+def plan_record(plan: UpgradePlan) -> list[dict[str, Any]]:
+    return [asdict(c) | {"key": c.key} for c in plan.changes]
+
+
