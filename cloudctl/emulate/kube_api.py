@@ -10,8 +10,14 @@ Two layers:
   default) and hands out a kubeconfig the official client loads unmodified. Tests and the Talos
   rack emulator drive it with ``add_node``, ``fail_release`` and ``set_release_delay``.
 
+Subresources served besides ``status``: ``pods/eviction`` (policy/v1 Eviction with
+PodDisruptionBudget semantics, :mod:`cloudctl.emulate.kube_disruption`) and ``services/proxy``
+(GET, to the emulated LINSTOR controller only: :mod:`cloudctl.emulate.linstor_view`; any
+other Service answers 503 "no endpoints available", as a Service without ready endpoints
+does).
+
 Not served (answered with an error, never faked): watches, pagination (``limit`` is ignored and
-every item returned), subresources other than ``status``, aggregated discovery, authorization.
+every item returned), other subresources, aggregated discovery, authorization.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from .kube_reconcile import Controllers, Failure, ValuesValidator
 from .kube_store import ApiError, Store, bad_request
 from .kube_tls import EmulatorPki, make_pki, server_context
 from .kube_types import ResourceType, SelectorError, field_selector, label_selector
+from .kube_workloads import pods_on
+from .linstor_view import LINSTOR_NAMESPACE, LINSTOR_SERVICE, handle_rest
 
 __all__ = ["KubeApi", "KubeApiEmulator", "Response"]
 
@@ -98,13 +106,16 @@ class KubeApi:
         self.version = version
         self.clock = clock
         self.requests: collections.Counter[str] = collections.Counter()
+        self._multi_query: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ entry point
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
         self.controllers.reconcile(self.clock())
         url = urlsplit(target)
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        multi = parse_qs(url.query, keep_blank_values=True)
+        self._multi_query = multi
+        query = {k: v[-1] for k, v in multi.items()}
         parts = [unquote(p) for p in url.path.split("/") if p]
         self.requests[method] += 1
         try:
@@ -196,11 +207,20 @@ class KubeApi:
         if not types:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         gv = f"{group}/{version}" if group else version
+        resources = [entry for rt in types for entry in rt.discovery()]
+        if gv == "v1":
+            # what kubectl drain looks for to use the Eviction API (policy/v1)
+            resources.append({"name": "pods/eviction", "singularName": "", "namespaced": True,
+                              "group": "policy", "version": "v1", "kind": "Eviction",
+                              "verbs": ["create"]})
+            resources.append({"name": "services/proxy", "singularName": "",
+                              "namespaced": True, "kind": "ServiceProxyOptions",
+                              "verbs": ["create", "delete", "get", "patch", "update"]})
         return {
             "kind": "APIResourceList",
             "apiVersion": "v1",
             "groupVersion": gv,
-            "resources": [entry for rt in types for entry in rt.discovery()],
+            "resources": resources,
         }
 
     # ------------------------------------------------------------------ resources
@@ -221,6 +241,11 @@ class KubeApi:
         plural = rest[0]
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
+        if group == "" and version == "v1" and namespace is not None and name is not None:
+            if plural == "pods" and subresource == "eviction" and len(rest) == 3:
+                return self._evict(method, namespace, name, query, headers, body)
+            if plural == "services" and subresource == "proxy":
+                return self._service_proxy(method, namespace, name, rest[3:], query)
         if len(rest) > 3:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         rt = self.store.resource_type(group, version, plural)
@@ -317,6 +342,56 @@ class KubeApi:
         if method == "DELETE":
             return Response.json(200, self.store.delete(rt, namespace, name, dry_run=dry_run))
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+
+    def _evict(
+        self,
+        method: str,
+        namespace: str,
+        name: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> Response:
+        if method != "POST":
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+        code, status, extra = self.controllers.pods.evict(
+            namespace, name, _decode(body, headers), dry_run=query.get("dryRun") == "All"
+        )
+        resp = Response.json(code, status)
+        return Response(resp.code, resp.body, resp.content_type, extra)
+
+    def _service_proxy(
+        self,
+        method: str,
+        namespace: str,
+        target: str,
+        path: list[str],
+        query: dict[str, str],
+    ) -> Response:
+        """``services/{[scheme:]name[:port]}/proxy/...``: the LINSTOR controller's REST API;
+        every other Service has no endpoints here."""
+        pieces = target.split(":")
+        if len(pieces) == 3:
+            pieces = pieces[1:]
+        svc_name, port = pieces[0], (pieces[1] if len(pieces) > 1 else "")
+        rt = self.store.type_of("v1", "Service")
+        assert rt is not None
+        svc = self.store.get(rt, namespace, svc_name)
+        ports = (svc.get("spec") or {}).get("ports") or []
+        chosen = next(
+            (p for p in ports if not port or port in (str(p.get("port")), p.get("name"))), None
+        )
+        ctl = self.controllers
+        if (
+            chosen is None
+            or svc_name != LINSTOR_SERVICE
+            or namespace != ctl.linstor_namespace
+        ):
+            raise ApiError(
+                503, "ServiceUnavailable", f'no endpoints available for service "{target}"'
+            )
+        code, answer = handle_rest(ctl.storage, method, path, self._multi_query)
+        return Response.json(code, answer)
 
     def _list(
         self, rt: ResourceType, namespace: str | None, query: dict[str, str]
@@ -441,6 +516,7 @@ class KubeApiEmulator:
         )
         self.api = KubeApi(self.store, self.controllers, version=kubernetes_version)
         self.rejected_connections = 0
+        self._guards: dict[str, tuple[str, str]] = {}
         self._lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -599,6 +675,8 @@ class KubeApiEmulator:
                 },
             )
             self.controllers.reconcile(self.api.clock())
+            if name in self._guards:
+                self._make_guards()
 
     def remove_node(self, name: str) -> None:
         with self._lock:
@@ -645,6 +723,94 @@ class KubeApiEmulator:
         key = f"{namespace}/{name}" if namespace else name
         with self._lock:
             self.controllers.release_delays[key] = seconds
+
+    # ------------------------------------------------------------------ pods, drains, storage
+
+    def set_pod_ready(self, namespace: str, name: str, ready: bool = True) -> None:
+        """The pod keeps running but its Ready condition turns False (an unhealthy pod for
+        ``unhealthyPodEvictionPolicy``) or True again. KeyError when there is no such pod."""
+        with self._lock:
+            self.controllers.pods.set_pod_ready(namespace, name, ready)
+            self.controllers.reconcile(self.api.clock())
+
+    def pods_on(self, node: str) -> list[str]:
+        """``namespace/name`` of every pod bound to ``node``."""
+        return pods_on(self.list("v1", "Pod"), node)
+
+    def guard_node(self, node: str, name: str = "drain-guard", namespace: str = "default") -> None:
+        """A Deployment with one pod pinned to ``node`` (nodeSelector on its hostname) and a
+        PodDisruptionBudget ``maxUnavailable: 0`` over it: draining ``node`` is refused. Made
+        when the node registers if it has not yet."""
+        with self._lock:
+            self._guards[node] = (name, namespace)
+            self._make_guards()
+
+    def _make_guards(self) -> None:
+        node_rt = self.store.type_of("v1", "Node")
+        dep_rt = self.store.type_of("apps/v1", "Deployment")
+        pdb_rt = self.store.type_of("policy/v1", "PodDisruptionBudget")
+        assert node_rt is not None and dep_rt is not None and pdb_rt is not None
+        for node, (name, ns) in sorted(self._guards.items()):
+            if self.store.lookup(node_rt, None, node) is None:
+                continue
+            if self.store.lookup(dep_rt, ns, name) is not None:
+                continue
+            labels = {"app.kubernetes.io/name": name, "cloudctl.dev/guards-node": node}
+            self.store.create(dep_rt, ns, {
+                "metadata": {"name": name, "labels": labels},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "nodeSelector": {"kubernetes.io/hostname": node},
+                            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+                        },
+                    },
+                },
+            }, manager="cloudctl-fault")
+            self.store.create(pdb_rt, ns, {
+                "metadata": {"name": name},
+                "spec": {"maxUnavailable": 0, "selector": {"matchLabels": labels}},
+            }, manager="cloudctl-fault")
+        self.controllers.reconcile(self.api.clock())
+
+    def start_linstor(self, namespace: str = LINSTOR_NAMESPACE) -> None:
+        """Run the LINSTOR controller now (as once the linstor-cluster release is Ready)."""
+        with self._lock:
+            self.controllers.start_linstor(namespace)
+
+    def add_storage_resource(
+        self, name: str, replicas: Mapping[str, str], *, in_use: str | None = None
+    ) -> None:
+        """Define a LINSTOR resource: node -> DRBD disk state of its replica (``UpToDate``,
+        ``Outdated``, ``Inconsistent``, ``Diskless``, ``TieBreaker``, ...)."""
+        with self._lock:
+            self.controllers.storage.add(name, replicas, in_use=in_use)
+
+    def set_disk_state(self, name: str, node: str, state: str) -> None:
+        with self._lock:
+            self.controllers.storage.set_disk_state(name, node, state)
+
+    def degrade_storage(
+        self, resource: str, *, node: str | None = None, state: str = "Outdated"
+    ) -> None:
+        """Every replica of ``resource`` but the one on ``node`` becomes ``state``, so
+        ``node`` holds the last UpToDate replica (applied when LINSTOR runs)."""
+        with self._lock:
+            ctl = self.controllers
+            ctl.storage_faults.append((resource, node, state))
+            if ctl.linstor_namespace is not None:
+                node_rt = self.store.type_of("v1", "Node")
+                assert node_rt is not None
+                names = [s.obj["metadata"]["name"] for s in self.store.iter_stored(node_rt)]
+                ctl.storage.degrade(resource, names, node, state)
+
+    def storage_view(self) -> list[dict[str, Any]]:
+        """What ``GET .../proxy/v1/view/resources`` answers."""
+        with self._lock:
+            return self.controllers.storage.view()
 
     def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None

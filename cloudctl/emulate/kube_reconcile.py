@@ -5,11 +5,16 @@ seconds, so tests drive time themselves). It stands in for:
 
 - the apiextensions controller: a CRD becomes ``Established`` (and its kind served) after
   ``crd_delay``;
-- the deployment/daemonset/statefulset controllers: workloads become Available/ready
-  ``workload_delay`` after each new generation (a DaemonSet schedules one pod per Node);
+- the deployment/replicaset/daemonset/statefulset controllers, kube-scheduler, the kubelet,
+  the garbage collector and the disruption controller (:mod:`cloudctl.emulate.kube_workloads`):
+  once a Node is registered, workloads run Pods bound to Nodes (cordon and NoSchedule taints
+  honoured), Ready ``workload_delay`` after binding, and their status follows the pods;
+  PodDisruptionBudgets get their status. With no Node at all, workloads become
+  Available/ready ``workload_delay`` after each new generation without Pods (the API alone);
 - the node lifecycle: Nodes (added with ``KubeApiEmulator.add_node``) are ``NotReady`` with the
   kubelet's "cni plugin not initialized" message and the not-ready taint until a CNI HelmRelease
-  (chart ``cilium`` by default) is Ready, then ``Ready``;
+  (chart ``cilium`` by default) is Ready, then ``Ready``; a cordoned Node
+  (``spec.unschedulable``) gets the ``node.kubernetes.io/unschedulable:NoSchedule`` taint;
 - source-controller: HelmRepository/GitRepository/OCIRepository/HelmChart/Bucket Ready with a
   stored artifact (an OCI HelmRepository stays static without conditions, as in Flux v2);
 - kustomize-controller: a Kustomization is Ready once its source exists and is Ready;
@@ -62,8 +67,11 @@ import yaml
 from ..errors import Problem
 from .kube_fields import clone
 from .kube_helm import HelmAction, HelmInstaller, Outcome
+from .kube_pods import UNSCHEDULABLE_TAINT
 from .kube_store import ApiError, Store, StoredObject
 from .kube_types import ResourceType
+from .kube_workloads import PodControllers
+from .linstor_view import LINSTOR_PORT, LINSTOR_SERVICE, StorageTable
 
 __all__ = ["Controllers", "Failure", "ValuesValidator"]
 
@@ -158,6 +166,21 @@ class Controllers:
     _checked: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     _retry_at: dict[tuple[str, ...], float] = field(default_factory=dict)
     _injected: dict[str, int] = field(default_factory=dict)
+    pods: PodControllers = field(init=False)
+    storage: StorageTable = field(default_factory=StorageTable)
+    """LINSTOR resource health per node (served through the service proxy)."""
+    linstor_charts: tuple[str, ...] = ("linstor-cluster",)
+    linstor_namespace: str | None = None
+    """Where the emulated Piraeus operator created the ``linstor-controller`` Service (None:
+    LINSTOR is not running)."""
+    storage_faults: list[tuple[str, str | None, str]] = field(default_factory=list)
+    """(resource, node keeping the UpToDate replica, state of the others) applied once
+    LINSTOR runs."""
+
+    def __post_init__(self) -> None:
+        self.pods = PodControllers(
+            self.store, self.workload_delay, self._write_status, wallclock=self.wallclock
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -212,6 +235,7 @@ class Controllers:
         self._helmreleases(now)
         self._operators(now)
         self._nodes()
+        self._linstor()
 
     def _crds(self, now: float) -> None:
         rt = self._type("apiextensions.k8s.io/v1", "CustomResourceDefinition")
@@ -251,6 +275,11 @@ class Controllers:
 
     def _workloads(self, now: float) -> None:
         nodes = self._node_count()
+        if nodes:
+            self.pods.workload_delay = self.workload_delay
+            self.pods.wallclock = self.wallclock
+            self.pods.reconcile(now)
+            return
         for kind in ("Deployment", "DaemonSet", "StatefulSet"):
             rt = self._type("apps/v1", kind)
             assert rt is not None
@@ -732,6 +761,54 @@ class Controllers:
             cond[op.probe_field] = stamp
         self._write_status(rt, stored, status)
 
+    def _linstor(self) -> None:
+        """The Piraeus operator: once a linstor-cluster release is Ready, the LINSTOR
+        controller's Service exists in its namespace and the storage table is served."""
+        if self.linstor_namespace is not None:
+            return
+        for hrt in self._types_of_kind("HelmRelease"):
+            for hr in (s.obj for s in self.store.iter_stored(hrt)):
+                spec = hr.get("spec") or {}
+                if is_ready(hr) and _chart_of(spec, hr["metadata"]["name"])[0] in (
+                    self.linstor_charts
+                ):
+                    self.start_linstor(spec.get("targetNamespace") or hr["metadata"]["namespace"])
+                    return
+
+    def start_linstor(self, namespace: str) -> None:
+        """The LINSTOR controller runs in ``namespace``: its Service is created, the default
+        resources are seeded when none were defined, injected storage faults applied."""
+        ns_rt, svc_rt = self._type("v1", "Namespace"), self._type("v1", "Service")
+        node_rt = self._type("v1", "Node")
+        assert ns_rt is not None and svc_rt is not None and node_rt is not None
+        if self.store.lookup(ns_rt, None, namespace) is None:
+            self.store.create(ns_rt, None, {"metadata": {"name": namespace}},
+                              manager="helm-controller")
+        if self.store.lookup(svc_rt, namespace, LINSTOR_SERVICE) is None:
+            self.store.create(
+                svc_rt,
+                namespace,
+                {
+                    "metadata": {
+                        "name": LINSTOR_SERVICE,
+                        "labels": {"app.kubernetes.io/component": "linstor-controller"},
+                    },
+                    "spec": {
+                        "type": "ClusterIP",
+                        "selector": {"app.kubernetes.io/component": "linstor-controller"},
+                        "ports": [{"name": "api", "port": LINSTOR_PORT,
+                                   "targetPort": "api", "protocol": "TCP"}],
+                    },
+                },
+                manager="piraeus-operator",
+            )
+        nodes = sorted(s.obj["metadata"]["name"] for s in self.store.iter_stored(node_rt))
+        if not self.storage.resources:
+            self.storage.seed(nodes)
+        for resource, keep, state in self.storage_faults:
+            self.storage.degrade(resource, nodes, keep, state)
+        self.linstor_namespace = namespace
+
     def _nodes(self) -> None:
         rt = self._type("v1", "Node")
         assert rt is not None
@@ -750,9 +827,14 @@ class Controllers:
     def _node(self, rt: ResourceType, stored: StoredObject, cni_ready: bool) -> None:
         name = stored.obj["metadata"]["name"]
         spec = stored.obj.get("spec") or {}
-        taints = [t for t in spec.get("taints") or [] if t.get("key") != _NOT_READY_TAINT]
+        taints = [
+            t for t in spec.get("taints") or []
+            if t.get("key") not in (_NOT_READY_TAINT, UNSCHEDULABLE_TAINT)
+        ]
         if not cni_ready:
             taints.append({"key": _NOT_READY_TAINT, "effect": "NoSchedule"})
+        if spec.get("unschedulable"):
+            taints.append({"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"})
         if taints != (spec.get("taints") or []):
             self.store.patch(
                 rt,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .kube_disruption import pdb_causes
 from .kube_fields import (
     MISSING,
     FieldPath,
@@ -872,4 +873,5 @@ _BUILTIN_CHECKS: dict[str, Callable[[Mapping[str, Any]], list[tuple[str, str]]]]
     "DaemonSet": _workload_causes,
     "StatefulSet": _workload_causes,
     "CustomResourceDefinition": _crd_causes,
+    "PodDisruptionBudget": pdb_causes,
 }

@@ -203,6 +203,11 @@ def label_selector(selector: str) -> Predicate:
 _FIELDS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "metadata.name": lambda o: (o.get("metadata") or {}).get("name"),
     "metadata.namespace": lambda o: (o.get("metadata") or {}).get("namespace"),
+    # pods (kubectl drain lists a node's pods with spec.nodeName=NODE)
+    "spec.nodeName": lambda o: (o.get("spec") or {}).get("nodeName") or "",
+    "status.phase": lambda o: (o.get("status") or {}).get("phase") or "",
+    # nodes
+    "spec.unschedulable": lambda o: str(bool((o.get("spec") or {}).get("unschedulable"))).lower(),
 }
 
 
@@ -211,7 +216,8 @@ def _field_is(get: Callable[[Mapping[str, Any]], Any], value: str, equal: bool) 
 
 
 def field_selector(selector: str) -> Predicate:
-    """``metadata.name`` / ``metadata.namespace`` with ``=``, ``==`` or ``!=``."""
+    """``metadata.name``, ``metadata.namespace``, ``spec.nodeName``, ``status.phase`` and
+    ``spec.unschedulable`` with ``=``, ``==`` or ``!=`` (not checked per resource type)."""
     reqs: list[Predicate] = []
     for raw in _split_requirements(selector):
         m = _EQ_RE.match(raw)

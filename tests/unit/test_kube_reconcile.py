@@ -269,10 +269,12 @@ def test_workloads_and_nodes(cluster: tuple[Store, Controllers]) -> None:
         if doc["kind"] == "Deployment":
             _apply(store, doc)
     node = _rt(store, "v1", "Node")
+    # a kubelet registers with these labels; Flux's pods select kubernetes.io/os=linux
+    labels = {"kubernetes.io/os": "linux", "kubernetes.io/hostname": "cp1"}
     store.create(
         node,
         None,
-        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cp1"}},
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cp1", "labels": labels}},
         manager="kubelet",
     )
     ctl.reconcile(0.0)
