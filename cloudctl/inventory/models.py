@@ -407,6 +407,9 @@ class Node(Model):
     bonds: list[Bond] = Field(default_factory=list)
     vlans: list[Vlan] = Field(default_factory=list)
     bmc: Bmc | None = None
+    firmware: Literal["uefi", "bios"] = "uefi"
+    """Boot firmware of the machine: ``uefi`` (default; what current servers ship) or ``bios``
+    (legacy). Used by ``cloudctl lab`` to build the node's VM; rendering ignores it."""
     kernel_args: list[NonEmpty] = Field(default_factory=list)
     """Extra kernel arguments for this node's network boot."""
     labels: dict[NonEmpty, str] = Field(default_factory=dict)
@@ -522,6 +525,18 @@ class Secrets(Model):
     encrypt``); anyone holding one of their identities can decrypt it."""
 
 
+class Lab(Model):
+    """Optional ``lab:`` section: how ``cloudctl lab up`` sizes the VMs (rendering ignores it)."""
+
+    memory_mib: int = Field(default=4096, ge=256, le=1048576)
+    cpus: int = Field(default=2, ge=1, le=256)
+    system_disk_gib: int = Field(default=20, ge=1, le=65536)
+    data_disk_gib: int = Field(default=20, ge=1, le=65536)
+    """The second disk (LINSTOR's storage pool)."""
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    """auto: KVM when the host CPU exposes vmx/svm and /dev/kvm opens, TCG otherwise."""
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -533,6 +548,7 @@ class Inventory(Model):
     platform: Platform = Field(default_factory=Platform)
     gitops: GitOps | None = None
     secrets: Secrets = Field(default_factory=Secrets)
+    lab: Lab = Field(default_factory=Lab)
 
     @property
     def talos_minor(self) -> tuple[int, int]:
