@@ -13,7 +13,8 @@ terminal. It stands in for machines that already PXE-booted into maintenance mod
 - A Talos node joins Kubernetes (``add_node``) once it runs in normal mode and etcd has been
   bootstrapped — when a kubelet would register.
 - ``<dir>/rack.json`` (rewritten atomically whenever it changes) holds the pid, the Talos port,
-  the Kubernetes API URL and the counters tests read: Bootstrap RPCs and applies per node, and
+  the Kubernetes API URL and the counters tests read: Bootstrap RPCs, applies, Upgrade and
+  Reset calls, Talos version, installer image and etcd member per node, and
   per HelmRelease its uid, generation and Ready state. No secrets.
 - Faults (:mod:`cloudctl.emulate.faults`, a faults file written by ``rack_control``) are
   fixed for the life of the process and listed in ``rack.json`` as ``faults``.
@@ -181,6 +182,11 @@ class RackProcess:
                 "bootstrap_calls": n.state.bootstrap_calls,
                 "apply_calls": n.state.apply_calls,
                 "joined": name in self.joined,
+                "version": n.state.version,
+                "image": n.state.image,
+                "upgrades": n.state.upgrades,
+                "resets": n.state.resets,
+                "etcd_member": n.state.etcd_member_id,
             }
             for name, n in self.rack.nodes.items()
         }

