@@ -13,14 +13,24 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_bootstrap_emulated import CLI, Workdir, work  # noqa: F401  (fixture)
+from test_bootstrap_emulated import CLI, Workdir
 
 OLD, NEW = "v1.13.5", "v1.13.6"
 ORDER = ["cp1", "cp2", "cp3", "worker1", "worker2"]
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Iterator[Workdir]:
+    w = Workdir(tmp_path)
+    try:
+        yield w
+    finally:
+        w.cli("emulate", "stop", timeout=60)
 
 
 def _set(w: Workdir, old: str, new: str) -> None:
