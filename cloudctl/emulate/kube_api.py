@@ -10,6 +10,7 @@ Two layers:
   default) and hands out a kubeconfig the official client loads unmodified. Tests and the Talos
   rack emulator drive it with ``add_node``, ``fail_release`` and ``set_release_delay``.
 
+``kubectl get`` receives server-side printed Tables (:mod:`cloudctl.emulate.kube_tables`).
 Subresources served besides ``status``: ``pods/eviction`` (policy/v1 Eviction with
 PodDisruptionBudget semantics, :mod:`cloudctl.emulate.kube_disruption`) and ``services/proxy``
 (GET, to the emulated LINSTOR controller only: :mod:`cloudctl.emulate.linstor_view`; any
@@ -42,6 +43,7 @@ import yaml
 from .kube_helm import HelmInstaller
 from .kube_reconcile import Controllers, Failure, ValuesValidator
 from .kube_store import ApiError, Store, bad_request
+from .kube_tables import table, wants_table
 from .kube_tls import EmulatorPki, make_pki, server_context
 from .kube_types import ResourceType, SelectorError, field_selector, label_selector
 from .kube_workloads import pods_on
@@ -270,9 +272,15 @@ class KubeApi:
             raise bad_request(f"fieldValidation {validation!r} is not one of Strict, Warn, Ignore")
         manager = query.get("fieldManager") or _user_agent_manager(headers)
 
+        as_table = method == "GET" and subresource is None and wants_table(
+            headers.get("accept") or ""
+        )
         if name is None:
             if method == "GET":
-                return Response.json(200, self._list(rt, namespace, query))
+                listed = self._list(rt, namespace, query)
+                if as_table:
+                    return self._table(rt, listed["items"], query)
+                return Response.json(200, listed)
             if method == "POST":
                 if rt.namespaced and namespace is None:
                     raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
@@ -294,7 +302,10 @@ class KubeApi:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
 
         if method == "GET":
-            return Response.json(200, self.store.get(rt, namespace, name))
+            got = self.store.get(rt, namespace, name)
+            if as_table:
+                return self._table(rt, [got], query)
+            return Response.json(200, got)
         if method == "PUT":
             result = self.store.replace(
                 rt,
@@ -342,6 +353,14 @@ class KubeApi:
         if method == "DELETE":
             return Response.json(200, self.store.delete(rt, namespace, name, dry_run=dry_run))
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+
+    def _table(
+        self, rt: ResourceType, items: list[dict[str, Any]], query: dict[str, str]
+    ) -> Response:
+        return Response.json(200, table(
+            rt.kind, items, self.store.resource_version, self.controllers.wallclock(),
+            include_object=query.get("includeObject") or "Metadata",
+        ))
 
     def _evict(
         self,
