@@ -18,6 +18,15 @@ Kinds::
     upgrade-rollback:NODE             an upgrade "fails to boot": the node comes back on its
                                       old version (A/B rollback)
     etcd-unhealthy:NODE[:message=M]   the node's etcd member reports error M in EtcdStatus
+    pdb-blocks-drain:NODE             a Deployment ``drain-guard`` (namespace default) with one
+                                      pod pinned to NODE and a PodDisruptionBudget
+                                      ``maxUnavailable: 0`` over it: evicting it answers 429,
+                                      so draining NODE is refused naming ``drain-guard``
+    storage-not-uptodate:RESOURCE[:node=NODE,state=S]
+        the LINSTOR resource RESOURCE (made with a replica on NODE and one on another node when
+        it does not exist) has every replica but the one on NODE in DRBD disk state S (default
+        Outdated): NODE holds its last UpToDate replica. Without ``node`` the replica on the
+        first node by name keeps UpToDate.
     component-not-deployed:kubevirt|cdi[:reason=R,message=M]
         the operator never finishes deploying: the KubeVirt/CDI CR stays in phase Deploying
         with Available=False and Degraded=True carrying R and M
@@ -58,12 +67,21 @@ KINDS: dict[str, dict[str, str]] = {
     "apply-rejected": {"message": _TEXT},
     "upgrade-rollback": {},
     "etcd-unhealthy": {"message": _TEXT},
+    "pdb-blocks-drain": {},
+    "storage-not-uptodate": {"node": _TEXT, "state": _TEXT},
     "component-not-deployed": {"reason": _REASON, "message": _TEXT},
 }
 """Kind -> its parameters and their types."""
 
 NODE_KINDS = ("node-unreachable", "node-slow", "apply-rejected", "upgrade-rollback",
               "etcd-unhealthy")
+
+KUBE_NODE_KINDS = ("pdb-blocks-drain",)
+"""Kinds whose target is a node, injected into the Kubernetes API emulator (not Talos)."""
+
+DISK_STATES = ("UpToDate", "Outdated", "Inconsistent", "Consistent", "Failed", "DUnknown",
+               "Negotiating", "Attaching", "Detaching", "Diskless")
+"""DRBD disk states ``storage-not-uptodate`` accepts for ``state``."""
 
 GRAMMAR = "KIND:TARGET[:key=value,key=value]"
 
@@ -233,9 +251,17 @@ class FaultSet:
         seen: dict[tuple[str, str], str] = {}
         for f in parsed:
             where = f"fault {f.spec!r}"
-            if f.kind in NODE_KINDS and f.target not in node_names:
+            if f.kind in (*NODE_KINDS, *KUBE_NODE_KINDS) and f.target not in node_names:
                 problems.append(Problem(where, f"no node {f.target!r} in the inventory "
                                                f"(nodes: {', '.join(node_names)})"))
+            if f.kind == "storage-not-uptodate":
+                node = f.get("node")
+                if node is not None and node not in node_names:
+                    problems.append(Problem(where, f"no node {node!r} in the inventory "
+                                                   f"(nodes: {', '.join(node_names)})"))
+                if f.get("state", "Outdated") not in DISK_STATES:
+                    problems.append(Problem(where, f"state must be a DRBD disk state "
+                                                   f"({', '.join(DISK_STATES)})"))
             if f.kind == "release-fails" and f.target not in release_names:
                 problems.append(Problem(where, f"no HelmRelease {f.target!r} in the platform "
                                                f"(releases: {', '.join(release_names)})"))
