@@ -17,7 +17,10 @@ terminal. It stands in for machines that already PXE-booted into maintenance mod
   Reset calls, Talos version, installer image and etcd member per node, and
   per HelmRelease its uid, generation and Ready state. No secrets.
 - Faults (:mod:`cloudctl.emulate.faults`, a faults file written by ``rack_control``) are
-  fixed for the life of the process and listed in ``rack.json`` as ``faults``.
+  fixed for the life of the process and listed in ``rack.json`` as ``faults``. The Kubernetes
+  ones (:func:`inject_kube_faults`) take effect when their object can exist: ``pdb-blocks-drain``
+  when its node registers, ``storage-not-uptodate`` when the LINSTOR controller runs (the
+  linstor-cluster release Ready).
 - Flux Kustomizations whose GitRepository is local (``file://`` or HTTP on loopback) are
   reconciled for real
   (:mod:`cloudctl.emulate.rack_gitops`): the tree at the branch head is applied.
@@ -117,6 +120,12 @@ def inject_kube_faults(emu: KubeApiEmulator, faults: FaultSet) -> None:
     for f in faults.of_kind("component-not-deployed"):
         emu.fail_component(f.target, str(f.get("reason", "")),
                            str(f.get("message", COMPONENT_DEFAULT)))
+    for f in faults.of_kind("pdb-blocks-drain"):
+        emu.guard_node(f.target)  # made when the node registers
+    for f in faults.of_kind("storage-not-uptodate"):
+        node = f.get("node")
+        emu.degrade_storage(f.target, node=None if node is None else str(node),
+                            state=str(f.get("state", "Outdated")))  # once LINSTOR runs
 
 
 class RackProcess:

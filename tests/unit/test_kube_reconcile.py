@@ -471,3 +471,24 @@ def test_component_not_deployed_fault_keeps_cr_deploying(
         "False", "ImagePullFailed", "virt-handler: ErrImagePull")
     assert (degraded["status"], degraded["reason"]) == ("True", "ImagePullFailed")
     assert "observedKubeVirtVersion" not in kv["status"]
+
+
+def test_linstor_controller_service_once_the_linstor_release_is_ready(
+    cluster: tuple[Store, Controllers],
+) -> None:
+    store, ctl = cluster
+    for name in ("n1", "n2", "n3"):
+        store.create(_rt(store, "v1", "Node"), None, {"metadata": {"name": name}},
+                     manager="kubelet")
+    release = _release("linstor", [], chart="linstor-cluster")
+    release["spec"]["targetNamespace"] = "piraeus-datastore"
+    _apply(store, release)
+    ctl.reconcile(2.0)
+    ctl.reconcile(2.1)
+    assert is_ready(_hr(store, "linstor"))
+    assert ctl.linstor_namespace == "piraeus-datastore"
+    svc = _get(store, "v1", "Service", "linstor-controller", "piraeus-datastore")
+    assert svc["spec"]["ports"] == [
+        {"name": "api", "port": 3370, "targetPort": "api", "protocol": "TCP"}]
+    view = ctl.storage.view()
+    assert len(view) == 4 and {r["node_name"] for r in view} <= {"n1", "n2", "n3"}
