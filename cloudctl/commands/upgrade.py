@@ -31,6 +31,16 @@ def _say(ctx: Any) -> Any:
     return say
 
 
+async def _add_nodes(ctx: Any) -> None:
+    """The bootstrap pipeline's boot, discover and apply stages: each plans per node and acts
+    only on nodes not running yet (the new ones)."""
+    from ..pipeline.runner import run_stage
+    from ..pipeline.stages import STAGE_BY_NAME
+
+    for name in ("boot", "discover", "apply"):
+        await run_stage(ctx, STAGE_BY_NAME[name])
+
+
 async def _platform(ctx: Any) -> None:
     from ..pipeline.stages import STAGE_BY_NAME
 
@@ -93,11 +103,15 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
     configs = {n.name: files[f"talos/nodes/{n.name}.yaml"].data.decode() for n in inv.nodes}
     with Kube.from_kubeconfig(ctx.kubeconfig_path) as kube:
         def upgrader(plan: Any, record: Any) -> Upgrader:
-            return Upgrader(inv, plan, record, records, dial=dial, creds=creds, kube=kube,
-                            configs=configs, storage=_storage_checks(ctx, kube), say=say,
+            return Upgrader(inv, plan, record, records, dial=dial, dial_address=ctx.rack.dial,
+                            creds=creds, kube=kube, configs=configs,
+                            storage=_storage_checks(ctx, kube), say=say,
                             timeout=ctx.options.timeout, drain_timeout=drain_timeout,
-                            poll=ctx.poll, platform=lambda: asyncio.run(_platform(ctx)))
+                            poll=ctx.poll, platform=lambda: asyncio.run(_platform(ctx)),
+                            add_nodes=lambda: asyncio.run(_add_nodes(ctx)),
+                            extra=dict(facts.extra) if facts is not None else {})
 
+        facts = None
         # a change in flight (its Upgrade call sent) is finished first: the node may be
         # rebooting and invisible to the facts
         if resume and rec is not None and rec.current is not None and rec.current.sent:

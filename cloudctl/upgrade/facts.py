@@ -19,7 +19,17 @@ from ..inventory.models import Inventory, Node
 from ..kube.client import Kube
 from ..render.files import Files
 from ..talos.client import Credentials, Endpoint, TalosClient
-from .plan import LiveFacts, NodeFacts, NodeTarget, ReleaseFacts, ReleaseTarget, tag_of
+from .plan import (
+    ExtraNode,
+    LiveFacts,
+    NodeFacts,
+    NodeTarget,
+    ReleaseFacts,
+    ReleaseTarget,
+    tag_of,
+)
+
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
 HELMRELEASE = "helm.toolkit.fluxcd.io/v2"
 
@@ -104,12 +114,23 @@ async def gather(
     talos = await asyncio.gather(*(_talos_facts(n, dial(n), creds, timeout) for n in inv.nodes))
     kubelets: dict[str, str] = {}
     releases: dict[str, ReleaseFacts] | None = None
+    extra: dict[str, ExtraNode] = {}
+    registered: set[str] = set()
+    names = {n.name for n in inv.nodes}
     if kube is not None:
         try:
             for node in kube.list("v1", "Node"):
-                info = (node.get("status") or {}).get("nodeInfo") or {}
+                name = str(node["metadata"]["name"])
+                registered.add(name)
+                status = node.get("status") or {}
+                info = status.get("nodeInfo") or {}
                 if info.get("kubeletVersion"):
-                    kubelets[str(node["metadata"]["name"])] = str(info["kubeletVersion"])
+                    kubelets[name] = str(info["kubeletVersion"])
+                if name not in names:
+                    address = next((str(a.get("address")) for a in status.get("addresses") or []
+                                    if a.get("type") == "InternalIP"), "")
+                    labels = node["metadata"].get("labels") or {}
+                    extra[name] = ExtraNode(name, address, CONTROL_PLANE_LABEL in labels)
             releases = release_facts(kube.list(HELMRELEASE, "HelmRelease",
                                                namespace="flux-system"))
         except CloudctlError as exc:
@@ -118,4 +139,4 @@ async def gather(
     for n, (version, image, api, error) in zip(inv.nodes, talos, strict=True):
         nodes[n.name] = NodeFacts(n.name, n.role, version, image, kubelets.get(n.name), api,
                                   error)
-    return LiveFacts(nodes, releases, kube_error)
+    return LiveFacts(nodes, releases, kube_error, extra, frozenset(registered))

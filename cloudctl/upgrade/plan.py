@@ -3,9 +3,13 @@
 Order of execution (each layer only once the one before is done):
 
 1. **platform** — HelmReleases whose chart version or values differ from the rendered ones;
-2. **talos** — nodes whose running Talos version or installer image differ from the target,
+2. **nodes** — nodes added to the inventory (not in Kubernetes, not answering over mTLS: a
+   machine waiting in maintenance mode) are booted and configured alone; Kubernetes Nodes no
+   longer in the inventory are removed (drained, out of etcd if a control plane — quorum
+   checked first — reset over the Talos API, deleted from Kubernetes);
+3. **talos** — nodes whose running Talos version or installer image differ from the target,
    control planes first (inventory order), one node at a time;
-3. **kubernetes** — control-plane components on each control plane, then the kubelet on every
+4. **kubernetes** — control-plane components on each control plane, then the kubelet on every
    node (control planes first), one node at a time.
 
 Preflight refusals (:attr:`UpgradePlan.problems`) name what cannot work: a Talos version not
@@ -23,8 +27,8 @@ from typing import Any
 
 from ..catalog import TalosCatalog, minor_of, parse_version
 
-PLATFORM, TALOS, KUBERNETES = "platform", "talos", "kubernetes"
-LAYERS = (PLATFORM, TALOS, KUBERNETES)
+PLATFORM, NODES, TALOS, KUBERNETES = "platform", "nodes", "talos", "kubernetes"
+LAYERS = (PLATFORM, NODES, TALOS, KUBERNETES)
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,23 @@ class ReleaseFacts:
 
 
 @dataclass(frozen=True)
+class ExtraNode:
+    """A Kubernetes Node the inventory no longer lists."""
+
+    name: str
+    address: str
+    controlplane: bool
+
+
+@dataclass(frozen=True)
 class LiveFacts:
     nodes: dict[str, NodeFacts]
     releases: dict[str, ReleaseFacts] | None
     """Live HelmReleases by name; None when the Kubernetes API could not be read."""
     kube_error: str = ""
+    extra: dict[str, ExtraNode] = field(default_factory=dict)
+    registered: frozenset[str] = frozenset()
+    """Kubernetes Node names (inventory nodes among them)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +96,8 @@ class Change:
     target: str
     """Release or node name."""
     part: str
-    """platform: "release"; talos: "os"; kubernetes: "control-plane" or "kubelet"."""
+    """platform: "release"; nodes: "add" or "remove"; talos: "os"; kubernetes:
+    "control-plane" or "kubelet"."""
     before: str
     after: str
     detail: str = ""
@@ -92,7 +109,8 @@ class Change:
     def describe(self) -> str:
         arrow = f"{self.before} -> {self.after}" if self.before != self.after else self.after
         what = {"release": "HelmRelease", "os": "Talos", "control-plane":
-                "Kubernetes control plane", "kubelet": "kubelet"}[self.part]
+                "Kubernetes control plane", "kubelet": "kubelet", "add": "add node",
+                "remove": "remove node"}[self.part]
         return f"{what} {self.target}: {arrow}{' (' + self.detail + ')' if self.detail else ''}"
 
 
@@ -187,10 +205,30 @@ def plan_upgrade(
 
     order = sorted(targets, key=lambda n: (targets[n].role != "controlplane",
                                           list(targets).index(n)))
+    # ---------------------------------------------------------------- node lifecycle
+    added = [n for n in targets if facts.releases is not None
+             and n not in facts.registered and (facts.nodes.get(n) is None
+                                                or facts.nodes[n].talos_version is None)]
+    for name in added:
+        changes.append(Change(NODES, name, "add", "(not in the cluster)",
+                              targets[name].talos_version,
+                              f"{targets[name].role}: boot and configure it alone"))
+    for name, extra in sorted(facts.extra.items()):
+        role = "control plane" if extra.controlplane else "worker"
+        changes.append(Change(NODES, name, "remove", extra.address, "(removed)",
+                              f"{role}: drain, "
+                              + ("leave etcd, " if extra.controlplane else "")
+                              + "reset, delete the Node"))
+    remaining = sum(1 for t in targets.values() if t.role == "controlplane")
+    if remaining == 0 and any(e.controlplane for e in facts.extra.values()):
+        problems.append("the inventory lists no control plane: removing every control "
+                        "plane would destroy the cluster")
     # ---------------------------------------------------------------- Talos
     talos: list[Change] = []
     for name in order:
         want, have = targets[name], facts.nodes.get(name)
+        if name in added:
+            continue
         if have is None or have.talos_version is None:
             unknown.append(f"node {name}: {(have.error if have else '') or 'no answer'}")
             continue

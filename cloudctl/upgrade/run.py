@@ -34,8 +34,8 @@ from ..kube.drain import drain, set_unschedulable
 from ..talos.client import Credentials, Endpoint, TalosClient
 from ..talos.ops import wait_running
 from .facts import config_images
-from .gates import EtcdHealth, StorageCheck, etcd_health, etcd_problems
-from .plan import KUBERNETES, PLATFORM, TALOS, Change, UpgradePlan
+from .gates import EtcdHealth, MemberHealth, StorageCheck, etcd_health, etcd_problems
+from .plan import KUBERNETES, NODES, PLATFORM, TALOS, Change, ExtraNode, UpgradePlan
 from .record import DONE, InFlight, RecordFile, UpgradeRecord
 
 Say = Callable[..., None]
@@ -79,6 +79,7 @@ class Upgrader:
         records: RecordFile,
         *,
         dial: Callable[[Node], Endpoint],
+        dial_address: Callable[[str], Endpoint],
         creds: Credentials,
         kube: Kube,
         configs: dict[str, str],
@@ -88,12 +89,15 @@ class Upgrader:
         drain_timeout: float,
         poll: float,
         platform: Callable[[], None],
+        add_nodes: Callable[[], None],
+        extra: dict[str, ExtraNode],
     ) -> None:
         self.inv = inv
         self.plan = plan
         self.record = record
         self.records = records
         self.dial = dial
+        self.dial_address = dial_address
         self.creds = creds
         self.kube = kube
         self.configs = configs
@@ -103,6 +107,8 @@ class Upgrader:
         self.drain_timeout = drain_timeout
         self.poll = poll
         self.platform = platform
+        self.add_nodes = add_nodes
+        self.extra = extra
         self.nodes = {n.name: n for n in inv.nodes}
 
     # ------------------------------------------------------------------ bookkeeping
@@ -137,15 +143,15 @@ class Upgrader:
             self.say("gate", f"storage ({check.name}): no last UpToDate replica on the node",
                      node=node.name)
 
-    async def wait_etcd_healthy(self, node: Node) -> None:
+    async def wait_etcd_healthy(self, name: str) -> None:
         deadline = time.monotonic() + self.timeout
         while True:
             problems = etcd_problems(await self._etcd())
             if not problems:
-                self.say("gate", "etcd healthy again, every member answers", node=node.name)
+                self.say("gate", "etcd healthy again, every member answers", node=name)
                 return
             if time.monotonic() >= deadline:
-                raise GateRefused(f"etcd not healthy after {node.name} came back "
+                raise GateRefused(f"etcd not healthy after the change on {name} "
                                   f"({self.timeout:g}s):\n  - " + "\n  - ".join(problems))
             await asyncio.sleep(self.poll)
 
@@ -224,7 +230,7 @@ class Upgrader:
         set_unschedulable(self.kube, node.name, False)
         self.say("uncordon", "Ready and uncordoned", node=node.name)
         if node.role == "controlplane":
-            await self.wait_etcd_healthy(node)
+            await self.wait_etcd_healthy(node.name)
 
     async def _wait_reboot(self, node: Node, ep: Endpoint, old_boot_id: str) -> None:
         deadline = time.monotonic() + self.timeout
@@ -247,6 +253,77 @@ class Upgrader:
         prev = (self.record.previous.get("nodes") or {}).get(name) or {}
         return {"kubelet": prev.get("kubelet"), "api_server": prev.get("api_server")}
 
+    # ------------------------------------------------------------------ node lifecycle
+
+    async def add(self, changes: list[Change]) -> None:
+        """Boot and configure the new nodes (the bootstrap pipeline's boot, discover and apply
+        stages, which skip every node already running), then wait for them Ready."""
+        for c in changes:
+            self.say("node-start", c.describe(), node=c.target, phase=c.key)
+        await asyncio.to_thread(self.add_nodes)
+        for c in changes:
+            self.wait_node_ready(self.nodes[c.target])
+            self._done(c)
+            self.say("node-done", f"{c.describe()}: Ready", node=c.target, phase=c.key)
+
+    async def remove(self, change: Change) -> None:
+        """Drain, leave etcd (a control plane, quorum checked first), reset, delete the Node.
+        A node whose Talos API no longer answers is not reset; its etcd member is removed
+        through a remaining control plane."""
+        extra = self.extra[change.target]
+        name = change.target
+        ep = self.dial_address(extra.address).named(name)
+        cps = [n for n in self.inv.nodes if n.role == "controlplane"]
+        health = await etcd_health(cps, self.dial, self.creds, timeout=min(5.0, self.timeout))
+        member = next((mid for mid, host in health.members.items() if host == name), None)
+        if member is not None:
+            # the leaving member is healthy until it goes: quorum must survive its departure
+            leaving = EtcdHealth(health.members, {**health.status,
+                                                  name: MemberHealth(name, member, ())})
+            problems = etcd_problems(leaving, leaving=name)
+            if problems:
+                raise GateRefused(f"etcd gate refused removing {name}:\n  - "
+                                  + "\n  - ".join(problems))
+        for check in self.storage:
+            problems = check.problems(name)
+            if problems:
+                raise GateRefused(f"storage gate ({check.name}) refused removing {name}:\n"
+                                  "  - " + "\n  - ".join(problems))
+        set_unschedulable(self.kube, name, True)
+        evicted = drain(self.kube, name, timeout=self.drain_timeout, interval=self.poll,
+                        on_event=lambda m: self.say("drain", m, node=name))
+        self.say("drain", f"drained ({len(evicted)} pod(s) evicted)", node=name)
+        left = False
+        try:
+            async with TalosClient(ep, self.creds, timeout=min(5.0, self.timeout)) as c:
+                if member is not None:
+                    await c.etcd_leave_cluster()
+                    left = True
+                    self.say("etcd", f"left etcd (member {member:x})", node=name)
+                await c.reset(graceful=True, reboot=False)
+            self.say("reset", "Reset accepted: the node wipes itself and powers off", node=name)
+        except CloudctlError as exc:
+            self.say("warn", f"Talos API of {name} did not take the call ({exc})", node=name)
+            if member is not None and not left:
+                await self._remove_member(name, member, cps)
+        self.kube.request("DELETE", f"/api/v1/nodes/{name}", what=f"Node {name}")
+        self.say("delete", "Node deleted from Kubernetes", node=name)
+        if member is not None:
+            await self.wait_etcd_healthy(name)
+
+    async def _remove_member(self, name: str, member: int, cps: list[Node]) -> None:
+        last = "no control plane answered"
+        for cp in cps:
+            try:
+                async with TalosClient(self.dial(cp), self.creds,
+                                       timeout=min(5.0, self.timeout)) as c:
+                    await c.etcd_remove_member(member)
+                self.say("etcd", f"member {member:x} removed through {cp.name}", node=name)
+                return
+            except CloudctlError as exc:
+                last = str(exc)
+        raise GateRefused(f"etcd member {name} ({member:x}) could not be removed: {last}")
+
     # ------------------------------------------------------------------ Kubernetes
 
     async def kubernetes(self, change: Change) -> None:
@@ -263,7 +340,7 @@ class Upgrader:
         else:
             self.wait_node_ready(node)
         if node.role == "controlplane":
-            await self.wait_etcd_healthy(node)
+            await self.wait_etcd_healthy(node.name)
 
     # ------------------------------------------------------------------ the run
 
@@ -276,12 +353,17 @@ class Upgrader:
             for c in changes:
                 if c.layer == PLATFORM:
                     self._done(c)
-        for layer in (TALOS, KUBERNETES):
-            for change in (c for c in changes if c.layer == layer):
+        adds = [c for c in changes if c.layer == NODES and c.part == "add"]
+        if adds:
+            await self.add(adds)
+        for layer in (NODES, TALOS, KUBERNETES):
+            for change in (c for c in changes if c.layer == layer and c.part != "add"):
                 self.say("node-start", change.describe(), node=change.target,
                          phase=change.key)
                 started = time.monotonic()
-                if layer == TALOS:
+                if layer == NODES:
+                    await self.remove(change)
+                elif layer == TALOS:
                     await self.talos(change)
                 else:
                     await self.kubernetes(change)

@@ -172,3 +172,77 @@ def test_resume_without_record_and_bad_record(work: Workdir, tmp_path: Path) -> 
     (work.cluster_dir / "upgrade.json").write_text("{not json")
     run = upgrade(work)
     assert run.code == 9 and "upgrade.json" in run.stderr
+
+
+def test_one_chart_bumped_changes_exactly_that_release(work: Workdir) -> None:
+    _bootstrapped(work, talos=NEW)
+    before = {k: v["generation"] for k, v in work.rack()["helmreleases"].items()}
+    _set(work, "cilium: {enabled: true}", "cilium: {enabled: true, version: 1.20.0}")
+    plan = json.loads(upgrade(work, "--plan", "-o", "json").stdout)
+    assert [(c["layer"], c["target"], c["before"], c["after"]) for c in plan["changes"]] == [
+        ("platform", "cilium", "1.19.6", "1.20.0")]
+    run = upgrade(work)
+    assert run.code == 0, run.stderr[-3000:]
+    after = work.rack()["helmreleases"]
+    moved = {k for k, v in after.items() if v["generation"] != before[k]}
+    assert moved == {"cilium"} and after["cilium"]["ready"] == "True"
+    assert all(work.rack()["nodes"][n]["upgrades"] == 0 for n in ORDER)
+    again = upgrade(work, "--plan")
+    assert again.code == 0 and "nothing to do" in again.stdout
+
+
+WORKER3 = """  - name: worker3
+    role: worker
+    macs: ["52:54:00:10:00:23"]
+    ip: 10.20.0.23
+    installDisk: /dev/sda
+"""
+
+
+def test_adding_and_removing_nodes(work: Workdir) -> None:
+    """A machine racked and waiting in maintenance mode is added alone; a worker and a control
+    plane taken out of the inventory are drained, leave etcd, are reset and deleted."""
+    _set(work, "talosVersion: v1.13.6", f"talosVersion: {NEW}")
+    base = work.inventory.read_text()
+    with_w3 = base.replace("\nplatform:", WORKER3 + "\nplatform:", 1)
+    work.inventory.write_text(with_w3)
+    work.start_rack()  # the rack has the sixth machine; the cluster is built without it
+    work.inventory.write_text(base)
+    assert work.bootstrap().code == 0
+    assert work.rack()["nodes"]["worker3"]["stage"] == "maintenance"
+
+    applies = {n: work.rack()["nodes"][n]["apply_calls"] for n in ORDER}
+    work.inventory.write_text(with_w3)
+    plan = json.loads(upgrade(work, "--plan", "-o", "json").stdout)
+    assert [(c["layer"], c["part"], c["target"]) for c in plan["changes"]] == [
+        ("nodes", "add", "worker3")]
+    run = upgrade(work)
+    assert run.code == 0, run.stderr[-3000:]
+    rack = work.rack()
+    assert rack["nodes"]["worker3"]["stage"] == "running" and rack["nodes"]["worker3"]["joined"]
+    # configured alone: no other node was sent its config again
+    assert {n: rack["nodes"][n]["apply_calls"] for n in ORDER} == applies
+
+    # cp3 and worker1 leave the inventory
+    text = work.inventory.read_text()
+    start = text.index("  - name: cp3")
+    text = text[:start] + text[text.index("  - name: worker2"):]
+    work.inventory.write_text(text)
+    plan = json.loads(upgrade(work, "--plan", "-o", "json").stdout)
+    removals = [(c["part"], c["target"]) for c in plan["changes"] if c["layer"] == "nodes"]
+    assert removals == [("remove", "cp3"), ("remove", "worker1")]
+    run = upgrade(work, "-o", "json")
+    assert run.code == 0, run.stderr[-3000:]
+    assert any(e.get("node") == "cp3" and e["message"].startswith("left etcd")
+               for e in run.events)
+    rack = work.rack()
+    assert rack["nodes"]["cp3"]["resets"] == 1 and rack["nodes"]["worker1"]["resets"] == 1
+    assert rack["nodes"]["cp3"]["etcd_member"] is None
+    assert sum(1 for n in ("cp1", "cp2") if rack["nodes"][n]["etcd_member"]) == 2
+    from test_bootstrap_emulated import _kube
+
+    with _kube(work) as kube:
+        names = {n["metadata"]["name"] for n in kube.list("v1", "Node")}
+    assert names == {"cp1", "cp2", "worker2", "worker3"}
+    again = upgrade(work, "--plan")
+    assert again.code == 0 and "nothing to do" in again.stdout, again.stdout

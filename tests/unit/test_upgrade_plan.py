@@ -18,6 +18,7 @@ from cloudctl.upgrade.gates import (
     replicas_from_view,
 )
 from cloudctl.upgrade.plan import (
+    ExtraNode,
     LiveFacts,
     NodeFacts,
     NodeTarget,
@@ -44,7 +45,8 @@ def facts(talos: str = "v1.13.6", kube: str = "v1.35.4", *,
         f = NodeFacts(n, role, talos, IMG.format(talos), kube,
                       kube if role == "controlplane" else None)
         nodes[n] = over.get(n, f)
-    return LiveFacts(nodes, releases if releases is not None else {})
+    return LiveFacts(nodes, releases if releases is not None else {},
+                     registered=frozenset(nodes))
 
 
 CILIUM = ReleaseTarget("cilium", "1.19.6", {"a": 1}, True)
@@ -150,6 +152,30 @@ def test_unreachable_node_is_unknown_not_planned() -> None:
     plan = plan_upgrade(targets(), {}, live, talos_catalog())
     assert "w2" not in [c.target for c in plan.changes]
     assert plan.unknown == ("node w2: connection refused",) and not plan.nothing_to_do
+
+
+def test_added_and_removed_nodes() -> None:
+    live = facts()
+    live.nodes["w2"] = NodeFacts("w2", "worker", None, None, None, error="TLS refused")
+    extra = {"old-cp": ExtraNode("old-cp", "10.0.0.9", True),
+             "old-w": ExtraNode("old-w", "10.0.0.8", False)}
+    live = LiveFacts(live.nodes, {}, registered=frozenset(set(live.nodes) - {"w2"} | set(extra)),
+                     extra=extra)
+    plan = plan_upgrade(targets(), {}, live, talos_catalog())
+    assert [(c.layer, c.part, c.target) for c in plan.changes] == [
+        ("nodes", "add", "w2"), ("nodes", "remove", "old-cp"), ("nodes", "remove", "old-w")]
+    assert "leave etcd" in plan.changes[1].detail and "leave etcd" not in plan.changes[2].detail
+    assert not plan.unknown and not plan.problems
+
+
+def test_removing_every_control_plane_refused() -> None:
+    only_workers = {n: t for n, t in targets().items() if t.role == "worker"}
+    live = facts()
+    extra = {"cp1": ExtraNode("cp1", "10.0.0.1", True)}
+    live = LiveFacts({n: f for n, f in live.nodes.items() if n in only_workers}, {},
+                     registered=frozenset(live.nodes), extra=extra)
+    plan = plan_upgrade(only_workers, {}, live, talos_catalog())
+    assert any("no control plane" in p for p in plan.problems)
 
 
 def test_tag_of() -> None:
