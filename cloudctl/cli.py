@@ -253,25 +253,44 @@ def secrets_init(inventory_path: Path, secrets_dir: Path | None, force: bool) ->
     "--out",
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Output directory (replaced atomically as a whole).",
+    default=None,
+    help="Output directory (replaced atomically as a whole); required unless --commit.",
 )
 @secrets_option
+@identity_option
+@cluster_dir_option
 @click.option(
-    "--plan", is_flag=True, help="List what would be added/changed/removed; write nothing."
+    "--plan", is_flag=True,
+    help="List what would be added/changed/removed; write nothing. With --commit: what the "
+         "commit would change; commit nothing.",
 )
 @click.option(
     "--require-secrets",
     is_flag=True,
     help="Fail (exit 3) instead of generating the secrets bundle when it does not exist yet.",
 )
+@click.option(
+    "--commit", is_flag=True,
+    help="Commit the GitOps tree at gitops.path on gitops.branch (plus the cluster record "
+         "and the age-encrypted secrets bundle) in the local clone <cluster dir>/gitops.git; "
+         "no commit when nothing changed. Refused while the bundle exists in plain form.",
+)
+@click.option(
+    "--push", is_flag=True,
+    help="Push the branch to gitops.repo (implies --commit; also sends earlier unpushed "
+         "commits). A failed push leaves the remote unchanged.",
+)
 @handle_errors
 def render(
     inventory_path: Path,
-    out_dir: Path,
+    out_dir: Path | None,
     secrets_dir: Path | None,
+    identity: Path | None,
+    cluster_dir: Path | None,
     plan: bool,
     require_secrets: bool,
+    commit: bool,
+    push: bool,
 ) -> None:
     """Render Talos image definitions, machine configs and the GitOps tree.
 
@@ -279,13 +298,34 @@ def render(
     was. Machine configs and the talosconfig are written 0600. The first render of a cluster
     generates its secrets bundle (as `cloudctl secrets init` does; said on stderr); later
     renders reuse it. --plan writes nothing, secrets included.
+
+    \b
+    --commit / --push (GitOps repository, through dulwich; no git CLI):
+      the repository gets <gitops.path>/ (the rendered gitops/ tree, which Flux builds),
+      .cloudctl/<cluster>/cluster.yaml (versions and nodes; no secrets) and
+      secrets/<cluster>/*.yaml.age (the encrypted bundle as `secrets encrypt` wrote it).
+      Commits are made in a local bare clone, <cluster dir>/gitops.git, on top of the
+      remote branch just fetched; --push then updates the remote branch only if it did not
+      move meanwhile. The message lists chart versions per HelmRelease, releases whose
+      values changed, nodes added/removed, Talos/Kubernetes versions, and the files.
+      Refused (exit 3) while the bundle exists in plain form or without secrets.recipients:
+      run `cloudctl secrets encrypt --remove-plain` and read the bundle with --identity or
+      $CLOUDCTL_AGE_IDENTITY. Credentials are whatever gitops.repo carries (ssh: your agent);
+      they are never printed.
     """
+    from .errors import Problem
     from .render import render_all
     from .render.output import plan_tree, write_tree
 
+    commit = commit or push
+    if out_dir is None and not commit:
+        raise InputError(Problem("--out", "required (or use --commit)"))
     inv = _load(inventory_path).inventory
-    store = _store(inventory_path, inv.cluster.name, secrets_dir)
-    if store.exists() or require_secrets:
+    store = _store(inventory_path, inv.cluster.name, secrets_dir, identity)
+    if commit:
+        sealed = _commit_secrets(inventory_path, inv, store)
+        bundle = store.load()
+    elif store.exists() or require_secrets:
         bundle = store.load()
     elif plan:
         from .secrets import generate_bundle
@@ -296,17 +336,84 @@ def render(
         bundle, _ = store.init()
         click.echo(f"secrets bundle generated at {store.directory} (0600)", err=True)
     files = render_all(inv, bundle)
-    result = plan_tree(files, out_dir)
+    if out_dir is not None:
+        result = plan_tree(files, out_dir)
+        if plan:
+            for line in result.lines():
+                click.echo(line)
+        else:
+            write_tree(files, out_dir, inv.cluster.name)
+            click.echo(
+                f"rendered {len(files)} files to {out_dir} "
+                f"({sum(1 for c in result.changes if c.kind != 'removed')} written or changed, "
+                f"{sum(1 for c in result.changes if c.kind == 'removed')} removed)"
+            )
+    if commit:
+        _commit_render(inventory_path, inv, files, sealed, cluster_dir, push=push, plan=plan)
+
+
+def _commit_secrets(inventory_path: Path, inv: Any, store: Any) -> dict[str, bytes]:
+    """The encrypted bundle files to commit; SecretsError when plain secrets exist or nothing
+    says whom the bundle is encrypted to."""
+    from .errors import Problem, SecretsError
+
+    fix = f"cloudctl secrets encrypt -i {inventory_path} --remove-plain"
+    if inv.gitops is None:
+        raise InputError(Problem("gitops", "--commit needs a gitops section (repo, branch, "
+                                 "path) saying where to commit"))
+    if not inv.secrets.recipients:
+        raise SecretsError("refusing to commit: the inventory has no secrets.recipients, so the "
+                           "secrets bundle cannot go into Git encrypted; add an age public key "
+                           f"there, then run `{fix}`")
+    for plain in (store.secrets_path, store.admin_path):
+        if plain.exists():
+            raise SecretsError(f"refusing to commit: the secrets bundle exists in plain form "
+                               f"({plain}); plain secrets never go into Git. Run `{fix}` "
+                               "(keep the identity file: it decrypts the bundle)")
+    if not store.encrypted_exists():
+        raise SecretsError(f"refusing to commit: no encrypted secrets bundle at "
+                           f"{store.encrypted(store.secrets_path)}; run `cloudctl secrets init "
+                           f"-i {inventory_path}`, then `{fix}`")
+    sealed = {}
+    for path in (store.secrets_path, store.admin_path):
+        enc = store.encrypted(path)
+        if enc.is_file():
+            sealed[enc.name] = enc.read_bytes()
+    return sealed
+
+
+def _commit_render(
+    inventory_path: Path, inv: Any, files: Any, sealed: dict[str, bytes],
+    cluster_dir: Path | None, *, push: bool, plan: bool,
+) -> None:
+    from .gitops import commit_tree, redact_url
+
+    cache = cluster_paths(inventory_path, inv.cluster.name, cluster_dir)[0] / "gitops.git"
+    where = f"{redact_url(inv.gitops.repo)} branch {inv.gitops.branch}"
+    res = commit_tree(inv, files, push=push and not plan, cache=cache, secrets=sealed,
+                      dry_run=plan)
+    for note in res.notes:
+        click.echo(f"note: {note}", err=True)
     if plan:
-        for line in result.lines():
-            click.echo(line)
+        if res.message is None:
+            click.echo(f"nothing to commit: {where} already holds this render")
+        else:
+            click.echo(f"would commit to {where}:")
+            click.echo(res.message.rstrip())
         return
-    write_tree(files, out_dir, inv.cluster.name)
-    click.echo(
-        f"rendered {len(files)} files to {out_dir} "
-        f"({sum(1 for c in result.changes if c.kind != 'removed')} written or changed, "
-        f"{sum(1 for c in result.changes if c.kind == 'removed')} removed)"
-    )
+    if res.commit_id is None and (res.pushed or res.unpushed):
+        click.echo(f"nothing new to commit: the local clone {cache} already holds this render")
+    elif res.commit_id is None:
+        click.echo(f"nothing to commit: {where} already holds this render"
+                   + (f" (head {res.head[:12]})" if res.head else ""))
+    else:
+        click.echo(f"committed {res.commit_id[:12]} to {where} (local clone {cache}):")
+        click.echo((res.message or "").rstrip())
+    if res.pushed:
+        click.echo(f"pushed {res.head[:12] if res.head else ''} to {where}")
+    elif res.unpushed:
+        click.echo(f"not pushed: {where} is behind the local clone; push with "
+                   f"`cloudctl render -i {inventory_path} --push`")
 
 
 def _register() -> None:
