@@ -18,6 +18,7 @@ config for ssh); URLs are shown with their user info replaced by ``***``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import time
@@ -149,6 +150,29 @@ class Repository:
                 self.repo = Repo.init_bare(str(cache))
         except (OSError, NotGitRepository) as exc:
             raise RemoteError(f"cannot open the local Git cache {cache}: {exc}") from None
+        self.notes: list[str] = []
+        self._follow_url()
+
+    def _follow_url(self) -> None:
+        """A cache that followed another repository (gitops.repo changed) forgets that
+        repository's branch: commits never travel from one repository to another. The URL is
+        kept as a hash (it may carry credentials)."""
+        digest = hashlib.sha256(self.url.encode()).hexdigest().encode()
+        config = self.repo.get_config()
+        try:
+            known = config.get((b"cloudctl",), b"urlhash")
+        except KeyError:
+            known = None
+        if known == digest:
+            return
+        if known is not None and self._ref in self.repo.refs.as_dict():
+            self.notes.append(f"the local clone {self.cache} followed another repository: "
+                              f"its branch {self.branch} is dropped, {self.shown} is the base")
+        for ref in (self._ref, self._origin):
+            if ref in self.repo.refs.as_dict():
+                del self.repo.refs[ref]
+        config.set((b"cloudctl",), b"urlhash", digest)
+        config.write_to_path()
 
     def close(self) -> None:
         self.repo.close()
@@ -251,6 +275,7 @@ class Repository:
         commit when anything changed, push when asked (also earlier unpushed commits)."""
         remote = self.fetch()
         base, notes = self._base(remote)
+        notes = self.notes + notes
         flat = _flat(self.repo, base)
         store = self.repo.object_store
         old = {p: store[sha].as_raw_string() for p, (_, sha) in flat.items()

@@ -246,6 +246,23 @@ def test_commit_without_push_stays_in_the_cache_until_pushed(tmp_path: Path) -> 
     assert head(remote) == local.commit_id.encode()
 
 
+def test_a_changed_gitops_repo_never_receives_the_old_repositorys_commits(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache.git"
+    old, new = bare(tmp_path, "old.git"), bare(tmp_path, "new.git")
+    first = commit_tree(_inv(repo=str(old)), files(), push=False, cache=cache)
+    assert first.commit_id is not None and head(old) is None
+    moved = commit_tree(_inv(repo=str(new)), files(**{"gitops/x.yaml": b"x: 1\n"}), push=True,
+                        cache=cache)
+    assert moved.pushed and moved.commit_id not in (None, first.commit_id)
+    assert any("followed another repository" in n for n in moved.notes)
+    with Repo(str(new)) as repo:
+        c = repo[repo.refs[b"refs/heads/main"]]
+        assert isinstance(c, Commit) and c.parents == []
+        assert first.commit_id.encode() not in repo.object_store
+
+
 def test_unpushed_commit_superseded_when_the_remote_moved(tmp_path: Path) -> None:
     remote = bare(tmp_path)
     inv = _inv(repo=str(remote))
