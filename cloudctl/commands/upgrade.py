@@ -62,13 +62,45 @@ def _storage_checks(ctx: Any, kube: Any) -> list[Any]:
     return [LinstorCheck(kube, ns)]
 
 
+def _restore_releases(ctx: Any, releases: dict[str, Any], names: list[str]) -> None:
+    """Direct mode: the recorded chart version and values back on each HelmRelease (server-side
+    apply of just those fields), then wait Ready as bootstrap does."""
+    from ..kube import Kube, wait_helmreleases
+
+    if ctx.inventory.gitops is not None:
+        from ..errors import InputError
+
+        raise InputError(Problem(
+            "gitops", "the platform follows Git: revert the GitOps commit (the record names the "
+            "revision the cluster ran before), then run cloudctl upgrade"))
+    with Kube.from_kubeconfig(ctx.kubeconfig_path) as kube:
+        for name in names:
+            was = releases[name]
+            live = kube.get(_hr(name))
+            assert live is not None
+            chart = dict((live["spec"].get("chart") or {}).get("spec") or {})
+            chart["version"] = was["version"]
+            kube.server_side_apply({
+                "apiVersion": live["apiVersion"], "kind": "HelmRelease",
+                "metadata": {"name": name, "namespace": "flux-system"},
+                "spec": {**live["spec"], "chart": {"spec": chart},
+                         "values": was.get("values") or {}}})
+        wait_helmreleases(kube, names=names, timeout=ctx.options.timeout, interval=ctx.poll)
+
+
+def _hr(name: str) -> Any:
+    from ..kube import ObjectRef
+
+    return ObjectRef("helm.toolkit.fluxcd.io/v2", "HelmRelease", name, "flux-system")
+
+
 async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_timeout: float,
-               output_format: str) -> int:
+               output_format: str, rollback: bool = False) -> int:
     from ..catalog import talos_catalog
     from ..kube.client import Kube
     from ..pipeline.state import now
     from ..upgrade.facts import gather, node_targets, release_targets
-    from ..upgrade.plan import Change, plan_upgrade
+    from ..upgrade.plan import Change, plan_rollback, plan_upgrade
     from ..upgrade.record import (
         FAILED,
         INTERRUPTED,
@@ -77,7 +109,7 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
         UpgradeRecord,
         previous_of,
     )
-    from ..upgrade.run import Upgrader, plan_record
+    from ..upgrade.run import Upgrader, plan_record, set_install_image
 
     inv = ctx.inventory
     if not ctx.rack.reachable():
@@ -88,7 +120,10 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
                                   "cluster first")
     records = RecordFile(ctx.cluster_dir, inv.cluster.name)
     rec = records.load()
-    if rec is not None and rec.unfinished and not resume and not plan_only:
+    if rollback and (rec is None or not rec.previous):
+        raise InputError(Problem("--rollback", f"no upgrade is recorded in {records.path}: "
+                                 "nothing to roll back to"))
+    if rec is not None and rec.unfinished and not resume and not plan_only and not rollback:
         raise StateError(f"an unfinished upgrade is recorded in {records.path} (status "
                          f"{rec.status}{': ' + rec.error.splitlines()[0] if rec.error else ''})"
                          ": rerun with --resume to continue it")
@@ -101,19 +136,34 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
         return ctx.rack.dial(str(node.ip)).named(node.name)
 
     configs = {n.name: files[f"talos/nodes/{n.name}.yaml"].data.decode() for n in inv.nodes}
+    rollback_of = rec if rollback else None
+    if rollback_of is not None:
+        was = rollback_of.previous.get("nodes") or {}
+        configs = {n: set_install_image(c, str(was[n]["installer_image"]))
+                   if (was.get(n) or {}).get("installer_image") else c
+                   for n, c in configs.items()}
     with Kube.from_kubeconfig(ctx.kubeconfig_path) as kube:
+        def platform() -> None:
+            if rollback_of is None:
+                asyncio.run(_platform(ctx))
+                return
+            assert plan is not None
+            names = [c.target for c in plan.changes if c.layer == "platform"]
+            _restore_releases(ctx, rollback_of.previous.get("releases") or {}, names)
+
         def upgrader(plan: Any, record: Any) -> Upgrader:
             return Upgrader(inv, plan, record, records, dial=dial, dial_address=ctx.rack.dial,
                             creds=creds, kube=kube, configs=configs,
                             storage=_storage_checks(ctx, kube), say=say,
                             timeout=ctx.options.timeout, drain_timeout=drain_timeout,
-                            poll=ctx.poll, platform=lambda: asyncio.run(_platform(ctx)),
+                            poll=ctx.poll, platform=platform,
                             add_nodes=lambda: asyncio.run(_add_nodes(ctx)),
                             extra=dict(facts.extra) if facts is not None else {})
 
         facts = None
         # a change in flight (its Upgrade call sent) is finished first: the node may be
         # rebooting and invisible to the facts
+        plan = None
         if resume and rec is not None and rec.current is not None and rec.current.sent:
             raw = next((c for c in rec.plan if c.get("key") == rec.current.key), None)
             if raw is not None:
@@ -126,8 +176,12 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
                 say("node-done", change.describe(), node=change.target, phase=change.key)
 
         facts = await gather(inv, dial, creds, kube)
-        plan = plan_upgrade(node_targets(inv, files), release_targets(inv, files), facts,
-                            talos_catalog(), force=force)
+        if rollback_of is not None:
+            order = [n.name for n in sorted(inv.nodes, key=lambda n: n.role != "controlplane")]
+            plan = plan_rollback(rollback_of.previous, facts, order)
+        else:
+            plan = plan_upgrade(node_targets(inv, files), release_targets(inv, files), facts,
+                                talos_catalog(), force=force)
         if plan_only:
             _print_plan(ctx, plan, output_format)
             if plan.problems:
@@ -147,7 +201,11 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
                 records.save(rec)
             say("done", "nothing to do: the cluster runs what the inventory says")
             return 0
-        if rec is None or not rec.unfinished:
+        if rollback_of is not None:
+            rec = UpgradeRecord(cluster=inv.cluster.name, started=str(now()),
+                                previous=previous_of(facts, None),
+                                target={"rollback_of": rollback_of.started})
+        elif rec is None or not rec.unfinished:
             rec = UpgradeRecord(cluster=inv.cluster.name, started=str(now()),
                                 previous=previous_of(facts, None),
                                 target={"talos": inv.cluster.talos_version,
@@ -208,6 +266,10 @@ def _print_plan(ctx: Any, plan: Any, output_format: str) -> None:
               help="Print the plan across layers (from live facts) and change nothing.")
 @click.option("--resume", is_flag=True,
               help="Continue a stopped upgrade: the change in flight, then the next ones.")
+@click.option("--rollback", is_flag=True,
+              help="Return to the versions the last upgrade record holds: HelmRelease chart "
+                   "versions and values (direct mode) and each node's previous Talos installer "
+                   "image, with the same gates. Kubernetes is not rolled back.")
 @click.option("--force", is_flag=True,
               help="Upgrade a chart to a version without a vendored values schema (a warning "
                    "instead of a refusal).")
@@ -225,6 +287,7 @@ def upgrade(
     emulate: bool,
     plan_only: bool,
     resume: bool,
+    rollback: bool,
     force: bool,
     timeout: float,
     drain_timeout: float,
@@ -261,7 +324,7 @@ def upgrade(
             with interrupts_raise():
                 code = asyncio.run(_run(ctx, plan_only=plan_only, resume=resume, force=force,
                                         drain_timeout=drain_timeout,
-                                        output_format=output_format))
+                                        output_format=output_format, rollback=rollback))
         except KeyboardInterrupt:
             stack.close()
             click.echo(f"interrupted; the upgrade record is {ctx.cluster_dir / 'upgrade.json'}:"

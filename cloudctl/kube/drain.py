@@ -123,7 +123,8 @@ def drain(
         if clock() >= deadline:
             blocked = "; ".join(f"pod {p}: {refused[p]}" for p in pending)
             raise DrainBlocked(f"drain of node {node} blocked after {timeout:g}s by a "
-                               f"PodDisruptionBudget: {blocked}")
+                               f"PodDisruptionBudget: {blocked}; the node stays cordoned "
+                               f"(kubectl uncordon {node} to give it back)")
         sleep(interval)
     _wait_gone(kube, node, evicted, deadline=deadline, interval=interval, clock=clock,
                sleep=sleep)

@@ -316,3 +316,45 @@ def plan_upgrade(
 def _next_minor(version: str) -> str:
     major, minor = _minor_tuple(version)
     return f"v{major}.{minor + 1}"
+
+
+def plan_rollback(previous: Mapping[str, Any], facts: LiveFacts,
+                  order: list[str]) -> UpgradePlan:
+    """Back to the versions an upgrade record holds (``previous``): each HelmRelease's chart
+    version and values, each node's installer image (control planes first, ``order``). The
+    Kubernetes version is not rolled back (Kubernetes does not support downgrades): a
+    difference is a warning."""
+    changes: list[Change] = []
+    warnings: list[str] = []
+    unknown: list[str] = []
+    if facts.releases is None:
+        unknown.append(f"HelmReleases: {facts.kube_error or 'Kubernetes API not readable'}")
+    for name, was in sorted((previous.get("releases") or {}).items()):
+        have = (facts.releases or {}).get(name)
+        if have is None:
+            if facts.releases is not None:
+                warnings.append(f"HelmRelease {name} is gone: not restored")
+            continue
+        if have.version == was.get("version") and have.values == (was.get("values") or {}):
+            continue
+        what = ", ".join(x for x, changed in (("chart version", have.version != was["version"]),
+                                               ("values", have.values != was.get("values")))
+                         if changed)
+        changes.append(Change(PLATFORM, name, "release", have.version, str(was["version"]),
+                              f"rollback: {what}"))
+    nodes = previous.get("nodes") or {}
+    for name in order:
+        was, node = nodes.get(name) or {}, facts.nodes.get(name)
+        if not was.get("talos") or not was.get("installer_image"):
+            continue
+        if node is None or node.talos_version is None:
+            unknown.append(f"node {name}: {(node.error if node else '') or 'no answer'}")
+            continue
+        if node.talos_version == was["talos"] and node.installer_image == was["installer_image"]:
+            continue
+        changes.append(Change(TALOS, name, "os", node.talos_version, str(was["talos"]),
+                              f"rollback to {was['installer_image']}"))
+        if node.kubelet_version and was.get("kubelet") and node.kubelet_version != was["kubelet"]:
+            warnings.append(f"node {name}: kubelet {node.kubelet_version} stays (was "
+                            f"{was['kubelet']}): Kubernetes is not rolled back")
+    return UpgradePlan(tuple(changes), (), tuple(dict.fromkeys(warnings)), tuple(unknown))

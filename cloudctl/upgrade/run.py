@@ -68,6 +68,15 @@ def pin_kubernetes(config: str, *, kubelet: str | None, control_plane: str | Non
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
+def set_install_image(config: str, image: str) -> str:
+    """The config with ``machine.install.image`` set to ``image`` (a rollback target)."""
+    docs = list(yaml.safe_load_all(config))
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("version") == "v1alpha1":
+            doc.setdefault("machine", {}).setdefault("install", {})["image"] = image
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
 class Upgrader:
     """Executes one plan against one cluster (I/O: Talos API, Kubernetes API, the record)."""
 

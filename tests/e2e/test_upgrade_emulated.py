@@ -246,3 +246,71 @@ def test_adding_and_removing_nodes(work: Workdir) -> None:
     assert names == {"cp1", "cp2", "worker2", "worker3"}
     again = upgrade(work, "--plan")
     assert again.code == 0 and "nothing to do" in again.stdout, again.stdout
+
+
+def test_pdb_blocks_the_drain_naming_the_budget(work: Workdir) -> None:
+    _bootstrapped(work, "pdb-blocks-drain:cp2")
+    _set(work, f"talosVersion: {OLD}", f"talosVersion: {NEW}")
+    run = upgrade(work, "--drain-timeout", "2")
+    assert run.code == 10, run.stderr[-3000:]
+    assert "drain of node cp2 blocked after 2s by a PodDisruptionBudget" in run.stderr
+    assert "drain-guard" in run.stderr
+    rack = work.rack()
+    assert rack["nodes"]["cp1"]["upgrades"] == 1 and rack["nodes"]["cp2"]["upgrades"] == 0
+    with _kube_of(work) as kube:
+        cp2 = kube.request("GET", "/api/v1/nodes/cp2", what="Node cp2")[1]
+    assert cp2["spec"].get("unschedulable") is True  # left cordoned for the operator to see
+
+
+def test_storage_gate_refuses_the_last_uptodate_replica(work: Workdir) -> None:
+    _bootstrapped(work, "storage-not-uptodate:pvc-db:node=cp3")
+    _set(work, f"talosVersion: {OLD}", f"talosVersion: {NEW}")
+    run = upgrade(work)
+    assert run.code == 10, run.stderr[-3000:]
+    assert "storage gate (linstor) refused cp3" in run.stderr
+    assert "LINSTOR resource pvc-db: node cp3 holds its last UpToDate replica" in run.stderr
+    rack = work.rack()
+    assert [rack["nodes"][n]["upgrades"] for n in ORDER] == [1, 1, 0, 0, 0]
+
+
+def _kube_of(w: Workdir) -> Any:
+    from cloudctl.kube import Kube
+
+    return Kube.from_kubeconfig(w.cluster_dir / "kubeconfig")
+
+
+def test_rollback_restores_chart_and_talos_with_the_same_gates(work: Workdir) -> None:
+    _bootstrapped(work)
+    _set(work, f"talosVersion: {OLD}", f"talosVersion: {NEW}")
+    _set(work, "cilium: {enabled: true}", "cilium: {enabled: true, version: 1.20.0}")
+    assert upgrade(work).code == 0
+    assert all(work.rack()["nodes"][n]["version"] == NEW for n in ORDER)
+    plan = json.loads(upgrade(work, "--rollback", "--plan", "-o", "json").stdout)
+    assert [(c["layer"], c["target"], c["after"]) for c in plan["changes"]] == [
+        ("platform", "cilium", "1.19.6")] + [("talos", n, OLD) for n in ORDER]
+    run = upgrade(work, "--rollback", "-o", "json")
+    assert run.code == 0, run.stderr[-3000:]
+    assert any(e["message"].startswith("etcd healthy; quorum kept without cp1")
+               for e in run.events)  # same gates
+    rack = work.rack()
+    assert all(rack["nodes"][n]["version"] == OLD and rack["nodes"][n]["upgrades"] == 2
+               for n in ORDER)
+    assert rack["nodes"]["cp1"]["image"].endswith(f":{OLD}")
+    with _kube_of(work) as kube:
+        hr = kube.get(_hr_ref("cilium"))
+    assert hr is not None and hr["spec"]["chart"]["spec"]["version"] == "1.19.6"
+    # the inventory still asks for the new versions: the next plan is the upgrade again
+    again = json.loads(upgrade(work, "--plan", "-o", "json").stdout)
+    assert len(again["changes"]) == 6
+
+
+def test_rollback_without_record_is_refused(work: Workdir) -> None:
+    _bootstrapped(work, talos=NEW)
+    run = upgrade(work, "--rollback")
+    assert run.code == 2 and "nothing to roll back to" in run.stderr
+
+
+def _hr_ref(name: str) -> Any:
+    from cloudctl.kube import ObjectRef
+
+    return ObjectRef("helm.toolkit.fluxcd.io/v2", "HelmRelease", name, "flux-system")
