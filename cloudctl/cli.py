@@ -22,6 +22,7 @@ Exit codes:
   3 secrets missing    4 render contract broken   5 environment not ready
   6 remote failure     7 timed out                8 platform component failed
   9 cluster state unreadable or stale (names the file)     130 interrupted (Ctrl-C)
+  10 upgrade gate refused (PDB, etcd, storage) or an upgrade rolled back
 """
 
 
