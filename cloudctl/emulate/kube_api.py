@@ -8,7 +8,10 @@ Two layers:
 - ``KubeApiEmulator`` serves it on 127.0.0.1 (port 0 by default) from a thread with real TLS
   (a fresh CA, a server certificate for the address, an admin client certificate required by
   default) and hands out a kubeconfig the official client loads unmodified. Tests and the Talos
-  rack emulator drive it with ``add_node``, ``fail_release`` and ``set_release_delay``.
+  rack emulator drive it with ``add_node``, ``fail_release`` and ``set_release_delay``; drains
+  and storage gates with ``set_pod_ready`` (a running pod turns unhealthy), ``pods_on``,
+  ``guard_node`` (a pod pinned to a node under a ``maxUnavailable: 0`` budget),
+  ``start_linstor``, ``add_storage_resource``, ``set_disk_state`` and ``degrade_storage``.
 
 ``kubectl get`` receives server-side printed Tables (:mod:`cloudctl.emulate.kube_tables`).
 Subresources served besides ``status``: ``pods/eviction`` (policy/v1 Eviction with
@@ -696,6 +699,15 @@ class KubeApiEmulator:
             self.controllers.reconcile(self.api.clock())
             if name in self._guards:
                 self._make_guards()
+
+    def set_kubelet(self, name: str, *, posting: bool, version: str | None) -> None:
+        """What the node's kubelet reports: whether it posts status (False: the Node turns
+        Ready=Unknown with the unreachable taint) and its version (``nodeInfo``)."""
+        from .kube_reconcile import Kubelet
+
+        with self._lock:
+            if self.controllers.kubelets.get(name) != Kubelet(posting, version):
+                self.controllers.kubelets[name] = Kubelet(posting, version)
 
     def remove_node(self, name: str) -> None:
         with self._lock:

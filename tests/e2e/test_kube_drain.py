@@ -197,7 +197,7 @@ def test_drain_refused_by_a_zero_budget(emulator: KubeApiEmulator, kubectl: Kube
     finally:
         api.close()
     assert info.value.status == 429
-    body = json.loads(info.value.body)
+    body = json.loads(info.value.body or "{}")
     assert body["reason"] == "TooManyRequests" and body["message"] == REFUSED
     assert body["details"]["causes"] == [{
         "reason": "DisruptionBudget",
