@@ -1,0 +1,114 @@
+"""Workload controllers of the Kubernetes API emulator once Nodes exist: ReplicaSets per pod
+template, DaemonSet pods per node, garbage collection, pods of removed nodes rescheduled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cloudctl.emulate.kube_reconcile import Controllers
+from cloudctl.emulate.kube_store import Store
+from cloudctl.emulate.kube_types import ResourceType
+
+
+def _rt(store: Store, api_version: str, kind: str) -> ResourceType:
+    rt = store.type_of(api_version, kind)
+    assert rt is not None
+    return rt
+
+
+def _workload(kind: str, name: str, replicas: int | None = 2, image: str = "nginx:1") -> dict:
+    labels = {"app": name}
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": labels},
+        "template": {"metadata": {"labels": labels},
+                     "spec": {"containers": [{"name": "c", "image": image}]}},
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+def cluster() -> tuple[Store, Controllers]:
+    store = Store()
+    ctl = Controllers(store, workload_delay=1.0)
+    for name in ("n1", "n2"):
+        store.create(_rt(store, "v1", "Node"), None, {"metadata": {"name": name}},
+                     manager="kubelet")
+    return store, ctl
+
+
+def _pods(store: Store, app: str) -> list[dict[str, Any]]:
+    return [p for p in store.list(_rt(store, "v1", "Pod"), "default")["items"]
+            if p["metadata"]["labels"].get("app") == app]
+
+
+def test_template_change_makes_a_new_replicaset_and_replaces_the_pods(
+    cluster: tuple[Store, Controllers],
+) -> None:
+    store, ctl = cluster
+    dep_rt, rs_rt = _rt(store, "apps/v1", "Deployment"), _rt(store, "apps/v1", "ReplicaSet")
+    store.create(dep_rt, "default", _workload("Deployment", "web"), manager="t")
+    ctl.reconcile(0.0)
+    ctl.reconcile(1.0)
+    first = {p["metadata"]["name"] for p in _pods(store, "web")}
+    dep = store.get(dep_rt, "default", "web")
+    assert dep["status"]["availableReplicas"] == 2
+    store.patch(dep_rt, "default", "web", "merge",
+                {"spec": {"template": {"spec": {"containers": [{"name": "c",
+                                                                "image": "nginx:2"}]}}}},
+                manager="t")
+    ctl.reconcile(2.0)
+    sets = store.list(rs_rt, "default")["items"]
+    assert sorted(r["spec"]["replicas"] for r in sets) == [0, 2]
+    assert sorted(r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                  for r in sets) == ["1", "2"]
+    pods = _pods(store, "web")
+    assert not first & {p["metadata"]["name"] for p in pods}
+    assert all(p["spec"]["containers"][0]["image"] == "nginx:2" for p in pods)
+    dep = store.get(dep_rt, "default", "web")
+    assert dep["status"]["conditions"][0]["status"] == "False"  # new pods not Ready yet
+    ctl.reconcile(3.0)
+    dep = store.get(dep_rt, "default", "web")
+    assert dep["status"]["conditions"][0]["status"] == "True"
+    assert dep["status"]["conditions"][1]["reason"] == "NewReplicaSetAvailable"
+
+
+def test_deleting_a_deployment_collects_its_replicasets_and_pods(
+    cluster: tuple[Store, Controllers],
+) -> None:
+    store, ctl = cluster
+    dep_rt = _rt(store, "apps/v1", "Deployment")
+    store.create(dep_rt, "default", _workload("Deployment", "web"), manager="t")
+    ctl.reconcile(0.0)
+    assert len(_pods(store, "web")) == 2
+    store.delete(dep_rt, "default", "web")
+    ctl.reconcile(0.5)
+    assert _pods(store, "web") == []
+    assert store.list(_rt(store, "apps/v1", "ReplicaSet"), "default")["items"] == []
+
+
+def test_daemonset_one_pod_per_node_and_removed_node_pods_move(
+    cluster: tuple[Store, Controllers],
+) -> None:
+    store, ctl = cluster
+    ds_rt, sts_rt = _rt(store, "apps/v1", "DaemonSet"), _rt(store, "apps/v1", "StatefulSet")
+    store.create(ds_rt, "default", _workload("DaemonSet", "agent", None), manager="t")
+    store.create(sts_rt, "default", _workload("StatefulSet", "db"), manager="t")
+    ctl.reconcile(0.0)
+    ctl.reconcile(1.0)
+    agents = _pods(store, "agent")
+    assert sorted(p["spec"]["nodeName"] for p in agents) == ["n1", "n2"]
+    ds = store.get(ds_rt, "default", "agent")
+    assert (ds["status"]["desiredNumberScheduled"], ds["status"]["numberReady"]) == (2, 2)
+    assert sorted(p["metadata"]["name"] for p in _pods(store, "db")) == ["db-0", "db-1"]
+    store.delete(_rt(store, "v1", "Node"), None, "n1")
+    ctl.reconcile(1.5)
+    assert [p["spec"]["nodeName"] for p in _pods(store, "agent")] == ["n2"]
+    db = _pods(store, "db")
+    assert sorted(p["metadata"]["name"] for p in db) == ["db-0", "db-1"]
+    assert {p["spec"]["nodeName"] for p in db} == {"n2"}
+    sts = store.get(sts_rt, "default", "db")
+    assert sts["status"]["readyReplicas"] == 1  # the moved pod is not Ready yet
