@@ -11,9 +11,10 @@ content of the owned directories, so nothing is lost by rebuilding on the remote
 
 A push updates the remote branch only if it still points where it was fetched from (the
 expected old value is checked before any object is sent, and receive-pack checks it again):
-a remote that moved, a rejected ref or a transport failure leaves the remote branch as it was
-and raises RemoteError. Credentials are whatever the URL carries (or the ssh agent / git
-config for ssh); URLs are shown with their user info replaced by ``***``.
+a remote that moved or a rejected ref update leaves the remote branch as it was; every failure
+(transport included) raises RemoteError, and the commit stays in the cache for the next push.
+Credentials are whatever the URL carries (or the ssh agent / git config for ssh); URLs are
+shown with their user info replaced by ``***``.
 """
 
 from __future__ import annotations

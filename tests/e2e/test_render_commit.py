@@ -40,7 +40,7 @@ WORKER3 = """\
 
 
 @pytest.fixture
-def remote(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def remote(tmp_path: Path) -> Iterator[tuple[str, Path, WSGIServerLogger]]:
     """A bare repository (branch main) behind dulwich's smart-HTTP server on loopback."""
     path = tmp_path / "srv" / "rack1.git"
     path.mkdir(parents=True)
@@ -51,7 +51,7 @@ def remote(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/rack1.git", path
+        yield f"http://127.0.0.1:{server.server_port}/rack1.git", path, server
     finally:
         server.shutdown()
         server.server_close()
@@ -131,9 +131,9 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 
 def test_commit_refused_while_secrets_are_plain_or_have_no_recipients(
-    tmp_path: Path, remote: tuple[str, Path]
+    tmp_path: Path, remote: tuple[str, Path, WSGIServerLogger]
 ) -> None:
-    url, bare = remote
+    url, bare, _server = remote
     key, pub = _identity(tmp_path)
     work = _workdir(tmp_path, url, [pub])
     run = cli(work, "render", "-i", "inventory.yaml", "--commit", "--push")
@@ -154,9 +154,9 @@ def test_commit_refused_while_secrets_are_plain_or_have_no_recipients(
 
 
 def test_commit_holds_only_the_encrypted_bundle_and_a_clone_renders_identically(
-    tmp_path: Path, remote: tuple[str, Path]
+    tmp_path: Path, remote: tuple[str, Path, WSGIServerLogger]
 ) -> None:
-    url, bare = remote
+    url, bare, _server = remote
     key, pub = _identity(tmp_path)
     work = _workdir(tmp_path, url, [pub])
     enc = cli(work, "secrets", "encrypt", "-i", "inventory.yaml", "--remove-plain")
@@ -206,9 +206,9 @@ def test_commit_holds_only_the_encrypted_bundle_and_a_clone_renders_identically(
 
 
 def test_chart_bump_and_node_added_each_make_one_commit_naming_them(
-    tmp_path: Path, remote: tuple[str, Path]
+    tmp_path: Path, remote: tuple[str, Path, WSGIServerLogger]
 ) -> None:
-    url, bare = remote
+    url, bare, server = remote
     key, pub = _identity(tmp_path)
     work = _workdir(tmp_path, url, [pub])
     assert cli(work, "secrets", "encrypt", "-i", "inventory.yaml",
@@ -251,3 +251,18 @@ def test_chart_bump_and_node_added_each_make_one_commit_naming_them(
     message = commit_of(bare).message.decode()
     assert "+node worker3" in message.splitlines()[0]
     assert "Nodes added: worker3 (worker 10.20.0.23)" in message
+
+    # the remote goes away: exit 6 naming it, the remote and the local clone as they were
+    server.shutdown()
+    server.server_close()
+    inv.write_text(inv.read_text().replace("version: 1.19.7", "version: 1.19.8"))
+    cache = work / "clusters/rack1/gitops.git"
+    with Repo(str(cache)) as clone:
+        before = clone.refs.as_dict()
+    remote_before = head(bare)
+    down = cli(work, "render", "-i", "inventory.yaml", "--push", identity=key)
+    assert down.returncode == 6, down.stderr
+    assert f"git fetch {url}" in down.stderr
+    assert head(bare) == remote_before
+    with Repo(str(cache)) as clone:
+        assert clone.refs.as_dict() == before

@@ -297,6 +297,25 @@ def test_push_refused_when_the_remote_moved_leaves_it_unchanged(tmp_path: Path) 
     assert head(remote) == first.commit_id.encode()  # type: ignore[union-attr]
 
 
+def test_a_failed_push_keeps_the_commit_locally_and_the_remote_branch_as_it_was(
+    tmp_path: Path,
+) -> None:
+    remote = bare(tmp_path)
+    inv = _inv(repo=str(remote))
+    cache = tmp_path / "cache.git"
+    first = commit_tree(inv, files(), push=True, cache=cache)
+    lock = remote / "refs" / "heads" / "main.lock"  # another writer holds the branch
+    lock.write_bytes(b"")
+    change = files(**{"gitops/new.yaml": b"a: 1\n"})
+    with pytest.raises(RemoteError, match=r"git push .*is kept in .*cache\.git"):
+        commit_tree(inv, change, push=True, cache=cache)
+    assert head(remote) == first.commit_id.encode()  # type: ignore[union-attr]
+    lock.unlink()
+    retry = commit_tree(inv, change, push=True, cache=cache)
+    assert retry.commit_id is None and retry.pushed  # the kept commit, sent now
+    assert "clusters/rack1/new.yaml" in tree_files(remote)
+
+
 def test_push_to_a_missing_repository_fails_cleanly(tmp_path: Path) -> None:
     inv = _inv(repo=str(tmp_path / "nowhere.git"))
     with pytest.raises(RemoteError, match=r"nowhere\.git"):
