@@ -37,10 +37,10 @@ from dulwich.graph import can_fast_forward
 from dulwich.index import commit_tree
 from dulwich.object_store import iter_tree_contents
 from dulwich.objects import Blob, Commit, ObjectID
-from dulwich.refs import Ref
+from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
 
-from ..errors import RemoteError
+from ..errors import InputError, Problem, RemoteError
 from .changes import ChangeSummary, summarize
 
 AUTHOR = b"cloudctl <cloudctl@localhost>"
@@ -142,6 +142,9 @@ class Repository:
         self.cache = cache
         self.shown = redact_url(url)
         self._ref = Ref(f"refs/heads/{branch}".encode())
+        if not check_ref_format(self._ref):
+            raise InputError(Problem("gitops.branch", f"{branch!r} is not a valid Git branch "
+                                     "name (see git check-ref-format)"))
         self._origin = Ref(f"refs/remotes/origin/{branch}".encode())
         try:
             if (cache / "objects").is_dir():

@@ -356,6 +356,8 @@ def test_refusals_secret_files_keys_plain_bundles_and_overlaps(tmp_path: Path) -
         commit_tree(inv, files(), push=True, secrets={"secrets.yaml": b"x"})
     with pytest.raises(InputError, match=r"gitops\.path: .*overlaps secrets/rack1/"):
         commit_tree(_inv(repo=str(remote), path="secrets"), files(), push=True)
+    with pytest.raises(InputError, match=r"gitops\.branch: 'two words' is not a valid Git"):
+        commit_tree(_inv(repo=str(remote), branch="two words"), files(), push=True)
     with pytest.raises(InputError, match=r"gitops.path: \(the repository root\) overlaps"):
         commit_tree(_inv(repo=str(remote), path="./"), files(), push=True)
     # a password in gitops.repo would reach Git through the rendered GitRepository URL
