@@ -45,6 +45,8 @@ class Release:
     """``spec.values`` + ``spec.valuesFrom`` as canonical JSON (compared, never shown)."""
     spec: str
     """The rest of ``spec`` as canonical JSON."""
+    chart_dir: str = ""
+    """Repository path of a chart kept in the repository (``""``: a chart from elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def releases(files: Mapping[str, bytes]) -> dict[str, Release]:
         name = str(_get(doc, "metadata", "name"))
         spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
         assert isinstance(spec, dict)
-        chart, version = "?", "?"
+        chart, version, chart_dir = "?", "?", ""
         cspec = _get(spec, "chart", "spec")
         ref = spec.get("chartRef")
         if isinstance(cspec, dict):
@@ -134,8 +136,8 @@ def releases(files: Mapping[str, bytes]) -> dict[str, Release]:
             if cspec.get("version") is not None:
                 version = str(cspec["version"])
             elif _get(cspec, "sourceRef", "kind") == "GitRepository":
-                local = chart.removeprefix("./").rstrip("/")
-                chart, version = charts.get(local, (chart, "?"))
+                chart_dir = chart.removeprefix("./").rstrip("/")
+                chart, version = charts.get(chart_dir, (chart, "?"))
         elif isinstance(ref, dict) and ref.get("kind") == "OCIRepository":
             src = oci.get(str(ref.get("name")), {})
             chart = str(_get(src, "spec", "url") or ref.get("name", "?")).rsplit("/", 1)[-1]
@@ -144,7 +146,7 @@ def releases(files: Mapping[str, bytes]) -> dict[str, Release]:
                 if isinstance(tag, dict) else "?"
         values = {"values": spec.get("values"), "valuesFrom": spec.get("valuesFrom")}
         rest = {k: v for k, v in spec.items() if k not in ("values", "valuesFrom")}
-        out[name] = Release(name, chart, version, _canon(values), _canon(rest))
+        out[name] = Release(name, chart, version, _canon(values), _canon(rest), chart_dir)
     return out
 
 
@@ -232,6 +234,12 @@ def summarize(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> ChangeSumma
              and (rel_old[n].chart, rel_old[n].version) == (rel_new[n].chart, rel_new[n].version)]
     if other:
         lines.append("Release settings changed: " + _names(other))
+    local = [n for n in sorted(set(rel_old) & set(rel_new))
+             if rel_new[n].chart_dir and rel_old[n].version == rel_new[n].version
+             and any(f.path.startswith(rel_new[n].chart_dir + "/") for f in files)]
+    if local:
+        lines.append("Chart files changed (same chart version): " + _names(local))
+        touched += [n for n in local if n not in touched]
     counts = {k: sum(1 for f in files if f.kind == k) for k in ("added", "modified", "removed")}
     lines.append(f"Files: {counts['added']} added, {counts['modified']} modified, "
                  f"{counts['removed']} removed")

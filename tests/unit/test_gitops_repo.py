@@ -122,6 +122,13 @@ def test_oci_tag_and_local_chart_versions_are_resolved() -> None:
     assert "Release kubevirt: chart kubevirt 1.8.4 -> 1.9.0" in lines
 
 
+def test_local_chart_files_changed_without_a_version_bump_are_named() -> None:
+    new = snapshot(**{"clusters/rack1/charts/kubevirt/templates/cr.yaml": b"{{ .Values.y }}\n"})
+    s = summarize(snapshot(), new)
+    assert "Chart files changed (same chart version): kubevirt" in s.lines
+    assert s.releases_changed == ("kubevirt",)
+
+
 def test_release_added_and_removed() -> None:
     new = snapshot(**{"clusters/rack1/platform/releases/kube-ovn.yaml": None,
                       "clusters/rack1/platform/releases/kamaji.yaml": hr("kamaji", "1.0.0")})
