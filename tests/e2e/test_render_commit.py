@@ -151,6 +151,12 @@ def test_commit_refused_while_secrets_are_plain_or_have_no_recipients(
     run = cli(work, "render", "-i", "inventory.yaml", "--commit")
     assert run.returncode == 3 and "no secrets.recipients" in run.stderr
     assert head(bare) is None and not (work / "clusters/rack1/gitops.git").exists()
+    # no output directory and no --commit; --commit without a gitops section: exit 2, named
+    run = cli(work, "render", "-i", "inventory.yaml")
+    assert run.returncode == 2 and "--out: required (or use --commit)" in run.stderr
+    shutil.copy(ROOT / "inventory.example.yaml", work / "no-gitops.yaml")
+    run = cli(work, "render", "-i", "no-gitops.yaml", "--commit")
+    assert run.returncode == 2 and "gitops: --commit needs a gitops section" in run.stderr
 
 
 def test_commit_holds_only_the_encrypted_bundle_and_a_clone_renders_identically(
