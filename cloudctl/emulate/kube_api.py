@@ -14,7 +14,8 @@ Two layers:
   ``start_linstor``, ``add_storage_resource``, ``set_disk_state`` and ``degrade_storage``.
 
 ``kubectl get`` receives server-side printed Tables (:mod:`cloudctl.emulate.kube_tables`).
-Subresources served besides ``status``: ``pods/eviction`` (policy/v1 Eviction with
+Subresources served besides ``status``: ``scale`` of Deployments, StatefulSets and
+ReplicaSets (autoscaling/v1, ``kubectl scale``), ``pods/eviction`` (policy/v1 Eviction with
 PodDisruptionBudget semantics, :mod:`cloudctl.emulate.kube_disruption`) and ``services/proxy``
 (GET, to the emulated LINSTOR controller only: :mod:`cloudctl.emulate.linstor_view`; any
 other Service answers 503 "no endpoints available", as a Service without ready endpoints
@@ -43,6 +44,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from .kube_fields import PatchError, json_patch, merge_patch
 from .kube_helm import HelmInstaller
 from .kube_reconcile import Controllers, Failure, ValuesValidator
 from .kube_store import ApiError, Store, bad_request
@@ -213,6 +215,13 @@ class KubeApi:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         gv = f"{group}/{version}" if group else version
         resources = [entry for rt in types for entry in rt.discovery()]
+        if gv == "apps/v1":
+            resources += [
+                {"name": f"{rt.plural}/scale", "singularName": "", "namespaced": True,
+                 "group": "autoscaling", "version": "v1", "kind": "Scale",
+                 "verbs": ["get", "patch", "update"]}
+                for rt in types if rt.kind in _SCALABLE
+            ]
         if gv == "v1":
             # what kubectl drain looks for to use the Eviction API (policy/v1)
             resources.append({"name": "pods/eviction", "singularName": "", "namespaced": True,
@@ -258,6 +267,14 @@ class KubeApi:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if namespace is not None and not rt.namespaced:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if (
+            subresource == "scale"
+            and rt.group == "apps"
+            and rt.kind in _SCALABLE
+            and namespace is not None
+            and name is not None
+        ):
+            return self._scale(method, rt, namespace, name, headers, body)
         if subresource is not None and (subresource != "status" or not rt.has_status):
             raise ApiError(
                 404,
@@ -365,6 +382,49 @@ class KubeApi:
             include_object=query.get("includeObject") or "Metadata",
         ))
 
+    def _scale(
+        self,
+        method: str,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> Response:
+        """The ``scale`` subresource (autoscaling/v1 Scale) of Deployments, StatefulSets and
+        ReplicaSets: GET, PUT and PATCH of ``spec.replicas`` (what ``kubectl scale`` sends)."""
+        obj = self.store.get(rt, namespace, name)
+        if method == "GET":
+            return Response.json(200, _scale_of(obj))
+        if method not in ("PUT", "PATCH"):
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+        current = _scale_of(obj)
+        if method == "PUT":
+            wanted = _decode(body, headers)
+        else:
+            content_type = (headers.get("content-type") or "").split(";")[0].strip()
+            patch_type = _PATCH_TYPES.get(content_type)
+            if patch_type not in ("merge", "strategic", "json"):
+                raise ApiError(415, "UnsupportedMediaType",
+                               f"the body of the request was in an unknown format - accepted "
+                               f"media types include: {', '.join(_PATCH_TYPES)}")
+            patch = _decode(body, headers)
+            try:
+                wanted = (json_patch(current, patch) if patch_type == "json"
+                          else merge_patch(current, patch))
+            except (PatchError, ValueError, IndexError, TypeError) as exc:
+                raise ApiError(422, "Invalid",
+                               f"the patch could not be applied: {exc}") from exc
+        replicas = ((wanted or {}).get("spec") or {}).get("replicas") if isinstance(
+            wanted, dict) else None
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise ApiError(422, "Invalid",
+                           f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid '
+                           f"value: {replicas!r}: must be greater than or equal to 0")
+        self.store.patch(rt, namespace, name, "merge", {"spec": {"replicas": replicas}},
+                         manager=_user_agent_manager(headers))
+        return Response.json(200, _scale_of(self.store.get(rt, namespace, name)))
+
     def _evict(
         self,
         method: str,
@@ -424,6 +484,24 @@ class KubeApi:
         if query.get("fieldSelector"):
             preds.append(field_selector(query["fieldSelector"]))
         return self.store.list(rt, namespace, lambda o: all(p(o) for p in preds))
+
+
+_SCALABLE = ("Deployment", "StatefulSet", "ReplicaSet")
+
+
+def _scale_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    selector = (obj.get("spec") or {}).get("selector") or {}
+    text = ",".join(f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items()))
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                          "creationTimestamp") if k in meta},
+        "spec": {"replicas": int((obj.get("spec") or {}).get("replicas", 1))},
+        "status": {"replicas": int((obj.get("status") or {}).get("replicas", 0)),
+                   "selector": text},
+    }
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:

@@ -127,8 +127,8 @@ def test_pods_run_on_nodes_and_cordon_uncordon(emulator: KubeApiEmulator, kubect
         "taints"]
     assert "SchedulingDisabled" in kubectl("get", "node", "w1").stdout
     # a scale-up never lands on the cordoned node; the DaemonSet pod stays
-    patch = kubectl("patch", "deployment", "web", "-p", '{"spec":{"replicas":5}}')
-    assert patch.returncode == 0, patch.stderr
+    scaled = kubectl("scale", "deployment/web", "--replicas=5")
+    assert scaled.returncode == 0 and "deployment.apps/web scaled" in scaled.stdout, scaled.stderr
     _wait_ready(emulator, "web", 5)
     assert sum(p["spec"]["nodeName"] == "w1" for p in _pods(emulator, "web")) == 1
     assert "default/" in " ".join(emulator.pods_on("w1"))

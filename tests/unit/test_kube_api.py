@@ -180,3 +180,33 @@ def test_create_uses_user_agent_as_manager_and_dry_run_stores_nothing(api: KubeA
     listed = _call(api, "GET", "/api/v1/configmaps")[1]
     assert listed["kind"] == "ConfigMapList" and len(listed["items"]) == 1
     assert int(listed["metadata"]["resourceVersion"]) >= int(out["metadata"]["resourceVersion"])
+
+
+def test_scale_subresource_and_tables(api: KubeApi) -> None:
+    labels = {"app": "web"}
+    _call(api, "POST", "/apis/apps/v1/namespaces/default/deployments", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+    })
+    code, scale = _call(api, "GET", "/apis/apps/v1/namespaces/default/deployments/web/scale")
+    assert code == 200 and (scale["kind"], scale["apiVersion"]) == ("Scale", "autoscaling/v1")
+    assert scale["spec"] == {"replicas": 2} and scale["status"]["selector"] == "app=web"
+    merge = {**JSON, "Content-Type": "application/merge-patch+json"}
+    code, scale = _call(api, "PATCH", "/apis/apps/v1/namespaces/default/deployments/web/scale",
+                        {"spec": {"replicas": 4}}, merge)
+    assert code == 200 and scale["spec"]["replicas"] == 4
+    code, status = _call(api, "PATCH", "/apis/apps/v1/namespaces/default/deployments/web/scale",
+                         {"spec": {"replicas": -1}}, merge)
+    assert code == 422 and status["reason"] == "Invalid"
+    _, apps = _call(api, "GET", "/apis/apps/v1")
+    assert any(r["name"] == "deployments/scale" and r["group"] == "autoscaling"
+               for r in apps["resources"])
+    table = {**JSON, "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+    code, listed = _call(api, "GET", "/apis/apps/v1/namespaces/default/deployments",
+                         headers=table)
+    assert code == 200 and listed["kind"] == "Table"
+    assert [c["name"] for c in listed["columnDefinitions"]][:2] == ["Name", "Ready"]
+    assert listed["rows"][0]["cells"][:2] == ["web", "4/4"]  # no Node: ready at once
+    assert listed["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
