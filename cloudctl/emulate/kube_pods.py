@@ -7,10 +7,11 @@ Scheduling follows kube-scheduler's filters the emulator models, deterministical
   controller adds that toleration);
 - ``TaintToleration``: every ``NoSchedule``/``NoExecute`` taint must be tolerated (Kubernetes'
   toleration matching: key, ``Equal``/``Exists``, value, effect). Looser than a cluster on
-  purpose: the lifecycle taints ``node.kubernetes.io/not-ready`` and ``.../unreachable`` are not
-  filters here, because the emulator's NotReady only stands for "the CNI release is not Ready
-  yet" (the pipeline waits on it) and the pods it runs would tolerate it (Flux, CNI agents);
-  ``PreferNoSchedule`` is ignored; a ``NoExecute`` taint does not evict running pods;
+  purpose: the lifecycle taint ``node.kubernetes.io/not-ready`` is not a filter here, because
+  the emulator's NotReady only stands for "the CNI release is not Ready yet" (the pipeline waits
+  on it) and the pods it runs would tolerate it (Flux, CNI agents); ``.../unreachable`` (a
+  kubelet that stopped posting status) is one; ``PreferNoSchedule`` is ignored; a ``NoExecute``
+  taint does not evict running pods;
 - ``NodeAffinity``/``nodeSelector``: ``spec.nodeSelector`` labels, and the ``matchFields``
   ``metadata.name`` term DaemonSet pods carry; other affinity terms are not evaluated.
 - the choice: the fitting node with the fewest pods of the same owner, then the fewest pods,
@@ -39,7 +40,7 @@ __all__ = [
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
-_LIFECYCLE_TAINTS = (NOT_READY_TAINT, UNREACHABLE_TAINT)
+_LIFECYCLE_TAINTS = (NOT_READY_TAINT,)
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # rand.SafeEncodeString's alphabet
 
 DAEMON_TOLERATIONS: tuple[dict[str, str], ...] = (

@@ -24,7 +24,10 @@ pod-less status: Available ``workload_delay`` after each generation). What it st
   (cordon and NoSchedule taints honoured, spread, deterministic); a pod nothing fits stays
   Pending with ``PodScheduled=False Unschedulable`` and the scheduler's message;
 - kubelet: a bound pod is Pending until ``workload_delay`` after binding, then Running and
-  Ready (``set_pod_ready`` turns Ready off and on: a running but unhealthy pod);
+  Ready (``set_pod_ready`` turns Ready off and on: a running but unhealthy pod); on a Node
+  whose Ready condition is Unknown (its kubelet stopped posting status, e.g. a rebooting
+  machine) the pods are marked not Ready, as the node lifecycle controller does, and become
+  Ready again ``workload_delay`` after the kubelet is back;
 - pod GC / garbage collector: pods of deleted Nodes and pods/ReplicaSets whose controller owner
   is gone are deleted;
 - disruption controller: every PodDisruptionBudget's status (:mod:`.kube_disruption`).
@@ -82,6 +85,14 @@ def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
 
 def _terminal(pod: Mapping[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _kubelet_gone(node: Mapping[str, Any]) -> bool:
+    """The node's Ready condition is Unknown: its kubelet stopped posting status."""
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "Unknown"
+        for c in (node.get("status") or {}).get("conditions") or []
+    )
 
 
 def _node_ip(node: Mapping[str, Any]) -> str:
@@ -312,22 +323,30 @@ class PodControllers:
 
     def _daemonsets(self, nodes: Mapping[str, Any]) -> None:
         rt = self._rt("apps/v1", "DaemonSet")
+        # a daemon pod keeps running where only NoSchedule taints (or a cordon) appeared since:
+        # the DaemonSet controller's shouldContinueRunning looks at NoExecute taints only
+        running_nodes = {
+            n: {**node, "spec": {"taints": [t for t in (node.get("spec") or {}).get("taints")
+                                            or [] if t.get("effect") == "NoExecute"]}}
+            for n, node in nodes.items()
+        }
         for stored in self._objs(rt):
             ds = stored.obj
             meta, spec = ds["metadata"], ds.get("spec") or {}
             template = spec.get("template") or {}
             h = safe_hash(template)
             eligible = set(self._daemon_nodes(ds, nodes))
+            may_stay = set(self._daemon_nodes(ds, running_nodes))
             placed: set[str] = set()
             for pod in self._owned_pods(meta["uid"]):
                 target = _daemon_target(pod)
                 labels = pod["metadata"].get("labels") or {}
-                if (target not in eligible or target in placed or _terminal(pod)
+                if (target not in may_stay or target in placed or _terminal(pod)
                         or labels.get("controller-revision-hash") != h):
                     self._delete(self._pod_rt, pod)
                 else:
                     placed.add(target)
-            for node in sorted(eligible - placed):
+            for node in sorted(eligible - placed):  # new daemon pods: every filter
                 body = pod_from_template(
                     template, name=self._fresh_name(meta["name"], f"{meta['uid']}/{node}"),
                     namespace=meta["namespace"],
@@ -383,6 +402,14 @@ class PodControllers:
                 continue
             host_ip = _node_ip(nodes[node])
             bound = self._bound_at.setdefault(uid, now)
+            if _kubelet_gone(nodes[node]):
+                self._bound_at[uid] = now  # containers start again once the kubelet is back
+                if (pod.get("status") or {}).get("phase") == "Running":
+                    started = self._started.setdefault(uid, self._stamp())
+                    self.write_status(self._pod_rt, stored, running_status(
+                        pod, host_ip=host_ip, ready=False, started=started,
+                        stamp=self._stamp()))
+                continue
             if now - bound < self.workload_delay:
                 status = pending_status(scheduled=True, host_ip=host_ip)
             else:

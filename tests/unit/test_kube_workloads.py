@@ -112,3 +112,54 @@ def test_daemonset_one_pod_per_node_and_removed_node_pods_move(
     assert {p["spec"]["nodeName"] for p in db} == {"n2"}
     sts = store.get(sts_rt, "default", "db")
     assert sts["status"]["readyReplicas"] == 1  # the moved pod is not Ready yet
+
+
+def test_pods_of_a_node_whose_kubelet_is_gone_are_not_ready_until_it_is_back(
+    cluster: tuple[Store, Controllers],
+) -> None:
+    store, ctl = cluster
+    node_rt = _rt(store, "v1", "Node")
+    store.create(_rt(store, "apps/v1", "DaemonSet"), "default",
+                 _workload("DaemonSet", "agent", None), manager="t")
+    ctl.reconcile(0.0)
+    ctl.reconcile(1.0)
+
+    def ready_on(node: str) -> bool:
+        pod = next(p for p in _pods(store, "agent") if p["spec"]["nodeName"] == node)
+        return next(c["status"] for c in pod["status"]["conditions"]
+                    if c["type"] == "Ready") == "True"
+
+    assert ready_on("n1") and ready_on("n2")
+    # the node lifecycle controller's view of a rebooting machine (the contract: the Node)
+    gone = {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"}
+    store.set_status(node_rt, None, "n1", {"conditions": [gone]})
+    ctl.pods.reconcile(2.0)
+    assert not ready_on("n1") and ready_on("n2")
+    ds = store.get(_rt(store, "apps/v1", "DaemonSet"), "default", "agent")
+    assert ds["status"]["numberReady"] == 1
+    store.set_status(node_rt, None, "n1", {"conditions": [{"type": "Ready", "status": "True"}]})
+    ctl.pods.reconcile(2.5)
+    assert not ready_on("n1")  # containers starting again
+    ctl.pods.reconcile(3.5)
+    assert ready_on("n1")
+
+
+def test_daemon_pods_stay_when_a_noschedule_taint_appears(
+    cluster: tuple[Store, Controllers],
+) -> None:
+    store, ctl = cluster
+    node_rt = _rt(store, "v1", "Node")
+    store.create(_rt(store, "apps/v1", "DaemonSet"), "default",
+                 _workload("DaemonSet", "agent", None), manager="t")
+    ctl.pods.reconcile(0.0)
+    before = {p["metadata"]["name"] for p in _pods(store, "agent")}
+    store.patch(node_rt, None, "n1", "merge",
+                {"spec": {"taints": [{"key": "dedicated", "effect": "NoSchedule"}]}},
+                manager="t")
+    ctl.pods.reconcile(0.5)
+    assert {p["metadata"]["name"] for p in _pods(store, "agent")} == before
+    store.patch(node_rt, None, "n1", "merge",
+                {"spec": {"taints": [{"key": "dedicated", "effect": "NoExecute"}]}},
+                manager="t")
+    ctl.pods.reconcile(0.6)
+    assert [p["spec"]["nodeName"] for p in _pods(store, "agent")] == ["n2"]
