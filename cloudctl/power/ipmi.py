@@ -14,6 +14,8 @@ from ..errors import CloudctlError, RemoteError, Timeout
 
 _patched = threading.Lock()
 _done = False
+_commands: dict[tuple[tuple[str, Any], ...], Any] = {}
+_commands_lock = threading.Lock()
 
 
 def _negotiate() -> None:
@@ -46,15 +48,24 @@ class IpmiBmc:
         self._cmd: Any = None
 
     def _command(self) -> Any:
+        """pyghmi keeps one RMCP+ session per BMC and credentials in the process (with its own
+        keep-alive); a second ``Command`` for the same BMC waits on the first one's session, so
+        the process shares one ``Command`` per BMC."""
         if self._cmd is None:
             _negotiate()
             from pyghmi import exceptions
             from pyghmi.ipmi import command
 
-            try:
-                self._cmd = command.Command(**self.args)
-            except exceptions.IpmiException as exc:
-                raise self._error(exc) from None
+            key = tuple(sorted(self.args.items()))
+            with _commands_lock:
+                cmd = _commands.get(key)
+                if cmd is None or getattr(cmd.ipmi_session, "broken", False):
+                    try:
+                        cmd = command.Command(**self.args)
+                    except exceptions.IpmiException as exc:
+                        raise self._error(exc) from None
+                    _commands[key] = cmd
+            self._cmd = cmd
         return self._cmd
 
     def _error(self, exc: Exception) -> CloudctlError:
