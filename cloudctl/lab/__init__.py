@@ -52,7 +52,7 @@ def lab_up(inv: Inventory, lab_dir: Path, notify: Notify = _quiet) -> UpResult:
     require_root()
     spec = spec_for(inv, lab_dir)
     pw = host.passwords(spec)  # fail on a missing secret before anything is made
-    spec.lab_dir.mkdir(parents=True, exist_ok=True)
+    host.claim(spec)
     changed = host.ensure_network(spec, notify)
     conn, started = host.ensure_libvirtd(spec, notify)
     changed |= started

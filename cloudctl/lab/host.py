@@ -145,6 +145,24 @@ def lab_processes(spec: LabSpec) -> list[tuple[int, str]]:
     return found
 
 
+def claim(spec: LabSpec) -> None:
+    """Record this lab directory as the owner of the cluster's lab on this host; refuse when
+    another lab directory owns it (names, namespace and sockets derive from the cluster)."""
+    owner = spec.run_dir / "owner"
+    try:
+        other = Path(owner.read_text().strip())
+    except OSError:
+        other = None
+    if other is not None and other != spec.lab_dir and other.exists():
+        raise EnvironmentNotReady(
+            f"a lab for cluster {spec.cluster} already runs from {other} (namespace "
+            f"{spec.netns}); remove it first (`cloudctl lab down` with that inventory and "
+            "--cluster-dir)")
+    spec.lab_dir.mkdir(parents=True, exist_ok=True)
+    spec.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(owner, f"{spec.lab_dir}\n", 0o600)
+
+
 # --------------------------------------------------------------------------- network
 
 

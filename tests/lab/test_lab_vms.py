@@ -269,3 +269,38 @@ def _wait_listening(proto: str, addr: str, proc: subprocess.Popen[str]) -> None:
             return
         time.sleep(0.3)
     pytest.fail(f"the boot service does not listen on {addr} after 30 s")
+
+
+def test_interrupted_lab_up_is_cleaned_by_lab_down(tmp_path: Path) -> None:
+    """Ctrl-C while ``lab up`` waits for libvirtd: exit 130 naming what to do; a lab of the same
+    cluster from another directory is refused; ``lab down`` removes the partial lab."""
+    _prerequisites()
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(with_catalog_versions(INVENTORY))
+    lab_dir = tmp_path / "clusters" / CLUSTER / "lab"
+    cli = Cli(tmp_path, inventory)
+    up = subprocess.Popen(cli.argv("lab", "up"), cwd=tmp_path, env=cli.env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (lab_dir / "pids" / "libvirtd.pid").exists():
+            assert up.poll() is None, up.communicate()
+            assert time.monotonic() < deadline, "lab up did not start libvirtd within 30 s"
+            time.sleep(0.05)
+        up.send_signal(2)  # SIGINT, as Ctrl-C
+        out, err = up.communicate(timeout=30)
+        assert up.returncode == 130, (out, err)
+        assert "cloudctl lab down" in err
+        assert Path("/run/netns", NS).exists()  # a partial lab is there
+
+        other = cli("lab", "up", "--cluster-dir", str(tmp_path / "elsewhere"), ok=False)
+        assert other.returncode == 5, other.stderr
+        assert f"a lab for cluster {CLUSTER} already runs from {lab_dir}" in other.stderr
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate(timeout=10)
+        down = subprocess.run(cli.argv("lab", "down"), cwd=tmp_path, env=cli.env,
+                              capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert _leftovers(lab_dir) == []
