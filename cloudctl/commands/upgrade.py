@@ -21,7 +21,6 @@ from ..cli import (
     secrets_option,
 )
 from ..errors import EnvironmentNotReady, InputError, Problem, StateError
-from .bootstrap import _context, interrupts_raise, rack_kind
 
 
 def _say(ctx: Any) -> Any:
@@ -307,6 +306,7 @@ def upgrade(
     continues and never upgrades a node twice. -o json streams events as JSON lines.
     """
     from ..pipeline import Events, JsonLinesSink, Options, TextSink
+    from .bootstrap import _context, interrupts_raise, rack_kind
 
     events = Events()
     ctx = _context(inventory_path, secrets_dir, cluster_dir, events,

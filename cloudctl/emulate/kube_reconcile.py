@@ -15,6 +15,10 @@ seconds, so tests drive time themselves). It stands in for:
   kubelet's "cni plugin not initialized" message and the not-ready taint until a CNI HelmRelease
   (chart ``cilium`` by default) is Ready, then ``Ready``; a cordoned Node
   (``spec.unschedulable``) gets the ``node.kubernetes.io/unschedulable:NoSchedule`` taint;
+  a Node whose kubelet stops posting status (``KubeApiEmulator.set_kubelet``: the rack says so
+  while its Talos machine reboots) is ``Ready=Unknown`` ``NodeStatusUnknown`` with the
+  ``node.kubernetes.io/unreachable:NoSchedule`` taint, and ``nodeInfo.kubeletVersion``
+  follows the version the rack reports;
 - source-controller: HelmRepository/GitRepository/OCIRepository/HelmChart/Bucket Ready with a
   stored artifact (an OCI HelmRepository stays static without conditions, as in Flux v2);
 - kustomize-controller: a Kustomization is Ready once its source exists and is Ready;
@@ -145,6 +149,15 @@ def _digest(obj: Any, algo: str = "sha256") -> str:
     return hashlib.new(algo, data).hexdigest()
 
 
+@dataclass(frozen=True)
+class Kubelet:
+    """A node's kubelet as the rack sees it: posting status (its machine runs) and its
+    version (the kubelet image of the node's machine config)."""
+
+    posting: bool = True
+    version: str | None = None
+
+
 @dataclass
 class Controllers:
     store: Store
@@ -181,6 +194,9 @@ class Controllers:
     storage_faults: list[tuple[str, str | None, str]] = field(default_factory=list)
     """(resource, node keeping the UpToDate replica, state of the others) applied once
     LINSTOR runs."""
+    kubelets: dict[str, Kubelet] = field(default_factory=dict)
+    """Node name -> what its kubelet reports (set by the rack from its Talos node); a Node not
+    listed has a kubelet that always posts status."""
 
     def __post_init__(self) -> None:
         self.pods = PodControllers(
@@ -834,9 +850,12 @@ class Controllers:
         spec = stored.obj.get("spec") or {}
         taints = [
             t for t in spec.get("taints") or []
-            if t.get("key") not in (_NOT_READY_TAINT, UNSCHEDULABLE_TAINT)
+            if t.get("key") not in (_NOT_READY_TAINT, _UNREACHABLE_TAINT, UNSCHEDULABLE_TAINT)
         ]
-        if not cni_ready:
+        kubelet = self.kubelets.get(name, Kubelet())
+        if not kubelet.posting:
+            taints.append({"key": _UNREACHABLE_TAINT, "effect": "NoSchedule"})
+        elif not cni_ready:
             taints.append({"key": _NOT_READY_TAINT, "effect": "NoSchedule"})
         if spec.get("unschedulable"):
             taints.append({"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"})
@@ -851,7 +870,11 @@ class Controllers:
             )
             stored = self.store.lookup(rt, None, name) or stored
         old = stored.obj.get("status") or {}
-        if cni_ready:
+        if not kubelet.posting:
+            # the node lifecycle controller, once the kubelet stops posting its status
+            ready = _condition("Ready", "Unknown", "NodeStatusUnknown",
+                               "Kubelet stopped posting node status.", None)
+        elif cni_ready:
             ready = _condition(
                 "Ready", "True", "KubeletReady", "kubelet is posting ready status", None
             )
@@ -866,6 +889,10 @@ class Controllers:
                 None,
             )
         status = {k: v for k, v in old.items() if k != "conditions"}
+        if kubelet.version and (old.get("nodeInfo") or {}).get("kubeletVersion") != \
+                kubelet.version:
+            status["nodeInfo"] = {**(old.get("nodeInfo") or {}),
+                                  "kubeletVersion": kubelet.version}
         status["conditions"] = [
             _condition(
                 "MemoryPressure",
@@ -894,6 +921,7 @@ class Controllers:
 
 
 _NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+_UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 
 
 _FAILURE_COUNTERS = ("failures", "installFailures", "upgradeFailures")

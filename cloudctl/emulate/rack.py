@@ -46,6 +46,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..atomic import write_atomic
 from ..inventory import load_inventory
 from ..inventory.models import Inventory
@@ -57,6 +59,7 @@ from .kube_helm import HelmInstaller
 from .rack_control import RACK_FILE, platform_release_names
 from .rack_gitops import FileGitKustomizeController, GitChartLocator
 from .schemas import chart_values_validators
+from .talos_hw import AppliedConfig
 from .talos_node import Faults
 from .talos_rack import Rack
 
@@ -143,6 +146,7 @@ class RackProcess:
         self.rack = rack
         self.directory = directory
         self.joined: set[str] = set()
+        self._kubelets: dict[str, tuple[str, str | None]] = {}
         self.gitops = FileGitKustomizeController(emu, directory / "git-cache")
         self.helm = HelmInstaller.from_environment(
             GitChartLocator(directory / "helm-charts"),
@@ -227,6 +231,24 @@ class RackProcess:
                 continue
             self.emu.add_node(node.name, str(node.ip), (node.role,))
             self.joined.add(node.name)
+        for name in self.joined:
+            talos = self.rack.nodes[name]
+            self.emu.set_kubelet(name, posting=talos.state.stage == "running",
+                                 version=self._kubelet_version(name, talos.state.config))
+
+    def _kubelet_version(self, name: str, cfg: AppliedConfig | None) -> str | None:
+        """The tag of ``machine.kubelet.image`` of a node's config (parsed once per config)."""
+        if cfg is None:
+            return None
+        cached = self._kubelets.get(name)
+        if cached is None or cached[0] is not cfg.text:
+            v1 = next((d for d in yaml.safe_load_all(cfg.text)
+                       if isinstance(d, dict) and d.get("version") == "v1alpha1"), {})
+            image = str(((v1.get("machine") or {}).get("kubelet") or {}).get("image") or "")
+            last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+            cached = (cfg.text, last.rsplit(":", 1)[1] if ":" in last else None)
+            self._kubelets[name] = cached
+        return cached[1]
 
     def publish(self) -> None:
         snap = self.snapshot()

@@ -314,3 +314,26 @@ def _hr_ref(name: str) -> Any:
     from cloudctl.kube import ObjectRef
 
     return ObjectRef("helm.toolkit.fluxcd.io/v2", "HelmRelease", name, "flux-system")
+
+
+def test_kubernetes_patch_upgrade_control_planes_then_kubelets(work: Workdir) -> None:
+    _bootstrapped(work, talos=NEW, kube="v1.35.3")
+    with _kube_of(work) as kube:
+        kubelets = {n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"]
+                    for n in kube.list("v1", "Node")}
+    assert set(kubelets.values()) == {"v1.35.3"}
+    _set(work, "kubernetesVersion: v1.35.3", "kubernetesVersion: v1.35.4")
+    plan = json.loads(upgrade(work, "--plan", "-o", "json").stdout)
+    assert [(c["part"], c["target"]) for c in plan["changes"]] == \
+        [("control-plane", n) for n in ORDER[:3]] + [("kubelet", n) for n in ORDER]
+    run = upgrade(work, "-o", "json")
+    assert run.code == 0, run.stderr[-3000:]
+    timeline = _timeline(run.events)
+    assert timeline == [(k, n) for n in ORDER[:3] + ORDER for k in ("node-start", "node-done")]
+    with _kube_of(work) as kube:
+        kubelets = {n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"]
+                    for n in kube.list("v1", "Node")}
+    assert set(kubelets.values()) == {"v1.35.4"}
+    assert all(work.rack()["nodes"][n]["upgrades"] == 0 for n in ORDER)  # no reboot, no OS
+    again = upgrade(work, "--plan")
+    assert again.code == 0 and "nothing to do" in again.stdout, again.stdout
