@@ -218,7 +218,7 @@ def _readme(inv: Inventory, objs: GitOpsObjects) -> str:
     path = gitops_path(inv)
     direct_local = inv.gitops is None
     order = "\n".join(
-        f"{i + 1}. `{r.name}` ({r.chart} {r.version}, namespace `{r.namespace}`)"
+        f"{i + 1}. `{r.name}` (chart {r.chart}, namespace `{r.namespace}`)"
         + (f" after {', '.join(f'`{d}`' for d in r.depends_on)}" if r.depends_on else "")
         + (f" — `{LOCAL_DIR}/{r.name}.yaml`" if direct_local and r.source.type == "git" else "")
         for i, r in enumerate(objs.releases)
