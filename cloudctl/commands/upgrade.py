@@ -87,6 +87,18 @@ def _restore_releases(ctx: Any, releases: dict[str, Any], names: list[str]) -> N
         wait_helmreleases(kube, names=names, timeout=ctx.options.timeout, interval=ctx.poll)
 
 
+def _git_revision(ctx: Any) -> str | None:
+    """GitOps mode: the branch head the cluster follows before the platform changes (the
+    rollback record's revision); None in direct mode."""
+    if ctx.inventory.gitops is None:
+        return None
+    from ..gitops import commit_tree
+
+    result = commit_tree(ctx.inventory, ctx.files, push=False, dry_run=True,
+                         cache=ctx.cluster_dir / "gitops.git")
+    return result.remote_head
+
+
 def _hr(name: str) -> Any:
     from ..kube import ObjectRef
 
@@ -200,13 +212,15 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
                 records.save(rec)
             say("done", "nothing to do: the cluster runs what the inventory says")
             return 0
+        revision = _git_revision(ctx) if any(c.layer == "platform" for c in plan.changes) \
+            else None
         if rollback_of is not None:
             rec = UpgradeRecord(cluster=inv.cluster.name, started=str(now()),
-                                previous=previous_of(facts, None),
+                                previous=previous_of(facts, revision),
                                 target={"rollback_of": rollback_of.started})
         elif rec is None or not rec.unfinished:
             rec = UpgradeRecord(cluster=inv.cluster.name, started=str(now()),
-                                previous=previous_of(facts, None),
+                                previous=previous_of(facts, revision),
                                 target={"talos": inv.cluster.talos_version,
                                         "kubernetes": inv.cluster.kubernetes_version})
         rec.plan = plan_record(plan) + [c for c in rec.plan

@@ -610,7 +610,7 @@ class Platform(Stage):
             if inv.gitops is not None:
                 from .gitpush import push_tree
 
-                rev = push_tree(ctx.files, inv)
+                rev = push_tree(ctx.files, inv, cache=ctx.cluster_dir / "gitops.git")
                 ctx.events(self.name, "info", f"pushed gitops/ to {inv.gitops.repo} ({rev})")
                 install_platform_gitops(kube, inv, ctx.files, timeout=ctx.options.timeout,
                                         poll=ctx.poll, on_applied=_on_applied(ctx, self.name),

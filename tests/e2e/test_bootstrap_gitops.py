@@ -144,3 +144,66 @@ def test_gitops_mode_flux_pulls_the_pushed_tree(
     finally:
         subprocess.run([*CLI, "emulate", "stop", "-i", str(inv_path)], cwd=tmp_path,
                        capture_output=True, timeout=60)
+
+
+def test_gitops_upgrade_one_chart_is_one_commit_of_that_helmrelease(
+    tmp_path: Path, git_server: tuple[str, Path]
+) -> None:
+    """Issue 9: a chart bump in GitOps mode is one commit that changes exactly that
+    HelmRelease; the emulated Flux applies it and no other release's generation moves."""
+    from cloudctl.emulate.kube_helm import find_helm
+
+    helm, how = find_helm()
+    if helm is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"helm is required in CI ({how})")
+        pytest.skip(f"needs helm ({how})")
+    url, bare = git_server
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(EXAMPLE.read_text().replace("# gitops:", "gitops:").replace(
+        "#   repo: ssh://git@git.example.com/infra/rack1.git", f"  repo: {url}").replace(
+        "#   branch: main", "  branch: main").replace(
+        "#   path: clusters/{cluster}", "  path: clusters/{cluster}"))
+    cluster_dir = tmp_path / "clusters" / "rack1"
+    env = {**os.environ, "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.postBuffer",
+           "GIT_CONFIG_VALUE_0": "200000000"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args, "-i", str(inv_path)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=240)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "--git-dir", str(bare), *args], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    try:
+        assert (run := cli("bootstrap", "--emulate", "--timeout", "60")).returncode == 0, \
+            run.stderr
+        base = git("rev-parse", "main")
+        rack = json.loads((cluster_dir / "emulator" / "rack.json").read_text())
+        before = {k: v["generation"] for k, v in rack["helmreleases"].items()}
+        inv_path.write_text(inv_path.read_text().replace(
+            "cilium: {enabled: true}", "cilium: {enabled: true, version: 1.20.0}"))
+        run = cli("upgrade", "--emulate", "--timeout", "60")
+        assert run.returncode == 0, run.stderr
+        assert git("rev-list", "--count", "main") == "2"
+        changed = git("diff", "--name-only", base, "main").split()
+        assert changed == ["clusters/rack1/platform/releases/cilium.yaml"]
+        assert "cilium 1.19.6 -> 1.20.0" in git("log", "-1", "--format=%B", "main")
+        deadline = time.monotonic() + 30
+        while True:  # the emulated kustomize-controller applies the new head
+            rack = json.loads((cluster_dir / "emulator" / "rack.json").read_text())
+            if rack["helmreleases"]["cilium"]["generation"] != before["cilium"] or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        moved = {k for k, v in rack["helmreleases"].items() if v["generation"] != before[k]}
+        assert moved == {"cilium"}
+        record = json.loads((cluster_dir / "upgrade.json").read_text())
+        assert record["previous"]["git_revision"] == base
+        assert record["previous"]["releases"]["cilium"]["version"] == "1.19.6"
+        plan = cli("upgrade", "--emulate", "--plan")
+        assert plan.returncode == 0 and "nothing to do" in plan.stdout, plan.stdout
+    finally:
+        subprocess.run([*CLI, "emulate", "stop", "-i", str(inv_path)], cwd=tmp_path,
+                       capture_output=True, timeout=60)
