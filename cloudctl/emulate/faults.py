@@ -18,10 +18,12 @@ Kinds::
     upgrade-rollback:NODE             an upgrade "fails to boot": the node comes back on its
                                       old version (A/B rollback)
     etcd-unhealthy:NODE[:message=M]   the node's etcd member reports error M in EtcdStatus
-    pdb-blocks-drain:NODE             a Deployment ``drain-guard`` (namespace default) with one
-                                      pod pinned to NODE and a PodDisruptionBudget
-                                      ``maxUnavailable: 0`` over it: evicting it answers 429,
-                                      so draining NODE is refused naming ``drain-guard``
+    pdb-blocks-drain:NODE[:policy=P,pod=S]
+        a Deployment ``drain-guard`` (namespace default) with one pod pinned to NODE and a
+        PodDisruptionBudget ``maxUnavailable: 0`` over it: evicting it answers 429, so draining
+        NODE is refused naming ``drain-guard``. ``policy`` sets the budget's
+        ``unhealthyPodEvictionPolicy`` (IfHealthyBudget or AlwaysAllow); ``pod=unhealthy``
+        keeps the pod running but not Ready (with AlwaysAllow it may then be evicted).
     storage-not-uptodate:RESOURCE[:node=NODE,state=S]
         the LINSTOR resource RESOURCE (made with a replica on NODE and one on another node when
         it does not exist) has every replica but the one on NODE in DRBD disk state S (default
@@ -67,7 +69,7 @@ KINDS: dict[str, dict[str, str]] = {
     "apply-rejected": {"message": _TEXT},
     "upgrade-rollback": {},
     "etcd-unhealthy": {"message": _TEXT},
-    "pdb-blocks-drain": {},
+    "pdb-blocks-drain": {"policy": _REASON, "pod": _TEXT},
     "storage-not-uptodate": {"node": _TEXT, "state": _TEXT},
     "component-not-deployed": {"reason": _REASON, "message": _TEXT},
 }
@@ -77,6 +79,7 @@ NODE_KINDS = ("node-unreachable", "node-slow", "apply-rejected", "upgrade-rollba
               "etcd-unhealthy")
 
 KUBE_NODE_KINDS = ("pdb-blocks-drain",)
+EVICTION_POLICIES = ("IfHealthyBudget", "AlwaysAllow")
 """Kinds whose target is a node, injected into the Kubernetes API emulator (not Talos)."""
 
 DISK_STATES = ("UpToDate", "Outdated", "Inconsistent", "Consistent", "Failed", "DUnknown",
@@ -149,6 +152,12 @@ def _build(spec: str, kind: str, target: str, params: Mapping[str, Any]) -> Faul
         raise _problem(spec, f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if not target:
         raise _problem(spec, f"no target: the format is {GRAMMAR}")
+    if kind == "pdb-blocks-drain":
+        if params.get("policy") not in (None, *EVICTION_POLICIES):
+            raise _problem(spec, f"policy must be one of {', '.join(EVICTION_POLICIES)}, "
+                                 f"got {params['policy']!r}")
+        if params.get("pod") not in (None, "healthy", "unhealthy"):
+            raise _problem(spec, f"pod must be healthy or unhealthy, got {params['pod']!r}")
     if kind == "component-not-deployed" and target not in COMPONENTS:
         raise _problem(spec, f"component must be one of {', '.join(COMPONENTS)}, got {target!r}")
     allowed = KINDS[kind]

@@ -616,7 +616,8 @@ class KubeApiEmulator:
         )
         self.api = KubeApi(self.store, self.controllers, version=kubernetes_version)
         self.rejected_connections = 0
-        self._guards: dict[str, tuple[str, str]] = {}
+        self._guards: dict[str, tuple[str, str, str | None, bool]] = {}
+        self._unready_guards: set[str] = set()
         self._lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -718,6 +719,8 @@ class KubeApiEmulator:
     def reconcile(self) -> None:
         with self._lock:
             self.controllers.reconcile(self.api.clock())
+            if any(g[3] and n not in self._unready_guards for n, g in self._guards.items()):
+                self._make_guards()  # an unhealthy guard pod, once its pod exists
 
     def add_node(
         self, name: str, ip: str, roles: tuple[str, ...] | list[str] = ("worker",)
@@ -846,12 +849,14 @@ class KubeApiEmulator:
         """``namespace/name`` of every pod bound to ``node``."""
         return pods_on(self.list("v1", "Pod"), node)
 
-    def guard_node(self, node: str, name: str = "drain-guard", namespace: str = "default") -> None:
+    def guard_node(self, node: str, name: str = "drain-guard", namespace: str = "default", *,
+                   policy: str | None = None, unhealthy: bool = False) -> None:
         """A Deployment with one pod pinned to ``node`` (nodeSelector on its hostname) and a
         PodDisruptionBudget ``maxUnavailable: 0`` over it: draining ``node`` is refused. Made
-        when the node registers if it has not yet."""
+        when the node registers if it has not yet. ``policy``: the budget's
+        ``unhealthyPodEvictionPolicy``; ``unhealthy``: the first pod runs but is not Ready."""
         with self._lock:
-            self._guards[node] = (name, namespace)
+            self._guards[node] = (name, namespace, policy, unhealthy)
             self._make_guards()
 
     def _make_guards(self) -> None:
@@ -859,10 +864,12 @@ class KubeApiEmulator:
         dep_rt = self.store.type_of("apps/v1", "Deployment")
         pdb_rt = self.store.type_of("policy/v1", "PodDisruptionBudget")
         assert node_rt is not None and dep_rt is not None and pdb_rt is not None
-        for node, (name, ns) in sorted(self._guards.items()):
+        for node, (name, ns, policy, unhealthy) in sorted(self._guards.items()):
             if self.store.lookup(node_rt, None, node) is None:
                 continue
             if self.store.lookup(dep_rt, ns, name) is not None:
+                if unhealthy:
+                    self._unready_guard(node, name, ns)
                 continue
             labels = {"app.kubernetes.io/name": name, "cloudctl.dev/guards-node": node}
             self.store.create(dep_rt, ns, {
@@ -879,11 +886,25 @@ class KubeApiEmulator:
                     },
                 },
             }, manager="cloudctl-fault")
-            self.store.create(pdb_rt, ns, {
-                "metadata": {"name": name},
-                "spec": {"maxUnavailable": 0, "selector": {"matchLabels": labels}},
-            }, manager="cloudctl-fault")
+            pdb_spec: dict[str, Any] = {"maxUnavailable": 0, "selector": {"matchLabels": labels}}
+            if policy:
+                pdb_spec["unhealthyPodEvictionPolicy"] = policy
+            self.store.create(pdb_rt, ns, {"metadata": {"name": name}, "spec": pdb_spec},
+                              manager="cloudctl-fault")
         self.controllers.reconcile(self.api.clock())
+
+    def _unready_guard(self, node: str, name: str, ns: str) -> None:
+        """The guard's first pod on ``node`` turns not Ready, once (its replacement is
+        healthy)."""
+        if node in self._unready_guards:
+            return
+        for pod in self.list("v1", "Pod", namespace=ns):
+            labels = pod["metadata"].get("labels") or {}
+            if labels.get("cloudctl.dev/guards-node") == node and \
+                    (pod.get("spec") or {}).get("nodeName") == node:
+                self.controllers.pods.set_pod_ready(ns, pod["metadata"]["name"], False)
+                self._unready_guards.add(node)
+                return
 
     def start_linstor(self, namespace: str = LINSTOR_NAMESPACE) -> None:
         """Run the LINSTOR controller now (as once the linstor-cluster release is Ready)."""

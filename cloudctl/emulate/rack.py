@@ -124,7 +124,8 @@ def inject_kube_faults(emu: KubeApiEmulator, faults: FaultSet) -> None:
         emu.fail_component(f.target, str(f.get("reason", "")),
                            str(f.get("message", COMPONENT_DEFAULT)))
     for f in faults.of_kind("pdb-blocks-drain"):
-        emu.guard_node(f.target)  # made when the node registers
+        emu.guard_node(f.target, policy=f.get("policy"),  # made when the node registers
+                       unhealthy=f.get("pod") == "unhealthy")
     for f in faults.of_kind("storage-not-uptodate"):
         node = f.get("node")
         emu.degrade_storage(f.target, node=None if node is None else str(node),

@@ -337,3 +337,24 @@ def test_kubernetes_patch_upgrade_control_planes_then_kubelets(work: Workdir) ->
     assert all(work.rack()["nodes"][n]["upgrades"] == 0 for n in ORDER)  # no reboot, no OS
     again = upgrade(work, "--plan")
     assert again.code == 0 and "nothing to do" in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize("policy,proceeds", [("AlwaysAllow", True), ("IfHealthyBudget", False)])
+def test_unhealthy_pod_eviction_follows_the_pdb_policy(
+    work: Workdir, policy: str, proceeds: bool,
+) -> None:
+    """A PDB with maxUnavailable 0 over a running but not Ready pod: AlwaysAllow lets the drain
+    evict it; IfHealthyBudget (the default) refuses, the budget not being met."""
+    _bootstrapped(work, f"pdb-blocks-drain:cp2:policy={policy},pod=unhealthy")
+    _set(work, f"talosVersion: {OLD}", f"talosVersion: {NEW}")
+    run = upgrade(work, "--drain-timeout", "2", "-o", "json")
+    if proceeds:
+        assert run.code == 0, run.stderr[-3000:]
+        assert any(e.get("node") == "cp2" and e["message"].startswith("evicted pod default/"
+                                                                      "drain-guard")
+                   for e in run.events)
+        assert all(work.rack()["nodes"][n]["upgrades"] == 1 for n in ORDER)
+    else:
+        assert run.code == 10, run.stderr[-3000:]
+        assert "drain of node cp2 blocked" in run.stderr and "drain-guard" in run.stderr
+        assert work.rack()["nodes"]["cp2"]["upgrades"] == 0

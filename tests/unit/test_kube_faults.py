@@ -30,6 +30,13 @@ def test_fault_targets_and_parameters_are_checked() -> None:
     ok = FaultSet.build(["storage-not-uptodate:pvc-a:node=w1,state=Inconsistent"],
                         nodes=NODES, releases=[])
     assert ok.specs() == ["storage-not-uptodate:pvc-a:node=w1,state=Inconsistent"]
+    with pytest.raises(InputError, match="policy must be one of IfHealthyBudget, AlwaysAllow"):
+        FaultSet.build(["pdb-blocks-drain:w1:policy=Sometimes"], nodes=NODES, releases=[])
+    with pytest.raises(InputError, match="pod must be healthy or unhealthy"):
+        FaultSet.build(["pdb-blocks-drain:w1:pod=sick"], nodes=NODES, releases=[])
+    guard = FaultSet.build(["pdb-blocks-drain:w1:policy=AlwaysAllow,pod=unhealthy"],
+                           nodes=NODES, releases=[])
+    assert guard.specs() == ["pdb-blocks-drain:w1:pod=unhealthy,policy=AlwaysAllow"]
 
 
 def test_faults_take_effect_when_their_objects_can_exist() -> None:
