@@ -248,6 +248,21 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
     return 0
 
 
+def _mark_interrupted(ctx: Any) -> None:
+    """A run stopped by Ctrl-C/SIGTERM is recorded as interrupted (wherever it was stopped)."""
+    from ..errors import CloudctlError
+    from ..upgrade.record import INTERRUPTED, RUNNING, RecordFile
+
+    records = RecordFile(ctx.cluster_dir, ctx.inventory.cluster.name)
+    try:
+        rec = records.load()
+    except CloudctlError:
+        return
+    if rec is not None and rec.status == RUNNING:
+        rec.status = INTERRUPTED
+        records.save(rec)
+
+
 def _refused(plan: Any) -> InputError:
     return InputError([Problem("upgrade preflight", p) for p in plan.problems])
 
@@ -341,6 +356,7 @@ def upgrade(
                                         output_format=output_format, rollback=rollback))
         except KeyboardInterrupt:
             stack.close()
+            _mark_interrupted(ctx)
             click.echo(f"interrupted; the upgrade record is {ctx.cluster_dir / 'upgrade.json'}:"
                        " rerun with --resume to continue", err=True)
             from ..errors import EXIT_INTERRUPTED
