@@ -48,14 +48,19 @@ def _context(
         secrets_dir=sdir,
         events=events,
         rack=rack_for(rack, inv, inventory_path=inventory_path, cluster_dir=cdir,
-                      secrets_dir=sdir),
+                      secrets_dir=sdir,
+                      assets_given=options.given_assets() is not None),
         options=options,
         warnings=[str(w) for w in loaded.warnings],
     )
 
 
-def rack_kind(emulate: bool) -> str:
-    return "emulated" if emulate else "metal"
+def rack_kind(emulate: bool, lab: bool = False) -> str:
+    if emulate and lab:
+        from ..errors import InputError
+
+        raise InputError("use at most one of --emulate, --lab")
+    return "emulated" if emulate else "lab" if lab else "metal"
 
 
 @contextlib.contextmanager
@@ -100,6 +105,19 @@ def _load_quiet(path: Path) -> Any:
               help="Rehearse against the cluster's emulated rack (Talos nodes + Kubernetes API; "
                    "started in the background if not running, reused by later runs; start it "
                    "with `cloudctl emulate start --fault ...` to rehearse failures).")
+@click.option("--lab", "use_lab", is_flag=True,
+              help="Bootstrap the cluster's VM lab (`cloudctl lab up`): the boot service runs "
+                   "in the lab's network namespace on its bridge, nodes are powered through the "
+                   "lab's BMC emulators. Needs root.")
+@click.option("--no-power", is_flag=True,
+              help="Do not power nodes through their BMCs in the boot stage (power them on by "
+                   "hand).")
+@click.option("--kernel", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="Kernel the boot stage serves instead of the Image Factory's "
+                                 "(with --initramfs).")
+@click.option("--initramfs", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="Initramfs the boot stage serves instead of the Image "
+                                 "Factory's (with --kernel).")
 @click.option("--resume", is_flag=True, help="Continue at the first stage not done.")
 @click.option("--plan", is_flag=True,
               help="Print, per stage and node, what would be done and why; change nothing.")
@@ -117,6 +135,10 @@ def bootstrap(
     secrets_dir: Path | None,
     cluster_dir: Path | None,
     emulate: bool,
+    use_lab: bool,
+    no_power: bool,
+    kernel: Path | None,
+    initramfs: Path | None,
     resume: bool,
     plan: bool,
     only: str | None,
@@ -136,6 +158,13 @@ def bootstrap(
     events as JSON lines on stdout. With --emulate the rack is the emulated one: its machines
     boot themselves and there is no host network to check. Ctrl-C records the interrupted
     stage and exits 130; --resume continues.
+
+    \b
+    The boot stage powers every node with a `bmc` that is not running yet (one-time network
+    boot, then on, or a cycle when on) once the boot service listens; --no-power leaves that to
+    you. A BMC failure fails the stage naming node and BMC (exit 6, 7 on no answer, 3 for an
+    unreadable passwordRef). With --lab the rack is the VM lab: the boot stage ends when every
+    VM fetched its initramfs; the later stages need a real Talos image (see README, Labs).
     """
     from ..pipeline import Events, JsonLinesSink, Options, TextSink, plan_pipeline, run_pipeline
 
@@ -143,10 +172,15 @@ def bootstrap(
         from ..errors import InputError
 
         raise InputError("use at most one of --resume, --only, --from")
-    options = Options(force=force, timeout=timeout)
+    if (kernel is None) != (initramfs is None):
+        from ..errors import InputError, Problem
+
+        raise InputError(Problem("--kernel/--initramfs", "give both or neither"))
+    options = Options(force=force, timeout=timeout, power=not no_power, kernel=kernel,
+                      initramfs=initramfs)
     events = Events()
     ctx = _context(inventory_path, secrets_dir, cluster_dir, events, options,
-                   rack=rack_kind(emulate))
+                   rack=rack_kind(emulate, use_lab))
     with ExitStack() as stack:
         if plan:
             if output_format == "json":

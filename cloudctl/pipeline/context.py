@@ -38,6 +38,18 @@ class Options:
     """Serve DHCP in full mode even if another DHCP server answers."""
     timeout: float = 900.0
     """Upper bound for each wait (node install, etcd, workloads, releases)."""
+    power: bool = True
+    """The boot stage powers nodes with a BMC (one-time PXE, on or cycle); False: --no-power."""
+    kernel: Path | None = None
+    """--kernel: served instead of the Image Factory kernel (with ``initramfs``)."""
+    initramfs: Path | None = None
+    """--initramfs: served instead of the Image Factory initramfs."""
+
+    def given_assets(self) -> dict[str, Path] | None:
+        """The boot assets from --kernel/--initramfs, or None (Image Factory)."""
+        if self.kernel is None or self.initramfs is None:
+            return None
+        return {"kernel": self.kernel, "initramfs.xz": self.initramfs}
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from ..errors import CloudctlError, InputError, Problem, RemoteError, StateError
 from ..inventory.models import Inventory, Node
 from ..kube import Applied, Kube, ReleaseStatus, WorkloadStatus
+from ..power.ops import boot_power_plan
 from ..secrets.store import write_private
 from ..talos import ops
 from ..talos.client import EtcdMember
@@ -136,6 +137,8 @@ class ImageFacts:
     render_current: bool
     assets_needed: bool
     assets_cached: bool
+    assets_given: bool = False
+    """--kernel/--initramfs: served instead of the Image Factory assets."""
 
 
 class Image(Stage):
@@ -151,7 +154,8 @@ class Image(Stage):
                 current = plan_tree(ctx.files, ctx.render_dir).empty
             except CloudctlError:
                 current = False
-        return ImageFacts(current, ctx.rack.needs_boot_assets, ctx.rack.boot_assets_cached())
+        return ImageFacts(current, ctx.rack.needs_boot_assets, ctx.rack.boot_assets_cached(),
+                          ctx.options.given_assets() is not None)
 
     def plan(self, inv: Inventory, facts: ImageFacts) -> StagePlan:
         steps = [self.step(Action.SKIP, "render/ is current", "render") if facts.render_current
@@ -160,6 +164,10 @@ class Image(Stage):
         if not facts.assets_needed:
             steps.append(self.step(Action.SKIP, "no boot assets needed (the rack boots its "
                                    "machines itself)", "assets"))
+        elif facts.assets_given:
+            steps.append(self.step(Action.SKIP, "kernel and initramfs given (--kernel/"
+                                   "--initramfs): nothing fetched from the Image Factory",
+                                   "assets"))
         elif facts.assets_cached:
             steps.append(self.step(Action.SKIP, "kernel and initramfs cached and verified",
                                    "assets"))
@@ -198,6 +206,8 @@ class BootFacts:
     running: set[str] | None
     method: str | None
     """How the rack boots the nodes not running; None when it boots them itself."""
+    power: bool = True
+    """Whether nodes with a BMC are powered through it (False: --no-power)."""
 
 
 class Boot(Stage):
@@ -206,7 +216,7 @@ class Boot(Stage):
     async def facts(self, ctx: Context) -> BootFacts:
         running = await running_nodes(ctx)
         pending = len(ctx.inventory.nodes) - len(running or ())
-        return BootFacts(running, ctx.rack.boot_method(pending))
+        return BootFacts(running, ctx.rack.boot_method(pending), ctx.options.power)
 
     def plan(self, inv: Inventory, facts: BootFacts) -> StagePlan:
         if facts.method is None:
@@ -220,17 +230,26 @@ class Boot(Stage):
         unknown = "" if facts.running is not None else " (live state unknown)"
         return plan_of(self.name, *(
             self.step(Action.SKIP, "runs Talos in normal mode", n.name) if n.name in running
-            else self.step(Action.RUN, f"{facts.method}{unknown}", n.name)
+            else self.step(Action.RUN, f"{facts.method}{unknown}; "
+                           f"{boot_power_plan(n, facts.power)}", n.name)
             for n in inv.nodes))
 
     async def run(self, ctx: Context, plan: StagePlan, facts: BootFacts) -> str:
-        if ctx.assets is None:
+        given = ctx.options.given_assets()
+        if given is not None:
+            ctx.assets = given
+        elif ctx.assets is None:
             from ..boot.assets import fetch_assets
 
             ctx.assets = fetch_assets(ctx.inventory).paths
+        inv = ctx.inventory
+        power = [n for n in plan.targets() if ctx.options.power
+                 and inv.node(n).bmc is not None] if facts.method is not None else []
         out = await ctx.rack.boot(
             assets=ctx.assets, force=ctx.options.force, timeout=ctx.options.timeout,
-            notify=lambda line: ctx.events(self.name, "info", line))
+            notify=lambda line: ctx.events(self.name, "info", line), power=power,
+            on_node=lambda node, phase, line: ctx.events(self.name, "node", line, node=node,
+                                                         phase=phase))
         for name, address in out.learned.items():
             ctx.state.node(name).boot_address = address
         ctx.save()

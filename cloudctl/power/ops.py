@@ -33,6 +33,21 @@ def endpoint(node: Node) -> str:
     return f"{scheme}://{node.bmc.address}:{port}"
 
 
+def bmc_label(node: Node) -> str:
+    """``<type> <endpoint>``, e.g. ``redfish https://10.30.0.11:443`` (no credentials)."""
+    assert node.bmc is not None
+    return f"{node.bmc.type} {endpoint(node)}"
+
+
+def boot_power_plan(node: Node, power: bool) -> str:
+    """How the boot stage gets ``node`` powered, for plans (pure)."""
+    if node.bmc is None:
+        return "no BMC: power it on by hand"
+    if not power:
+        return f"--no-power: power it on by hand (BMC {bmc_label(node)} not used)"
+    return f"power on through BMC {bmc_label(node)}, one-time PXE"
+
+
 def select(inv: Inventory, names: Sequence[str]) -> list[Node]:
     """The nodes named (all nodes with a BMC when none is), in inventory order."""
     known = {n.name: n for n in inv.nodes}
@@ -55,7 +70,7 @@ def act(node: Node, action: str, ca_cert: Path | None, timeout: float) -> PowerR
     assert bmc is not None
     password = resolve_password(node.name, bmc.password_ref)
     port = bmc.port or PORTS[bmc.type]
-    label = f"{bmc.type} {endpoint(node)}"
+    label = bmc_label(node)
     if bmc.type == "redfish":
         verify: bool | str = False if bmc.insecure else (str(ca_cert) if ca_cert else True)
         rf = RedfishBmc(node.name, bmc.address, port, bmc.username, password, verify=verify,

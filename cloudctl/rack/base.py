@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -19,6 +19,8 @@ from ..talos.client import Endpoint
 
 Notify = Callable[[str], None]
 """Progress callback: one human-readable line."""
+NodeNotify = Callable[[str, str, str], None]
+"""Per-node progress people should see: (node, phase, message)."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class BootOutcome:
 
 
 class Rack(ABC):
-    """One kind of rack. Subclasses: ``MetalRack``, ``EmulatedRack`` (and the VM lab later)."""
+    """One kind of rack. Subclasses: ``MetalRack``, ``EmulatedRack``, ``LabRack``."""
 
     kind: ClassVar[str]
     poll: ClassVar[float] = 1.0
@@ -102,11 +104,19 @@ class Rack(ABC):
         """How ``pending`` nodes not yet running get booted, for plans; None when the rack
         boots its machines itself (nothing for the boot stage to do)."""
 
+    def bmc_ca(self) -> Path | None:
+        """CA certificate to verify Redfish BMCs with (None: the system trust store)."""
+        return None
+
     @abstractmethod
     async def boot(
-        self, *, assets: Mapping[str, Path], force: bool, timeout: float, notify: Notify
+        self, *, assets: Mapping[str, Path], force: bool, timeout: float, notify: Notify,
+        power: Sequence[str] = (), on_node: NodeNotify | None = None,
     ) -> BootOutcome:
-        """Boot the nodes into Talos maintenance mode; returns once every node has."""
+        """Boot the nodes into Talos maintenance mode; returns once every node has. The nodes
+        named in ``power`` (each with a BMC) get a one-time network boot and are powered on
+        (cycled when on) through their BMCs once the boot service listens. ``on_node`` gets
+        what each node waits for and what was done to it (power); ``notify`` the rest."""
 
     async def release_boot(self) -> str | None:
         """Stop what ``boot`` left running for the installing nodes (full-mode DHCP), once

@@ -5,14 +5,14 @@ service, no boot assets and no host network to check."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import EnvironmentNotReady
 from ..inventory.models import Inventory
 from ..talos.client import Endpoint
-from .base import BootOutcome, Notify, Rack
+from .base import BootOutcome, NodeNotify, Notify, Rack
 
 
 def _process_start(pid: int) -> str:
@@ -95,7 +95,8 @@ class EmulatedRack(Rack):
         return None
 
     async def boot(
-        self, *, assets: Mapping[str, Path], force: bool, timeout: float, notify: Notify
+        self, *, assets: Mapping[str, Path], force: bool, timeout: float, notify: Notify,
+        power: Sequence[str] = (), on_node: NodeNotify | None = None,
     ) -> BootOutcome:
         return BootOutcome("emulated nodes boot into maintenance mode by themselves")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from ..boot.events import BootEvent
 from ..errors import EnvironmentNotReady, Problem
 from ..inventory.models import Inventory
 from ..talos.client import Endpoint
-from .base import BootOutcome, Notify, Rack
+from .base import BootOutcome, NodeNotify, Notify, Rack
 from .learned import learn_addresses
 
 
@@ -46,8 +48,12 @@ class MetalRack(Rack):
     poll = 1.0
     needs_boot_assets = True
 
-    def __init__(self, inventory: Inventory, cluster_dir: Path) -> None:
+    def __init__(
+        self, inventory: Inventory, cluster_dir: Path, *, assets_given: bool = False
+    ) -> None:
         super().__init__(inventory, cluster_dir)
+        self.assets_given = assets_given
+        """Kernel and initramfs come from --kernel/--initramfs: no cache, no Image Factory."""
         self._service: Any = None
 
     def dial(self, address: str) -> Endpoint:
@@ -85,6 +91,8 @@ class MetalRack(Rack):
     def boot_assets_cached(self) -> bool:
         from ..boot.assets import asset_files
 
+        if self.assets_given:
+            return True
         directory = self._assets_dir()
         return all((directory / f).is_file()
                    for f in asset_files(self.inventory.image.arch).values())
@@ -96,6 +104,8 @@ class MetalRack(Rack):
         from urllib.parse import urlsplit
 
         inv = self.inventory
+        if self.assets_given:
+            return "given (--kernel/--initramfs)"
         directory = self._assets_dir()
         if self.boot_assets_cached():
             return "cached"
@@ -115,7 +125,8 @@ class MetalRack(Rack):
                 f"{pending} node(s) fetched their initramfs")
 
     async def boot(
-        self, *, assets: Mapping[str, Path], force: bool, timeout: float, notify: Notify
+        self, *, assets: Mapping[str, Path], force: bool, timeout: float, notify: Notify,
+        power: Sequence[str] = (), on_node: NodeNotify | None = None,
     ) -> BootOutcome:
         from ..boot.assets import find_ipxe_binaries, stage_tftp_root
         from ..boot.service import BootService
@@ -131,10 +142,26 @@ class MetalRack(Rack):
 
         # full mode: Talos in maintenance mode asks DHCP again after the initramfs, so DHCP
         # keeps answering until the configs are applied (release_boot, end of apply)
-        keep = self.inventory.network.dhcp.mode == "full"
+        net = self.inventory.network
+        keep = net.dhcp.mode == "full"
         service = BootService(self.inventory, assets=dict(assets), tftp_root=tftp_root,
                               force=force, timeout=timeout, on_event=on_event, keep_dhcp=keep)
-        result = await service.run()
+        say: NodeNotify = on_node or (lambda node, phase, msg: notify(f"{node}: {msg}"))
+        serving = asyncio.create_task(service.run())
+        try:
+            if power:
+                await self._power_on(service, serving, list(power), say)
+            if not serving.done():
+                for n in self.inventory.nodes:
+                    hand = "" if n.name in power else " (power it on by hand)"
+                    say(n.name, "booting", f"waiting up to {timeout:.0f}s for it to fetch kernel "
+                        f"and initramfs from {net.boot_server} on {net.interface}{hand}")
+            result = await serving
+        finally:
+            if not serving.done():
+                serving.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await serving
         result.check()
         if keep:
             self._service = service
@@ -142,9 +169,48 @@ class MetalRack(Rack):
         moved = {n: a for n, a in learned.items()
                  if a != str(self.inventory.node(n).ip)} if learned else {}
         note = ("; DHCP stays up until apply" if keep else "")
+        if power:
+            note += f"; powered through their BMCs: {', '.join(power)}"
         if moved:
             note += "; booted at " + ", ".join(f"{n}={a}" for n, a in sorted(moved.items()))
         return BootOutcome("every node fetched its initramfs" + note, learned)
+
+    async def _power_on(
+        self, service: Any, serving: asyncio.Task[Any], names: list[str], say: NodeNotify
+    ) -> None:
+        """Once the boot service's servers start: a one-time network boot, then power on (off
+        nodes) or cycle (on nodes), each through its BMC (cloudctl.power). A failure raises
+        the power error (node and BMC named, power's exit code)."""
+        from ..power import run_power
+        from ..power.ops import bmc_label
+
+        net = self.inventory.network
+        bmc = {n: bmc_label(self.inventory.node(n)) for n in names}
+        for n in names:
+            say(n, "powering", f"waiting for the boot service on {net.interface} "
+                f"({net.boot_server}) before powering it through {bmc[n]}")
+        while service.dhcp is None and not serving.done():
+            await asyncio.sleep(0.05)
+        if serving.done():
+            return  # it failed to start: awaiting it raises why
+        ca = self.bmc_ca()
+        for n in names:
+            say(n, "powering", f"asking {bmc[n]} for the power state")
+        states = {r.node: r.state for r in await asyncio.to_thread(
+            run_power, self.inventory, "status", names, ca_cert=ca)}
+        await asyncio.to_thread(run_power, self.inventory, "pxe-once", names, ca_cert=ca)
+        for n in names:
+            say(n, "pxe-once", f"next boot from the network (once), set through {bmc[n]}")
+        off = [n for n in names if states.get(n) != "on"]
+        on = [n for n in names if states.get(n) == "on"]
+        if off:
+            await asyncio.to_thread(run_power, self.inventory, "on", off, ca_cert=ca)
+            for n in off:
+                say(n, "powered on", f"powered on through {bmc[n]}")
+        if on:
+            await asyncio.to_thread(run_power, self.inventory, "cycle", on, ca_cert=ca)
+            for n in on:
+                say(n, "powered on", f"was on, power-cycled through {bmc[n]}")
 
     async def release_boot(self) -> str | None:
         if self._service is None:

@@ -304,3 +304,73 @@ def test_interrupted_lab_up_is_cleaned_by_lab_down(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     assert _leftovers(lab_dir) == []
+
+
+def test_bootstrap_lab_boot_stage_powers_the_vms_through_their_bmcs(tmp_path: Path) -> None:
+    """``bootstrap --lab --only boot --kernel K --initramfs I``: the plan names each node's BMC;
+    with --no-power the VMs stay off (the stage times out naming them, exit 7); without it the
+    boot stage sets a one-time network boot and powers both VMs on through sushy-tools and
+    virtualbmc once its boot service listens on the lab bridge, and both network-boot the test
+    kernel (serial logs). Discovery of a real Talos node is out of reach here (no Talos image,
+    no KVM): the boot stage is where a lab bootstrap ends on this host."""
+    _prerequisites()
+    kernel = debian_kernel()
+    initrd = build_initramfs(tmp_path / "initramfs.xz")
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(with_catalog_versions(INVENTORY))
+    lab_dir = tmp_path / "clusters" / CLUSTER / "lab"
+    cli = Cli(tmp_path, inventory)
+    boot = ("bootstrap", "--lab", "--only", "boot", "--kernel", str(kernel),
+            "--initramfs", str(initrd))
+    t0 = time.monotonic()
+    try:
+        cli("lab", "up", timeout=180)
+        t_up = time.monotonic() - t0
+
+        plan = cli("bootstrap", "--lab", "--plan", "--kernel", str(kernel), "--initramfs",
+                   str(initrd)).stdout
+        assert ("bios-vm: serve full-mode DHCP, TFTP and HTTP on the lab bridge eth0 (namespace "
+                f"{NS})") in plan, plan
+        assert ("power on through BMC redfish https://10.30.0.41:443, one-time PXE" in plan
+                and "power on through BMC ipmi ipmi://10.30.0.42:623, one-time PXE" in plan), plan
+        assert "given (--kernel/--initramfs)" in plan, plan
+        no_power_plan = cli(*boot, "--plan", "--no-power").stdout
+        assert no_power_plan.count("--no-power: power it on by hand") == 2, no_power_plan
+
+        t1 = time.monotonic()
+        hands_off = cli(*boot, "--no-power", "--timeout", "6", ok=False)
+        assert hands_off.returncode == 7, hands_off.stderr[-2000:]
+        for node in ("bios-vm", "uefi-vm"):
+            assert (f"{node}: waiting up to 6s for it to fetch kernel and initramfs from "
+                    "10.20.0.2 on eth0 (power it on by hand)") in hands_off.stderr, hands_off.stderr
+        assert "never seen: bios-vm, uefi-vm" in hands_off.stderr, hands_off.stderr[-2000:]
+        assert cli.power("status") == {"bios-vm": "off", "uefi-vm": "off"}
+        t_no_power = time.monotonic() - t1
+
+        t2 = time.monotonic()
+        run = cli(*boot, "--timeout", "150", timeout=200)
+        t_boot = time.monotonic() - t2
+        err = run.stderr
+        for node, bmc in (("bios-vm", "redfish https://10.30.0.41:443"),
+                          ("uefi-vm", "ipmi ipmi://10.30.0.42:623")):
+            assert (f"{node}: waiting for the boot service on eth0 (10.20.0.2) before powering "
+                    f"it through {bmc}") in err, err
+            assert f"{node}: next boot from the network (once), set through {bmc}" in err, err
+            assert f"{node}: powered on through {bmc}" in err, err
+        assert "every node fetched its initramfs" in run.stdout + err
+        status = json.loads(cli("lab", "status", "-o", "json").stdout)
+        logs = {v["node"]: Path(v["console_log"]) for v in status["vms"]}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and any(_cmdline(p) is None for p in logs.values()):
+            time.sleep(1)
+        for node, log in logs.items():
+            line = _cmdline(log)
+            assert line is not None, (node, log.read_bytes()[-2000:] if log.exists() else None)
+            assert f"cloudctl.test={node}" in line.split() and "talos.platform=metal" in line
+        print(f"\nlab up {t_up:.1f}s; --no-power run {t_no_power:.1f}s; boot stage (power "
+              f"through the BMCs to both initramfs fetched) {t_boot:.1f}s")
+    finally:
+        down = subprocess.run(cli.argv("lab", "down"), cwd=tmp_path, env=cli.env,
+                              capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert _leftovers(lab_dir) == []
