@@ -308,11 +308,12 @@ def test_interrupted_lab_up_is_cleaned_by_lab_down(tmp_path: Path) -> None:
 
 def test_bootstrap_lab_boot_stage_powers_the_vms_through_their_bmcs(tmp_path: Path) -> None:
     """``bootstrap --lab --only boot --kernel K --initramfs I``: the plan names each node's BMC;
-    with --no-power the VMs stay off (the stage times out naming them, exit 7); without it the
-    boot stage sets a one-time network boot and powers both VMs on through sushy-tools and
-    virtualbmc once its boot service listens on the lab bridge, and both network-boot the test
-    kernel (serial logs). Discovery of a real Talos node is out of reach here (no Talos image,
-    no KVM): the boot stage is where a lab bootstrap ends on this host."""
+    a wrong BMC password fails the boot stage naming node and BMC (exit 6); with --no-power the
+    VMs stay off (the stage times out naming them, exit 7); without it the boot stage sets a
+    one-time network boot and powers both VMs on through sushy-tools and virtualbmc once its
+    boot service listens on the lab bridge, and both network-boot the test kernel (serial logs).
+    Discovery of a real Talos node is out of reach here (no Talos image, no KVM): the boot
+    stage is where a lab bootstrap ends on this host."""
     _prerequisites()
     kernel = debian_kernel()
     initrd = build_initramfs(tmp_path / "initramfs.xz")
@@ -336,6 +337,13 @@ def test_bootstrap_lab_boot_stage_powers_the_vms_through_their_bmcs(tmp_path: Pa
         assert "given (--kernel/--initramfs)" in plan, plan
         no_power_plan = cli(*boot, "--plan", "--no-power").stdout
         assert no_power_plan.count("--no-power: power it on by hand") == 2, no_power_plan
+
+        wrong = cli(*boot, "--timeout", "30", password="not-the-password", ok=False)
+        assert wrong.returncode == 6, wrong.stderr[-2000:]
+        assert ("node bios-vm: Redfish BMC https://10.30.0.41:443: authentication failed"
+                in wrong.stderr), wrong.stderr[-2000:]
+        assert "✘ [boot] boot failed" in wrong.stderr, wrong.stderr[-2000:]
+        assert cli.power("status") == {"bios-vm": "off", "uefi-vm": "off"}
 
         t1 = time.monotonic()
         hands_off = cli(*boot, "--no-power", "--timeout", "6", ok=False)
