@@ -62,16 +62,10 @@ def _storage_checks(ctx: Any, kube: Any) -> list[Any]:
 
 
 def _restore_releases(ctx: Any, releases: dict[str, Any], names: list[str]) -> None:
-    """Direct mode: the recorded chart version and values back on each HelmRelease (server-side
-    apply of just those fields), then wait Ready as bootstrap does."""
+    """Direct mode: each HelmRelease's live spec with the recorded chart version and values
+    (server-side apply), then wait Ready as bootstrap does."""
     from ..kube import Kube, wait_helmreleases
 
-    if ctx.inventory.gitops is not None:
-        from ..errors import InputError
-
-        raise InputError(Problem(
-            "gitops", "the platform follows Git: revert the GitOps commit (the record names the "
-            "revision the cluster ran before), then run cloudctl upgrade"))
     with Kube.from_kubeconfig(ctx.kubeconfig_path) as kube:
         for name in names:
             was = releases[name]
@@ -182,7 +176,12 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
                 up = upgrader(None, rec)
                 say("node-start", change.describe() + " (resumed)", node=change.target,
                     phase=change.key)
-                await up.talos(change)
+                try:
+                    await up.talos(change)
+                except Exception as exc:
+                    rec.status, rec.error = FAILED, str(exc)
+                    records.save(rec)
+                    raise
                 up._done(change)
                 say("node-done", change.describe(), node=change.target, phase=change.key)
 
@@ -193,6 +192,13 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
         else:
             plan = plan_upgrade(node_targets(inv, files), release_targets(inv, files), facts,
                                 talos_catalog(), force=force)
+        if rollback_of is not None and inv.gitops is not None and \
+                any(c.layer == "platform" for c in plan.changes):
+            head = (rollback_of.previous or {}).get("git_revision")
+            raise InputError(Problem(
+                "gitops", "the platform follows Git, so --rollback does not change it: revert "
+                f"the GitOps branch to {head or 'the revision before the upgrade'} (git revert), "
+                "then run cloudctl upgrade --rollback for the Talos nodes"))
         if plan_only:
             _print_plan(ctx, plan, output_format)
             if plan.problems:
