@@ -1,4 +1,5 @@
-"""Run an upgrade plan: the platform, then Talos node by node, then Kubernetes node by node.
+"""Run an upgrade plan: the platform, then nodes added and removed, then Talos node by node,
+then Kubernetes node by node.
 
 Every node change is one at a time, control planes first, and goes through the same steps:
 
@@ -196,7 +197,7 @@ class Upgrader:
         node = self.nodes[change.target]
         config = self.configs[node.name]
         image, _, _ = config_images(config)
-        live = self.plan_facts_node(node.name)
+        live = self.kubernetes_before(node.name)
         current = self.record.current if self.record.current and \
             self.record.current.key == change.key else None
         ep = self.dial(node)
@@ -258,7 +259,9 @@ class Upgrader:
                               f"{self.timeout:g}s (last: {last})")
             await asyncio.sleep(self.poll)
 
-    def plan_facts_node(self, name: str) -> dict[str, str | None]:
+    def kubernetes_before(self, name: str) -> dict[str, str | None]:
+        """The kubelet and API server versions the node ran when this upgrade started (kept in
+        its config until the Kubernetes layer changes them)."""
         prev = (self.record.previous.get("nodes") or {}).get(name) or {}
         return {"kubelet": prev.get("kubelet"), "api_server": prev.get("api_server")}
 
@@ -340,7 +343,7 @@ class Upgrader:
         await self.gate_before(node)
         config = self.configs[node.name]
         if change.part == "control-plane":
-            live = self.plan_facts_node(node.name)
+            live = self.kubernetes_before(node.name)
             config = pin_kubernetes(config, kubelet=live.get("kubelet"), control_plane=None)
         detail = await self._apply(node, config)
         self.say("config", f"{change.describe()} applied ({detail})", node=node.name)
