@@ -38,6 +38,13 @@ A value may contain ':' and ','; parameters split at ',' before 'key='.
   node-slow:NODE[:seconds=S]     every Talos API call waits S s (default 2)
   apply-rejected:NODE[:message=M]  ApplyConfiguration fails with M
   upgrade-rollback:NODE          an upgrade rolls back to the old version
+  etcd-unhealthy:NODE[:message=M]  the node's etcd member reports error M
+  pdb-blocks-drain:NODE[:policy=IfHealthyBudget|AlwaysAllow,pod=unhealthy]
+      a pod pinned to NODE under a PDB maxUnavailable 0 (default/drain-guard):
+      draining NODE is refused (pod=unhealthy + AlwaysAllow: evictable)
+  storage-not-uptodate:RESOURCE[:node=NODE,state=S]
+      LINSTOR resource RESOURCE is UpToDate only on NODE (others in state S,
+      default Outdated)
   component-not-deployed:kubevirt|cdi[:reason=R,message=M]
       the operator never finishes: the CR stays phase Deploying with
       Available=False, Degraded=True (R, M)
@@ -96,12 +103,34 @@ def emulate_start(
 @cluster_dir_option
 @handle_errors
 def emulate_stop(inventory_path: Path, cluster_dir: Path | None) -> None:
-    """Stop the emulated rack of this cluster."""
+    """Stop the emulated rack of this cluster (also when the inventory has been edited into an
+    invalid state: only its cluster name is needed)."""
     from ..emulate.rack_control import stop_rack
+    from ..errors import InputError
 
-    inv = _load(inventory_path).inventory
-    directory, _ = cluster_paths(inventory_path, inv.cluster.name, cluster_dir)
+    try:
+        name = _load(inventory_path).inventory.cluster.name
+    except InputError:
+        name = _cluster_name_only(inventory_path)
+        if name is None:
+            raise
+    directory, _ = cluster_paths(inventory_path, name, cluster_dir)
     click.echo("emulated rack stopped" if stop_rack(directory) else "no emulated rack running")
+
+
+def _cluster_name_only(path: Path) -> str | None:
+    """``cluster.name`` of an inventory that does not validate, if it is a DNS label."""
+    import re
+
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+        name = doc["cluster"]["name"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    ok = isinstance(name, str) and re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name)
+    return name if ok else None
 
 
 @emulate.command("status", epilog=EXIT_CODES)

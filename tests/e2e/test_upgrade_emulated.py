@@ -165,6 +165,10 @@ def test_skew_and_unsupported_versions_refused_at_plan_time(work: Workdir) -> No
     down = upgrade(work)
     assert down.code == 2 and "downgrade" in down.stderr
     assert all(work.rack()["nodes"][n]["upgrades"] == 0 for n in ORDER)
+    # an inventory edited into an invalid state still lets the operator stop the rack
+    _set(work, "kubernetesVersion: v1.34.1", "kubernetesVersion: v1.39.0")
+    stop = work.cli("emulate", "stop")
+    assert stop.code == 0 and "emulated rack stopped" in stop.stdout, stop.stderr
 
 
 def test_resume_without_record_and_bad_record(work: Workdir, tmp_path: Path) -> None:
