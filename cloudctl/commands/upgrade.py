@@ -95,8 +95,9 @@ def _git_revision(ctx: Any) -> str | None:
 
 def _hr(name: str) -> Any:
     from ..kube import ObjectRef
+    from ..kube.wait import HELMRELEASE_API
 
-    return ObjectRef("helm.toolkit.fluxcd.io/v2", "HelmRelease", name, "flux-system")
+    return ObjectRef(HELMRELEASE_API, "HelmRelease", name, "flux-system")
 
 
 async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_timeout: float,

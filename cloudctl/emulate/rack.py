@@ -53,6 +53,7 @@ from ..inventory import load_inventory
 from ..inventory.models import Inventory
 from ..resources import data_dir, read_text
 from ..secrets import SecretsStore
+from ..util.images import tag_of
 from .faults import NODE_KINDS, FaultSet, parse_faults_document
 from .kube_api import KubeApiEmulator
 from .kube_helm import HelmInstaller
@@ -246,8 +247,7 @@ class RackProcess:
             v1 = next((d for d in yaml.safe_load_all(cfg.text)
                        if isinstance(d, dict) and d.get("version") == "v1alpha1"), {})
             image = str(((v1.get("machine") or {}).get("kubelet") or {}).get("image") or "")
-            last = image.split("@", 1)[0].rsplit("/", 1)[-1]
-            cached = (cfg.text, last.rsplit(":", 1)[1] if ":" in last else None)
+            cached = (cfg.text, tag_of(image) or None)
             self._kubelets[name] = cached
         return cached[1]
 

@@ -56,6 +56,7 @@ from ..talos.proto import (
     storage_grpc,
     storage_pb2,
 )
+from ..util.images import tag_of
 from .talos_hw import AppliedConfig, Link, runtime_problems
 
 if TYPE_CHECKING:
@@ -617,7 +618,7 @@ class _MachineService(_Base, machine_grpc.MachineServiceBase):
         await self._enter(stream, admin=True, method="Upgrade")
         self._maintenance_admin_only("Upgrade")
         n = self.node
-        tag = req.image.rsplit(":", 1)[-1] if ":" in req.image.rsplit("/", 1)[-1] else ""
+        tag = tag_of(req.image)
         if not tag.startswith("v"):
             raise GRPCError(Status.INVALID_ARGUMENT, f"image {req.image!r} has no version tag")
         if n.state.stage != "running":

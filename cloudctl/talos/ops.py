@@ -39,6 +39,7 @@ from ..errors import (
     node_failures,
 )
 from ..inventory.models import Inventory, Node
+from ..util.images import tag_of
 from .client import (
     NO_RETRY,
     Credentials,
@@ -719,10 +720,10 @@ async def reboot_node(
 
 
 def image_tag(image: str) -> str:
-    last = image.rsplit("/", 1)[-1]
-    if ":" not in last:
+    tag = tag_of(image)
+    if not tag:
         raise InputError(f"installer image {image!r} has no tag (the Talos version)")
-    return last.rsplit(":", 1)[1]
+    return tag
 
 
 async def upgrade_node(

@@ -17,6 +17,7 @@ import yaml
 from ..errors import CloudctlError
 from ..inventory.models import Inventory, Node
 from ..kube.client import Kube
+from ..kube.wait import HELMRELEASE_API
 from ..render.files import Files
 from ..talos.client import Credentials, Endpoint, TalosClient
 from .plan import (
@@ -31,7 +32,6 @@ from .plan import (
 
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
-HELMRELEASE = "helm.toolkit.fluxcd.io/v2"
 
 
 def v1alpha1_of(text: str) -> dict[str, Any]:
@@ -131,7 +131,7 @@ async def gather(
                                     if a.get("type") == "InternalIP"), "")
                     labels = node["metadata"].get("labels") or {}
                     extra[name] = ExtraNode(name, address, CONTROL_PLANE_LABEL in labels)
-            releases = release_facts(kube.list(HELMRELEASE, "HelmRelease",
+            releases = release_facts(kube.list(HELMRELEASE_API, "HelmRelease",
                                                namespace="flux-system"))
         except CloudctlError as exc:
             kube_error = str(exc)

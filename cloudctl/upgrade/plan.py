@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..catalog import TalosCatalog, minor_of, parse_version
+from ..util.images import tag_of as tag_of
 
 PLATFORM, NODES, TALOS, KUBERNETES = "platform", "nodes", "talos", "kubernetes"
 LAYERS = (PLATFORM, NODES, TALOS, KUBERNETES)
@@ -133,13 +134,6 @@ class UpgradePlan:
         return {"changes": [asdict(c) | {"key": c.key} for c in self.changes],
                 "problems": list(self.problems), "warnings": list(self.warnings),
                 "unknown": list(self.unknown), "nothing_to_do": self.nothing_to_do}
-
-
-def tag_of(image: str) -> str:
-    """The tag of an image reference (``repo:tag`` or ``repo:tag@digest``), or ""."""
-    ref = image.split("@", 1)[0]
-    last = ref.rsplit("/", 1)[-1]
-    return last.rsplit(":", 1)[1] if ":" in last else ""
 
 
 def _minor_tuple(v: str) -> tuple[int, int]:

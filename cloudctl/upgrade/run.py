@@ -33,22 +33,14 @@ from ..inventory.models import Inventory, Node
 from ..kube.client import Kube
 from ..kube.drain import drain, set_unschedulable
 from ..talos.client import Credentials, Endpoint, TalosClient
-from ..talos.ops import wait_running
+from ..talos.ops import wait_rebooted
+from ..util.images import retag
 from .facts import config_images
 from .gates import EtcdHealth, MemberHealth, StorageCheck, etcd_health, etcd_problems
 from .plan import KUBERNETES, NODES, PLATFORM, TALOS, Change, ExtraNode, UpgradePlan
 from .record import DONE, InFlight, RecordFile, UpgradeRecord
 
 Say = Callable[..., None]
-
-
-def _retag(image: str, tag: str) -> str:
-    if not image or not tag:
-        return image
-    ref = image.split("@", 1)[0]
-    head, _, last = ref.rpartition("/")
-    name = last.split(":", 1)[0]
-    return f"{head}/{name}:{tag}" if head else f"{name}:{tag}"
 
 
 def pin_kubernetes(config: str, *, kubelet: str | None, control_plane: str | None) -> str:
@@ -61,11 +53,11 @@ def pin_kubernetes(config: str, *, kubelet: str | None, control_plane: str | Non
             continue
         machine, cluster = doc.get("machine") or {}, doc.get("cluster") or {}
         if kubelet and isinstance(machine.get("kubelet"), dict):
-            machine["kubelet"]["image"] = _retag(str(machine["kubelet"].get("image")), kubelet)
+            machine["kubelet"]["image"] = retag(str(machine["kubelet"].get("image")), kubelet)
         if control_plane:
             for part in ("apiServer", "controllerManager", "scheduler", "proxy"):
                 if isinstance(cluster.get(part), dict) and cluster[part].get("image"):
-                    cluster[part]["image"] = _retag(str(cluster[part]["image"]), control_plane)
+                    cluster[part]["image"] = retag(str(cluster[part]["image"]), control_plane)
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
@@ -221,8 +213,8 @@ class Upgrader:
             boot_id = current.boot_id
             self.say("upgrade", "resuming: the Upgrade call was sent by an earlier run; "
                      "waiting for its reboot (not sent again)", node=node.name)
-        await self._wait_reboot(node, ep, boot_id)
-        info = await wait_running(ep, self.creds, timeout=self.timeout, poll=self.poll)
+        info = await wait_rebooted(ep, self.creds, boot_id, timeout=self.timeout,
+                                   poll=self.poll)
         if info.tag != change.after:
             set_unschedulable(self.kube, node.name, False)
             self.record.current = None
@@ -241,23 +233,6 @@ class Upgrader:
         self.say("uncordon", "Ready and uncordoned", node=node.name)
         if node.role == "controlplane":
             await self.wait_etcd_healthy(node.name)
-
-    async def _wait_reboot(self, node: Node, ep: Endpoint, old_boot_id: str) -> None:
-        deadline = time.monotonic() + self.timeout
-        last = "no answer"
-        while True:
-            try:
-                async with TalosClient(ep, self.creds, timeout=min(3.0, self.timeout)) as c:
-                    now = await c.boot_id()
-                if now != old_boot_id:
-                    return
-                last = "same boot ID (not rebooted yet)"
-            except CloudctlError as exc:
-                last = str(exc)
-            if time.monotonic() >= deadline:
-                raise Timeout(f"node {node.name}: no reboot after the Upgrade call within "
-                              f"{self.timeout:g}s (last: {last})")
-            await asyncio.sleep(self.poll)
 
     def kubernetes_before(self, name: str) -> dict[str, str | None]:
         """The kubelet and API server versions the node ran when this upgrade started (kept in

@@ -303,6 +303,6 @@ def test_pin_kubernetes_keeps_the_live_versions() -> None:
     ("registry:5000/kubelet:v1@sha256:ab", "v2", "registry:5000/kubelet:v2"),
 ])
 def test_retag(image: str, tag: str, want: str) -> None:
-    from cloudctl.upgrade.run import _retag
+    from cloudctl.util.images import retag
 
-    assert _retag(image, tag) == want
+    assert retag(image, tag) == want
