@@ -32,6 +32,7 @@ from ..errors import CloudctlError, GateRefused, Timeout
 from ..inventory.models import Inventory, Node
 from ..kube.client import Kube
 from ..kube.drain import drain, set_unschedulable
+from ..kube.errors import KubeApiError
 from ..talos.client import Credentials, Endpoint, TalosClient
 from ..talos.ops import wait_rebooted
 from ..util.images import retag
@@ -160,18 +161,27 @@ class Upgrader:
     def wait_node_ready(self, node: Node, *, kubelet: str | None = None) -> None:
         """The Kubernetes Node Ready (and on ``kubelet``, if given)."""
         deadline = time.monotonic() + self.timeout
-        last = "not registered"
+        self.say("wait", f"waiting up to {self.timeout:g}s for Node {node.name} Ready"
+                 f"{' on kubelet ' + kubelet if kubelet else ''}", node=node.name)
         while True:
-            obj = self.kube.request("GET", f"/api/v1/nodes/{node.name}",
-                                    what=f"Node {node.name}")[1]
-            status = (obj or {}).get("status") or {}
-            ready: dict[str, Any] = next((c for c in status.get("conditions") or []
-                                          if c.get("type") == "Ready"), {})
-            have = (status.get("nodeInfo") or {}).get("kubeletVersion")
-            if ready.get("status") == "True" and (kubelet is None or have == kubelet):
-                return
-            last = (f"Ready={ready.get('status', 'Unknown')} ({ready.get('reason', '')}), "
-                    f"kubelet {have}")
+            try:
+                obj = self.kube.request("GET", f"/api/v1/nodes/{node.name}",
+                                        what=f"Node {node.name}")[1]
+            except KubeApiError as err:
+                if err.code != 404:
+                    raise
+                obj = None  # a new node's kubelet has not registered it yet
+            if obj is None:
+                last = "not registered yet (no Node object)"
+            else:
+                status = obj.get("status") or {}
+                ready: dict[str, Any] = next((c for c in status.get("conditions") or []
+                                              if c.get("type") == "Ready"), {})
+                have = (status.get("nodeInfo") or {}).get("kubeletVersion")
+                if ready.get("status") == "True" and (kubelet is None or have == kubelet):
+                    return
+                last = (f"Ready={ready.get('status', 'Unknown')} ({ready.get('reason', '')}), "
+                        f"kubelet {have}")
             if time.monotonic() >= deadline:
                 raise Timeout(f"Node {node.name} not Ready"
                               f"{' on kubelet ' + kubelet if kubelet else ''} after "
