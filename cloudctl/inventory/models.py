@@ -394,6 +394,32 @@ def _secret_ref(value: str) -> str:
     return value
 
 
+class NodeSsh(Model):
+    """How ``cloudctl install-ssh`` reaches a node running a rescue or existing Linux system
+    (``boot: ssh``): OpenSSH with public-key authentication, host key pinned in the cluster
+    directory's ``known_hosts``."""
+
+    address: Host | None = None
+    """Where SSH listens (default: the node's ``ip``)."""
+    port: int = Field(default=22, ge=1, le=65535)
+    user: NonEmpty = "root"
+    key_ref: Annotated[str, AfterValidator(lambda v: _secret_ref(v))]
+    """The private key: ``file:/path`` or ``env:VAR`` (the key text). Never the key itself."""
+    passphrase_ref: Annotated[str, AfterValidator(lambda v: _secret_ref(v))] | None = None
+    """The key's passphrase, if it has one (a secret reference)."""
+    disk: str | None = None
+    """The disk the Talos image is written to (default: the node's ``installDisk``)."""
+    method: Literal["image", "kexec"] = "image"
+    """``image``: write the factory ``metal`` disk image to ``disk`` and reboot; ``kexec``:
+    kexec into the Talos kernel and initramfs (maintenance mode) without touching a disk."""
+
+    @model_validator(mode="after")
+    def _disk_path(self) -> NodeSsh:
+        if self.disk is not None and not self.disk.startswith("/dev/"):
+            raise ValueError(f"disk {self.disk!r} must be a /dev/ path")
+        return self
+
+
 class Node(Model):
     name: DnsLabel
     role: Literal["controlplane", "worker"]
@@ -407,6 +433,10 @@ class Node(Model):
     bonds: list[Bond] = Field(default_factory=list)
     vlans: list[Vlan] = Field(default_factory=list)
     bmc: Bmc | None = None
+    boot: Literal["pxe", "ssh"] = "pxe"
+    """How the node gets Talos: ``pxe`` (network boot from cloudctl's boot service) or ``ssh``
+    (``cloudctl install-ssh`` over the node's ``ssh:`` settings; hosts without PXE)."""
+    ssh: NodeSsh | None = None
     firmware: Literal["uefi", "bios"] = "uefi"
     """Boot firmware of the machine: ``uefi`` (default; what current servers ship) or ``bios``
     (legacy). Used by ``cloudctl lab`` to build the node's VM; rendering ignores it."""
@@ -434,6 +464,25 @@ class Node(Model):
         if self.install_disk is not None and not self.install_disk.startswith("/dev/"):
             raise ValueError(f"installDisk {self.install_disk!r} must be a /dev/ path")
         return self
+
+    @model_validator(mode="after")
+    def _ssh_boot(self) -> Node:
+        if self.boot == "ssh":
+            if self.ssh is None:
+                raise ValueError("boot: ssh needs an 'ssh' section (address, user, keyRef)")
+            if self.ssh.method == "image" and not (self.ssh.disk or self.install_disk):
+                raise ValueError("boot: ssh writes the Talos image to a disk: give ssh.disk "
+                                 "or installDisk (a /dev/ path), or ssh.method: kexec")
+        return self
+
+    @property
+    def ssh_address(self) -> str:
+        """Where the node's SSH server listens (``ssh.address``, else the node IP)."""
+        return str(self.ssh.address if self.ssh and self.ssh.address else self.ip)
+
+    @property
+    def ssh_disk(self) -> str | None:
+        return (self.ssh.disk if self.ssh else None) or self.install_disk
 
     @property
     def primary_mac(self) -> str:
@@ -537,6 +586,31 @@ class Lab(Model):
     """auto: KVM when the host CPU exposes vmx/svm and /dev/kvm opens, TCG otherwise."""
 
 
+class Hook(Model):
+    """One Ansible playbook run through ansible-runner at a stage boundary."""
+
+    playbook: NonEmpty
+    """Path to the playbook (relative paths are relative to the inventory file)."""
+    limit: str | None = None
+    """Ansible host pattern to limit the run to (``--limit``)."""
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+    """Variables added to the inventory's own (``cloudctl`` holds the inventory)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"playbook": data} if isinstance(data, str) else data
+
+
+class Hooks(Model):
+    """Optional ``hooks:`` section: playbooks ``bootstrap`` runs at stage boundaries, in order;
+    a failed task stops the run."""
+
+    before_boot: list[Hook] = Field(default_factory=list)
+    after_bootstrap: list[Hook] = Field(default_factory=list)
+    after_platform: list[Hook] = Field(default_factory=list)
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -549,6 +623,7 @@ class Inventory(Model):
     gitops: GitOps | None = None
     secrets: Secrets = Field(default_factory=Secrets)
     lab: Lab = Field(default_factory=Lab)
+    hooks: Hooks = Field(default_factory=Hooks)
 
     @property
     def talos_minor(self) -> tuple[int, int]:
