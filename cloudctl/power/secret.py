@@ -2,26 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from ..errors import SecretsError
+from ..secrets.refs import resolve_secret_ref
 
 
 def resolve_password(node: str, ref: str) -> str:
-    scheme, _, rest = ref.partition(":")
-    if scheme == "env":
-        value = os.environ.get(rest)
-        if value is None:
-            raise SecretsError(
-                f"node {node}: BMC password reference {ref}: environment variable {rest} "
-                "is not set")
-        return value
-    if scheme == "file":
-        try:
-            return Path(rest).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise SecretsError(
-                f"node {node}: BMC password reference {ref}: cannot read {rest}: "
-                f"{exc.strerror}") from None
-    raise SecretsError(f"node {node}: BMC password reference {ref!r} is not env:VAR or file:/path")
+    return resolve_secret_ref(node, ref, "BMC password")
