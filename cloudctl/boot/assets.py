@@ -84,6 +84,11 @@ def asset_files(arch: str) -> dict[str, str]:
     return {"kernel": f"kernel-{arch}", "initramfs.xz": f"initramfs-{arch}.xz"}
 
 
+def disk_image_files(arch: str) -> dict[str, str]:
+    """The factory's xz-compressed raw ``metal`` disk image (what ``install-ssh`` writes)."""
+    return {"disk": f"metal-{arch}.raw.xz"}
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "cloudctl" / "assets"
@@ -274,8 +279,10 @@ def fetch_assets(
     factory_url: str | None = None,
     timeout: float = 60.0,
     progress: Progress | None = None,
+    files: dict[str, str] | None = None,
 ) -> FetchedAssets:
-    """Register the inventory's schematic and make its kernel/initramfs available in the cache.
+    """Register the inventory's schematic and make its kernel/initramfs (or ``files``: served
+    name -> factory file name, e.g. ``disk_image_files``) available in the cache.
 
     When the cache already holds both files and they match their recorded SHA-256, nothing is
     asked of the factory at all: a rack without Internet access boots from a cache filled
@@ -285,7 +292,8 @@ def fetch_assets(
     factory = (factory_url or inv.image.installer.factory_url).rstrip("/")
     version = inv.cluster.talos_version
     directory = (cache or default_cache_dir()) / offline_id / version
-    cached = _verified_cache(directory, factory, offline_id, version, inv.image.arch)
+    wanted = files if files is not None else asset_files(inv.image.arch)
+    cached = _verified_cache(directory, factory, offline_id, version, inv.image.arch, wanted)
     if cached is not None:
         return cached
     remote_id = register_schematic(factory, schematic.canonical_yaml(), timeout=timeout)
@@ -298,7 +306,8 @@ def fetch_assets(
     arch = inv.image.arch
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):
-        return _fetch_into(directory, factory, offline_id, version, arch, timeout, progress)
+        return _fetch_into(directory, factory, offline_id, version, arch, wanted, timeout,
+                           progress)
 
 
 @contextlib.contextmanager
@@ -318,14 +327,15 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _verified_cache(
-    directory: Path, factory: str, offline_id: str, version: str, arch: str
+    directory: Path, factory: str, offline_id: str, version: str, arch: str,
+    files: dict[str, str],
 ) -> FetchedAssets | None:
     """The cached assets when every one is present and matches its recorded SHA-256."""
     if not directory.is_dir():
         return None
     manifest = _read_manifest(directory)
     result: dict[str, FetchedAsset] = {}
-    for name, remote_name in asset_files(arch).items():
+    for name, remote_name in files.items():
         dest = directory / remote_name
         recorded = manifest.get(remote_name, {})
         recorded_sha = recorded.get("sha256") if isinstance(recorded, dict) else None
@@ -347,12 +357,13 @@ def _fetch_into(
     offline_id: str,
     version: str,
     arch: str,
+    files: dict[str, str],
     timeout: float,
     progress: Progress | None,
 ) -> FetchedAssets:
     manifest = _read_manifest(directory)
     result: dict[str, FetchedAsset] = {}
-    for name, remote_name in asset_files(arch).items():
+    for name, remote_name in files.items():
         url = f"{factory}/image/{offline_id}/{version}/{remote_name}"
         dest = directory / remote_name
         recorded = manifest.get(remote_name, {})

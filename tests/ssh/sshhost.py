@@ -171,6 +171,18 @@ class SshHost:
     def calls(self) -> list[str]:
         return self.calls_log.read_text().splitlines()
 
+    def wait_for_call(self, prefix: str, *, after: int = 0, timeout: float = 10) -> list[str]:
+        """The calls recorded since index ``after``, once one starting with ``prefix`` is
+        among them (commands run detached after the session ends arrive a little later)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            calls = self.calls()[after:]
+            if any(c.startswith(prefix) for c in calls):
+                return calls
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {prefix!r} call within {timeout:g}s: {calls}")
+            time.sleep(0.2)
+
     def disk(self, size: int) -> str:
         """A loop device of ``size`` bytes (sparse file, zero-filled)."""
         backing = self.dir / f"disk{len(self.loops)}.img"
