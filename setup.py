@@ -15,6 +15,7 @@ setup(
     package_data={
         "cloudctl": ["py.typed"],
         "cloudctl.talos.proto": ["*.pyi", "*.proto", "NOTICE"],
+        "cloudctl.ansible": ["playbooks/*.yml"],
         **{pkg: ["**/*"] for pkg in DATA_DIRS},
     },
     include_package_data=False,

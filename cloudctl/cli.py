@@ -23,6 +23,7 @@ Exit codes:
   6 remote failure     7 timed out                8 platform component failed
   9 cluster state unreadable or stale (names the file)     130 interrupted (Ctrl-C)
   10 upgrade gate refused (PDB, etcd, storage) or an upgrade rolled back
+  11 an Ansible playbook failed (hook, lab prepare-host): task and host named
 """
 
 

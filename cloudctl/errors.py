@@ -16,6 +16,9 @@ Exit codes (also in ``cloudctl --help``):
     8  a platform component failed (HelmRelease not Ready; the reason is printed)
     9  the cluster directory's state is unreadable, foreign, or contradicts the rack
        (state.json, bootstrap.json); the message names the file and what to do
+   10  an upgrade gate refused, or a node came back on its old Talos version
+   11  an Ansible playbook failed (a hook, ``lab prepare-host``): a task failed or a host
+       was unreachable; the message names the playbook, the task, the host and what failed
   130  interrupted (Ctrl-C / SIGINT); the state records it and ``--resume`` continues
 """
 
@@ -117,6 +120,14 @@ class GateRefused(CloudctlError):
     message names the node and what refused."""
 
     exit_code = 10
+
+
+class PlaybookFailed(CloudctlError):
+    """An Ansible playbook (an inventory hook, ``lab prepare-host``) stopped: a task failed
+    or a host was unreachable. The message names the playbook, the task, the host and what the
+    module said (secrets redacted)."""
+
+    exit_code = 11
 
 
 EXIT_INTERRUPTED = 130

@@ -1,4 +1,5 @@
-"""``cloudctl lab up|down|status``: a VM lab built from the inventory."""
+"""``cloudctl lab up|down|status``: a VM lab built from the inventory; ``lab prepare-host``:
+a machine made ready to host one (Ansible)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,73 @@ def status(inventory_path: Path, cluster_dir: Path | None, output_format: str) -
     for row in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False))
                    + "  " + row[-1])
+
+
+def _vars(pairs: tuple[str, ...]) -> dict[str, str]:
+    from ..errors import InputError, Problem
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise InputError(Problem("--var", f"{pair!r} is not NAME=VALUE"))
+        out[key] = value
+    return out
+
+
+@lab.command("prepare-host", epilog=EXIT_CODES)
+@click.argument("address")
+@click.option("--user", default="root", show_default=True,
+              help="SSH user (root, or a user with passwordless sudo).")
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
+@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="SSH private key.")
+@click.option("--passphrase-ref", default=None,
+              help="The key's passphrase as a secret reference (env:VAR or file:/path).")
+@click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="known_hosts file holding the host's key [default: ssh's own files]. Host "
+                   "keys are always checked.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
+              help="Override a playbook variable (lab_bridge, lab_bridge_address, "
+                   "lab_bridge_uplink, lab_pool_name, lab_pool_path); repeatable.")
+@click.option("--check", is_flag=True,
+              help="Ansible check mode: report what would change, change nothing.")
+@format_option
+@handle_errors
+def prepare_host(address: str, user: str, port: int, key_file: Path,
+                 passphrase_ref: str | None, known_hosts: Path | None,
+                 variables: tuple[str, ...], check: bool, output_format: str) -> None:
+    """Prepare a Debian/Ubuntu machine over SSH to host a VM lab: install QEMU, libvirt, OVMF,
+    iPXE ROMs and what sushy-tools/virtualbmc build from; define a Linux bridge
+    (systemd-networkd; lab_bridge, default cloudctl0); run libvirtd; create a directory storage
+    pool (lab_pool_name/lab_pool_path). Runs the shipped playbook prepare-hypervisor.yml through
+    ansible-runner; each task's result per host is printed (JSON lines with -o json). A failed
+    task exits 11 naming the task and the host."""
+    from ..ansible import PlaybookRun, SshKey, playbook, run_playbook, single_host_inventory
+    from ..pipeline import Events, JsonLinesSink, TextSink
+    from ..secrets.refs import resolve_secret_ref
+
+    extra = _vars(variables)
+    key = resolve_secret_ref(address, f"file:{key_file}", "SSH key", strip=False)
+    phrase = (resolve_secret_ref(address, passphrase_ref, "SSH key passphrase")
+              if passphrase_ref else None)
+    events = Events([JsonLinesSink(sys.stdout) if output_format == "json"
+                     else TextSink(sys.stderr)])
+    run = PlaybookRun(
+        playbook=playbook("prepare-hypervisor.yml"),
+        inventory=lambda key_dir: single_host_inventory(
+            address, address, port=port, user=user, key_dir=key_dir,
+            known_hosts=known_hosts.resolve() if known_hosts else None),
+        source="prepare-hypervisor.yml",
+        keys={address: SshKey(key if key.endswith("\n") else key + "\n", phrase)},
+        extravars=extra,
+        check=check,
+    )
+    result = run_playbook(run, stage="prepare-host", events=events)
+    if output_format != "json":
+        mode = " (check mode: nothing changed)" if check else ""
+        verb = "would change" if check else "changed"
+        click.echo(f"{address} prepared{mode}: {result.changed} task(s) {verb}")
 
 
 COMMANDS = [lab]

@@ -18,7 +18,8 @@ from typing import IO, Protocol
 class Event:
     stage: str
     kind: str
-    """stage-start, stage-done, stage-failed, stage-skipped, node, release, plan, info, warn"""
+    """stage-start, stage-done, stage-failed, stage-skipped, node, release, plan, info, warn;
+    ansible-playbook, ansible-task, ansible-host, ansible-stats (``cloudctl.ansible.events``)"""
     message: str = ""
     node: str | None = None
     phase: str | None = None
@@ -94,9 +95,19 @@ class Events:
         self.sinks = list(sinks)
         self.redactor = redactor or Redactor()
         self.history: list[Event] = []
+        self._bundle_secrets: list[str] = []
+        self._run_secrets: list[str] = []
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
-        self.redactor = Redactor(secrets)
+        """The cluster's secrets (the bundle); replaces the ones set before."""
+        self._bundle_secrets = list(secrets)
+        self.redactor = Redactor([*self._bundle_secrets, *self._run_secrets])
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        """More secrets resolved during the run (SSH keys, passphrases), kept in addition to
+        the bundle's."""
+        self._run_secrets += list(secrets)
+        self.redactor = Redactor([*self._bundle_secrets, *self._run_secrets])
 
     def emit(self, event: Event) -> None:
         e = self.redactor.event(event.with_time())

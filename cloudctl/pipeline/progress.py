@@ -17,7 +17,8 @@ from .state import STAGES
 _STYLE = {
     "done": "green", "ready": "green", "applied": "green", "running": "yellow",
     "applying": "yellow", "progressing": "yellow", "waiting": "dim", "pending": "dim",
-    "skipped": "dim", "failed": "bold red", "discovered": "cyan",
+    "skipped": "dim", "failed": "bold red", "discovered": "cyan", "ok": "green",
+    "changed": "yellow", "unreachable": "bold red", "ignored": "dim",
 }
 
 
@@ -27,6 +28,8 @@ class RichProgress:
         self.stages: dict[str, tuple[str, str]] = {s: ("pending", "") for s in STAGES}
         self.nodes: dict[str, tuple[str, str]] = {}
         self.releases: dict[str, tuple[str, str]] = {}
+        self.hosts: dict[str, tuple[str, str]] = {}
+        """Ansible hosts of the hook stages: the last task's result on each."""
         self.live = Live(self._render(), console=self.console, refresh_per_second=8,
                          transient=False)
         self.live.start()
@@ -47,6 +50,8 @@ class RichProgress:
             parts.append(self._table("nodes", self.nodes))
         if self.releases:
             parts.append(self._table("releases", self.releases))
+        if self.hosts:
+            parts.append(self._table("ansible hosts", self.hosts))
         return Group(*parts)
 
     def emit(self, e: Event) -> None:
@@ -60,6 +65,10 @@ class RichProgress:
             self.nodes[e.node] = (e.phase or "", e.message)
         elif kind == "release" and e.node:
             self.releases[e.node] = (e.phase or "", e.error or e.message)
+        elif kind == "ansible-task" and e.stage in self.stages:
+            self.stages[e.stage] = ("running", e.message)
+        elif kind in ("ansible-host", "ansible-stats") and e.node:
+            self.hosts[e.node] = (e.phase or "", e.error or e.message)
         elif kind == "warn":
             self.console.print(Text(f"! [{e.stage}] {e.message}", style="yellow"))
         self.live.update(self._render())

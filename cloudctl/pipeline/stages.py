@@ -655,6 +655,10 @@ class Done(Stage):
                 f"node(s), kubeconfig at {ctx.kubeconfig_path}")
 
 
-STAGE_LIST: tuple[Stage, ...] = (Preflight(), Image(), Boot(), Discover(), Apply(),
-                                 Bootstrap(), Kubeconfig(), Flux(), Platform(), Done())
+# the hook stages subclass Stage, so they are imported once it is defined
+from .hooks import AfterBootstrapHooks, AfterPlatformHooks, BeforeBootHooks  # noqa: E402
+
+STAGE_LIST: tuple[Stage, ...] = (Preflight(), Image(), BeforeBootHooks(), Boot(), Discover(),
+                                 Apply(), Bootstrap(), AfterBootstrapHooks(), Kubeconfig(),
+                                 Flux(), Platform(), AfterPlatformHooks(), Done())
 STAGE_BY_NAME: dict[str, Stage] = {s.name: s for s in STAGE_LIST}

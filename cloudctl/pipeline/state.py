@@ -20,15 +20,20 @@ from ..errors import StateError
 STAGES: tuple[str, ...] = (
     "preflight",
     "image",
+    "hooks-before-boot",
     "boot",
     "discover",
     "apply",
     "bootstrap",
+    "hooks-after-bootstrap",
     "kubeconfig",
     "flux",
     "platform",
+    "hooks-after-platform",
     "done",
 )
+"""Every stage in order (``stages.STAGE_LIST`` holds them); the ``hooks-*`` stages run the
+inventory's Ansible hooks (``pipeline.hooks``)."""
 
 STATE_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -103,9 +108,18 @@ class PipelineState:
         return self.nodes.setdefault(name, NodeState())
 
     def first_unfinished(self) -> str | None:
-        for name in STAGES:
-            if not self.stage(name).complete:
-                return name
+        """Where ``--resume`` starts. A hook stage that never started is passed over when
+        the stage after it finished: the state predates hook stages (written by an older
+        cloudctl) or the run started past it (``--from``)."""
+        for i, name in enumerate(STAGES):
+            st = self.stage(name)
+            if st.complete:
+                continue
+            after = STAGES[i + 1] if i + 1 < len(STAGES) else None
+            if (name.startswith("hooks-") and st.status == StageStatus.PENDING
+                    and st.started is None and after and self.stage(after).complete):
+                continue
+            return name
         return None
 
     def to_json(self) -> str:

@@ -69,7 +69,8 @@ def test_stage_selection(tmp_path: Path) -> None:
     ctx.state.stage("discover").status = StageStatus.RUNNING  # killed in the middle
     assert select_stages(ctx, resume=True)[0] == "discover"
     assert select_stages(ctx, only="flux") == ["flux"]
-    assert select_stages(ctx, from_stage="platform") == ["platform", "done"]
+    assert select_stages(ctx, from_stage="platform") == ["platform", "hooks-after-platform",
+                                                         "done"]
     with pytest.raises(InputError) as exc:
         select_stages(ctx, only="nope")
     assert "--only 'nope'" in str(exc.value)
@@ -154,7 +155,9 @@ def test_plan_on_a_fresh_cluster(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, rack="emulated")
     steps = asyncio.run(plan_pipeline(ctx))
     skipped = {(s.stage, s.target) for s in steps if s.action == "skip"}
-    assert skipped == {("boot", None), ("image", "assets")}
+    assert skipped == {("boot", None), ("image", "assets"), ("hooks-before-boot", None),
+                       ("hooks-after-bootstrap", None), ("hooks-after-platform", None)}
+    assert {s.reason for s in steps if s.stage.startswith("hooks-")} == {"no hooks"}
     assert [s.target for s in steps if s.stage == "apply"] == [n.name for n in INV.nodes]
     assert any("live state unknown" in s.reason for s in steps if s.stage == "discover")
     assert steps[-1].stage == "done" and steps[-1].action == "run"

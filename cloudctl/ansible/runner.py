@@ -1,0 +1,202 @@
+"""Run a playbook through ansible-runner; its events become cloudctl events.
+
+Each run gets a private data directory (``tempfile.mkdtemp``: 0700) holding the inventory, the
+extra variables, the SSH private keys the inventory's ``keyRef``s resolve to (0600) and
+ansible-runner's artifacts; it is deleted when the run ends, whatever the outcome. Every key and
+passphrase is registered with the events' redactor before Ansible starts, and error messages
+are redacted too. SSH always checks host keys (``StrictHostKeyChecking=yes``) and never
+multiplexes connections (no ssh master outlives the run).
+
+A failed or unreachable host stops the play there (Ansible's own rule) and the run raises
+``PlaybookFailed`` (exit 11) naming the task, the host and the module's message.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import EnvironmentNotReady, InputError, PlaybookFailed, Problem
+from ..errors import Timeout as TimeoutError_
+from ..inventory.models import Inventory
+from ..pipeline.events import Events
+from ..secrets.refs import resolve_secret_ref
+from .events import Failure, failure_of, plain, translate
+from .inventory import key_path
+
+ENVVARS = {
+    # one connection per task, no ControlMaster left behind holding a session
+    "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=no",
+    "ANSIBLE_HOST_KEY_CHECKING": "True",
+    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    "ANSIBLE_NOCOLOR": "1",
+}
+PARSE_ERROR_RCS = (4, 5)
+"""ansible-playbook's exit codes for a playbook it cannot parse and for bad options."""
+
+
+@dataclass(frozen=True)
+class SshKey:
+    """A private key (the text of the file) and its passphrase, resolved for one run."""
+
+    key: str
+    passphrase: str | None = None
+
+    def secrets(self) -> list[str]:
+        """Strings the redactor must hide: the key, each line of it, the passphrase."""
+        lines = [ln.strip() for ln in self.key.splitlines()]
+        body = [ln for ln in lines if ln and not ln.startswith("-----")]
+        return [self.key, self.key.strip(), *body,
+                *([self.passphrase] if self.passphrase else [])]
+
+
+def inventory_keys(inv: Inventory) -> dict[str, SshKey]:
+    """The SSH key of every node with an ``ssh:`` section, resolved from its references."""
+    keys = {}
+    for node in inv.nodes:
+        if node.ssh is None:
+            continue
+        key = resolve_secret_ref(node.name, node.ssh.key_ref, "SSH key", strip=False)
+        phrase = (resolve_secret_ref(node.name, node.ssh.passphrase_ref, "SSH key passphrase")
+                  if node.ssh.passphrase_ref else None)
+        keys[node.name] = SshKey(key if key.endswith("\n") else key + "\n", phrase)
+    return keys
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    playbook: Path
+    inventory: Callable[[Path], dict[str, Any]]
+    """Builds the Ansible inventory given the directory the keys are written to."""
+    source: str
+    """What names the playbook in errors (an inventory field such as
+    ``hooks.afterBootstrap[0].playbook``, or the option that gave it)."""
+    keys: Mapping[str, SshKey] = field(default_factory=dict)
+    """Private key per Ansible host."""
+    extravars: Mapping[str, Any] = field(default_factory=dict)
+    limit: str | None = None
+    check: bool = False
+    """Ansible's check mode (``--check``): modules report what they would change."""
+    syntax_check: bool = False
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class PlaybookResult:
+    playbook: Path
+    status: str
+    rc: int
+    hosts: dict[str, str]
+    """Per host: ``ok`` or ``failed`` (from the recap)."""
+    changed: int
+    """How many task results reported a change."""
+
+
+def _passwords(keys: Mapping[str, SshKey], key_dir: Path) -> dict[str, str]:
+    """pexpect answers to OpenSSH's passphrase prompt, per key file."""
+    return {rf"Enter passphrase for (key )?'?{re.escape(str(key_path(key_dir, host)))}'?:\s*$":
+            k.passphrase for host, k in keys.items() if k.passphrase}
+
+
+def _write_keys(keys: Mapping[str, SshKey], key_dir: Path) -> None:
+    key_dir.mkdir(mode=0o700)
+    for host, k in keys.items():
+        path = key_path(key_dir, host)
+        path.touch(mode=0o600)
+        path.write_text(k.key)
+
+
+def _output_tail(runner: Any, lines: int = 8) -> str:
+    try:
+        text = runner.stdout.read()
+    except (OSError, AttributeError, ValueError):
+        return ""
+    kept = [ln for ln in plain(text).splitlines() if ln.strip()]
+    return " | ".join(kept[-lines:])
+
+
+def run_playbook(run: PlaybookRun, *, stage: str, events: Events) -> PlaybookResult:
+    """Run ``run.playbook``; its events go to ``events`` as they come. Raises
+    ``PlaybookFailed`` on a failed or unreachable host, ``InputError`` (naming ``run.source``)
+    on a playbook Ansible cannot parse, ``Timeout`` after ``run.timeout`` seconds."""
+    import ansible_runner
+    from ansible_runner.exceptions import AnsibleRunnerException
+
+    for k in run.keys.values():
+        events.add_secrets(k.secrets())
+    failures: list[Failure] = []
+    changed = 0
+    hosts: dict[str, str] = {}
+
+    def on_event(raw: dict[str, Any]) -> bool:
+        nonlocal changed
+        failure = failure_of(raw)
+        if failure is not None:
+            failures.append(failure)
+        for event in translate(stage, raw):
+            if event.kind == "ansible-host" and event.phase == "changed":
+                changed += 1
+            if event.kind == "ansible-stats" and event.node:
+                hosts[event.node] = event.phase or ""
+            events.emit(event)
+        return False  # ansible-runner keeps its copy in the artifacts only if True
+
+    pdd = Path(tempfile.mkdtemp(prefix="cloudctl-ansible-"))
+    try:
+        key_dir = pdd / "keys"
+        _write_keys(run.keys, key_dir)
+        cmdline = " ".join(opt for opt, on in (("--check", run.check),
+                                                ("--syntax-check", run.syntax_check)) if on)
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(pdd),
+                playbook=str(run.playbook.resolve()),
+                inventory=run.inventory(key_dir),
+                extravars=dict(run.extravars),
+                envvars={**ENVVARS, "ANSIBLE_LOCAL_TEMP": str(pdd / "tmp")},
+                passwords=_passwords(run.keys, key_dir),
+                limit=run.limit,
+                cmdline=cmdline or None,
+                quiet=True,
+                timeout=int(run.timeout) if run.timeout else None,
+                event_handler=on_event,
+            )
+        except (AnsibleRunnerException, OSError) as exc:  # e.g. no ansible-playbook
+            raise EnvironmentNotReady(events.redactor(
+                f"{run.source}: ansible-runner could not start {run.playbook}: "
+                f"{type(exc).__name__}: {exc} (is ansible-core installed?)") or "") from None
+        status, rc = str(runner.status), int(runner.rc if runner.rc is not None else -1)
+        tail = "" if status == "successful" else _output_tail(runner)
+    finally:
+        shutil.rmtree(pdd, ignore_errors=True)
+    _raise_for(run, status, rc, failures, tail, events)
+    return PlaybookResult(run.playbook, status, rc, hosts, changed)
+
+
+def _raise_for(run: PlaybookRun, status: str, rc: int, failures: list[Failure], tail: str,
+               events: Events) -> None:
+    def red(text: str) -> str:
+        return events.redactor(text) or ""
+
+    name = run.playbook.name
+    if status == "timeout":
+        raise TimeoutError_(red(f"{run.source}: playbook {name} did not finish within "
+                                f"{run.timeout:.0f} s"))
+    if failures:
+        if len(failures) == 1:
+            raise PlaybookFailed(red(f"playbook {name}: {failures[0]}"))
+        lines = "\n".join(f"  - {f}" for f in failures)
+        raise PlaybookFailed(red(f"playbook {name}: {len(failures)} task(s) failed:\n{lines}"))
+    if status == "successful" and rc == 0:
+        return
+    if rc in PARSE_ERROR_RCS:
+        raise InputError(Problem(run.source, red(
+            f"ansible-playbook cannot run {run.playbook} (exit {rc}): {tail}")))
+    raise PlaybookFailed(red(f"playbook {name}: ansible-playbook ended {status} (exit {rc})"
+                             + (f": {tail}" if tail else "")))
