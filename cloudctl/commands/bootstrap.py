@@ -112,6 +112,9 @@ def _load_quiet(path: Path) -> Any:
 @click.option("--no-power", is_flag=True,
               help="Do not power nodes through their BMCs in the boot stage (power them on by "
                    "hand).")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="boot: ssh nodes: pin SSH host keys not yet in <cluster dir>/known_hosts "
+                   "(see install-ssh).")
 @click.option("--kernel", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, help="Kernel the boot stage serves instead of the Image Factory's "
                                  "(with --initramfs).")
@@ -137,6 +140,7 @@ def bootstrap(
     emulate: bool,
     use_lab: bool,
     no_power: bool,
+    accept_new_host_key: bool,
     kernel: Path | None,
     initramfs: Path | None,
     resume: bool,
@@ -163,7 +167,9 @@ def bootstrap(
     The boot stage powers every node with a `bmc` that is not running yet (one-time network
     boot, then on, or a cycle when on) once the boot service listens; --no-power leaves that to
     you. A BMC failure fails the stage naming node and BMC (exit 6, 7 on no answer, 3 for an
-    unreadable passwordRef). With --lab the rack is the VM lab: the boot stage ends when every
+    unreadable passwordRef). Nodes with boot: ssh are installed over SSH instead (as
+    `cloudctl install-ssh` does: image or kexec, exit 10 when a disk or host key is
+    refused). With --lab the rack is the VM lab: the boot stage ends when every
     VM fetched its initramfs; the later stages need a real Talos image (see README, Labs).
     """
     from ..pipeline import Events, JsonLinesSink, Options, TextSink, plan_pipeline, run_pipeline
@@ -177,7 +183,7 @@ def bootstrap(
 
         raise InputError(Problem("--kernel/--initramfs", "give both or neither"))
     options = Options(force=force, timeout=timeout, power=not no_power, kernel=kernel,
-                      initramfs=initramfs)
+                      initramfs=initramfs, accept_new_host_key=accept_new_host_key)
     events = Events()
     ctx = _context(inventory_path, secrets_dir, cluster_dir, events, options,
                    rack=rack_kind(emulate, use_lab))

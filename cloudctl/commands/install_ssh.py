@@ -65,13 +65,15 @@ def install_ssh(nodes: tuple[str, ...], inventory_path: Path, cluster_dir: Path 
     initramfs are uploaded and kexec'd with the PXE kernel arguments plus an ip= argument
     keeping the host's address. Then `cloudctl bootstrap` finds the node in maintenance mode
     like a PXE-booted one. Needs on the host: sh, lsblk, findmnt, dd, head, sha256sum, sync
-    (kexec-tools and ip for --kexec). Keys never appear in output or logs.
+    (kexec-tools and ip for --kexec). Keys never appear in output or logs. Ctrl-C stops
+    every stream at once (exit 130); the next run resumes.
     """
     from ..boot.assets import default_cache_dir, disk_image_files, fetch_assets
     from ..errors import InputError, Problem
     from ..pipeline import Events, JsonLinesSink, TextSink
     from ..ssh.image import RawImage, inspect
     from ..ssh.run import SshInstall, install_over_ssh, select_nodes
+    from .bootstrap import interrupts_raise
 
     if (kernel is None) != (initramfs is None):
         raise InputError(Problem("--kernel/--initramfs", "give both or neither"))
@@ -108,11 +110,16 @@ def install_ssh(nodes: tuple[str, ...], inventory_path: Path, cluster_dir: Path 
         events.sinks.append(JsonLinesSink(log))
         events.sinks.append(JsonLinesSink(sys.stdout) if output_format == "json"
                             else TextSink(sys.stderr, verbose=True))
-        results = install_over_ssh(
-            inv, chosen, opts,
-            lambda node, kind, msg: events("install-ssh", kind, msg, node=node),
-            image=image, kexec_assets=kexec_assets,
-            secrets=events.set_secrets)
+        try:
+            with interrupts_raise():
+                results = install_over_ssh(
+                    inv, chosen, opts,
+                    lambda node, kind, msg: events("install-ssh", kind, msg, node=node),
+                    image=image, kexec_assets=kexec_assets, secrets=events.add_secrets)
+        except KeyboardInterrupt:
+            events("install-ssh", "warn", "interrupted: nothing was rebooted; run install-ssh "
+                                          "again to resume the write")
+            sys.exit(130)
         for name, summary in sorted(results.items()):
             events("install-ssh", "done", summary, node=name)
     if output_format != "json":

@@ -44,6 +44,8 @@ class Options:
     """--kernel: served instead of the Image Factory kernel (with ``initramfs``)."""
     initramfs: Path | None = None
     """--initramfs: served instead of the Image Factory initramfs."""
+    accept_new_host_key: bool = False
+    """--accept-new-host-key: pin unknown SSH host keys of ``boot: ssh`` nodes."""
 
     def given_assets(self) -> dict[str, Path] | None:
         """The boot assets from --kernel/--initramfs, or None (Image Factory)."""

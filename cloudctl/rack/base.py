@@ -56,9 +56,11 @@ class Rack(ABC):
 
     def candidates(self, learned: Iterable[str] = ()) -> list[str]:
         """Addresses discovery probes, in order: every inventory address (full-mode DHCP hands
-        out exactly those), the addresses learned while nodes booted (proxy mode: another
-        server's leases), then the DHCP dynamic range if the inventory has one."""
+        out exactly those), the SSH addresses of ``boot: ssh`` nodes, the addresses learned
+        while nodes booted (proxy mode: another server's leases), then the DHCP dynamic range
+        if the inventory has one."""
         out = [str(n.ip) for n in self.inventory.nodes]
+        out += [n.ssh_address for n in self.inventory.nodes if n.boot == "ssh"]
         out += [str(a) for a in learned]
         rng = self.inventory.network.dhcp.range
         if rng is not None and self.probes_dhcp_range():
@@ -112,8 +114,10 @@ class Rack(ABC):
     async def boot(
         self, *, assets: Mapping[str, Path], force: bool, timeout: float, notify: Notify,
         power: Sequence[str] = (), on_node: NodeNotify | None = None,
+        nodes: Sequence[str] | None = None,
     ) -> BootOutcome:
-        """Boot the nodes into Talos maintenance mode; returns once every node has. The nodes
+        """Boot ``nodes`` (default: every node) into Talos maintenance mode over the network;
+        returns once each has. The nodes
         named in ``power`` (each with a BMC) get a one-time network boot and are powered on
         (cycled when on) through their BMCs once the boot service listens. ``on_node`` gets
         what each node waits for and what was done to it (power); ``notify`` the rest."""

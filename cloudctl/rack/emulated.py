@@ -97,6 +97,7 @@ class EmulatedRack(Rack):
     async def boot(
         self, *, assets: Mapping[str, Path], force: bool, timeout: float, notify: Notify,
         power: Sequence[str] = (), on_node: NodeNotify | None = None,
+        nodes: Sequence[str] | None = None,
     ) -> BootOutcome:
         return BootOutcome("emulated nodes boot into maintenance mode by themselves")
 

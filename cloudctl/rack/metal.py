@@ -127,6 +127,7 @@ class MetalRack(Rack):
     async def boot(
         self, *, assets: Mapping[str, Path], force: bool, timeout: float, notify: Notify,
         power: Sequence[str] = (), on_node: NodeNotify | None = None,
+        nodes: Sequence[str] | None = None,
     ) -> BootOutcome:
         from ..boot.assets import find_ipxe_binaries, stage_tftp_root
         from ..boot.service import BootService
@@ -144,7 +145,9 @@ class MetalRack(Rack):
         # keeps answering until the configs are applied (release_boot, end of apply)
         net = self.inventory.network
         keep = net.dhcp.mode == "full"
-        service = BootService(self.inventory, assets=dict(assets), tftp_root=tftp_root,
+        booting = self.inventory if nodes is None else self.inventory.model_copy(update={
+            "nodes": [n for n in self.inventory.nodes if n.name in set(nodes)]})
+        service = BootService(booting, assets=dict(assets), tftp_root=tftp_root,
                               force=force, timeout=timeout, on_event=on_event, keep_dhcp=keep)
         say: NodeNotify = on_node or (lambda node, phase, msg: notify(f"{node}: {msg}"))
         serving = asyncio.create_task(service.run())
@@ -152,7 +155,7 @@ class MetalRack(Rack):
             if power:
                 await self._power_on(service, serving, list(power), say)
             if not serving.done():
-                for n in self.inventory.nodes:
+                for n in booting.nodes:
                     hand = "" if n.name in power else " (power it on by hand)"
                     say(n.name, "booting", f"waiting up to {timeout:.0f}s for it to fetch kernel "
                         f"and initramfs from {net.boot_server} on {net.interface}{hand}")

@@ -165,9 +165,11 @@ def write_image(session: Session, image: RawImage, disk: str, state_dir: Path, s
             marks["saved"] = sent
             record.save(sent)
 
-    res = session.stream(remote.write_cmd(disk, offset), _skip(raw_chunks(image), offset),
-                         on_sent)
-    record.save(sent)
+    try:
+        res = session.stream(remote.write_cmd(disk, offset),
+                             _skip(raw_chunks(image), offset), on_sent)
+    finally:
+        record.save(sent)  # also when interrupted: the next run checks and resumes
     if res.code != 0 or sent != image.size:
         last = (res.err.strip().splitlines() or ["no message"])[-1]
         raise RemoteError(f"node {session.node.name}: writing {disk} stopped at "

@@ -8,8 +8,9 @@ before anything is written anywhere) and handed to the caller for redaction.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CloudctlError, InputError, Problem, node_failures
@@ -30,6 +31,8 @@ class SshInstall:
     """True/False forces the method; None: each node's ``ssh.method``."""
     reboot: bool = True
     timeout: float = 20.0
+    stop: threading.Event = field(default_factory=threading.Event, compare=False)
+    """Set on Ctrl-C: every node's stream stops at its next chunk (``--resume``-able)."""
 
     @property
     def known_hosts(self) -> Path:
@@ -90,7 +93,8 @@ def install_over_ssh(
             say(node.name, kind, message)
 
         with connect(node, keys[node.name][0], known_hosts=opts.known_hosts,
-                     accept_new=opts.accept_new_host_key, timeout=opts.timeout) as session:
+                     accept_new=opts.accept_new_host_key, timeout=opts.timeout,
+                     stop=opts.stop) as session:
             if session.pinned:
                 note("warn", f"host key {session.pinned} pinned in {opts.known_hosts}")
             if opts.uses_kexec(node):
@@ -107,12 +111,16 @@ def install_over_ssh(
     failures: list[tuple[str, CloudctlError]] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
         futures = {pool.submit(one, n): n.name for n in nodes}
-        for fut in concurrent.futures.as_completed(futures):
-            name = futures[fut]
-            try:
-                results[name] = fut.result()
-            except CloudctlError as exc:
-                failures.append((name, exc))
+        try:
+            for fut in concurrent.futures.as_completed(futures):
+                name = futures[fut]
+                try:
+                    results[name] = fut.result()
+                except CloudctlError as exc:
+                    failures.append((name, exc))
+        except BaseException:  # Ctrl-C, cancellation: the threads stop at their next chunk
+            opts.stop.set()
+            raise
     if failures:
         raise node_failures("install over SSH", failures, len(nodes))
     return results

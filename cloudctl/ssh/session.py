@@ -10,6 +10,7 @@ and its passphrase are never printed; errors name the reference (``ssh.keyRef``)
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -74,6 +75,10 @@ class _PinNewKeys(paramiko.MissingHostKeyPolicy):
         self.added = f"{key.get_name()} {fingerprint(key)}"
 
 
+class Cancelled(Exception):
+    """The caller was interrupted (Ctrl-C): the session stops at the next chunk or poll."""
+
+
 @dataclass
 class Result:
     code: int
@@ -85,8 +90,10 @@ class Session:
     """One SSH connection to a node (use as a context manager)."""
 
     def __init__(self, node: Node, client: paramiko.SSHClient, where: str,
-                 pinned: str | None) -> None:
+                 pinned: str | None, stop: threading.Event | None = None) -> None:
         self.node, self.client, self.where = node, client, where
+        self.stop = stop or threading.Event()
+        """Set from another thread to abandon the current command (``Cancelled``)."""
         self.pinned = pinned
         """``type fingerprint`` of a host key recorded by this connection, else None."""
 
@@ -110,7 +117,7 @@ class Session:
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            out, err = _drain(chan, timeout)
+            out, err = _drain(chan, timeout, self.stop)
             return Result(chan.recv_exit_status(), out, err)
         except TimeoutError:
             raise Timeout(f"node {self.node.name}: {command.split()[0]!r} on {self.where} "
@@ -128,6 +135,8 @@ class Session:
             chan.exec_command(command)
             try:
                 for block in chunks:
+                    if self.stop.is_set():
+                        raise Cancelled
                     if chan.exit_status_ready():
                         break
                     chan.sendall(block)
@@ -136,7 +145,7 @@ class Session:
                 pass  # the command ended; its exit status and stderr say why
             if not chan.exit_status_ready():
                 chan.shutdown_write()
-            out, err = _drain(chan, timeout)
+            out, err = _drain(chan, timeout, self.stop)
             return Result(chan.recv_exit_status(), out, err)
         except TimeoutError:
             raise Timeout(f"node {self.node.name}: no progress from {command.split()[0]!r} on "
@@ -145,11 +154,14 @@ class Session:
             chan.close()
 
 
-def _drain(chan: paramiko.Channel, timeout: float) -> tuple[str, str]:
+def _drain(chan: paramiko.Channel, timeout: float,
+           stop: threading.Event) -> tuple[str, str]:
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
     while not (chan.exit_status_ready() and not chan.recv_ready()
                and not chan.recv_stderr_ready()):
+        if stop.is_set():
+            raise Cancelled
         if chan.recv_ready():
             out += chan.recv(65536)
         elif chan.recv_stderr_ready():
@@ -162,7 +174,7 @@ def _drain(chan: paramiko.Channel, timeout: float) -> tuple[str, str]:
 
 
 def connect(node: Node, pkey: paramiko.PKey, *, known_hosts: Path, accept_new: bool,
-            timeout: float = 20.0) -> Session:
+            timeout: float = 20.0, stop: threading.Event | None = None) -> Session:
     """An authenticated session to the node's SSH server (``pkey`` from ``load_key``), host
     key checked against ``known_hosts``."""
     assert node.ssh is not None
@@ -202,4 +214,4 @@ def connect(node: Node, pkey: paramiko.PKey, *, known_hosts: Path, accept_new: b
     transport = client.get_transport()
     if transport is not None:
         transport.set_keepalive(15)
-    return Session(node, client, where, policy.added)
+    return Session(node, client, where, policy.added, stop)

@@ -11,8 +11,12 @@ import hashlib
 import json
 import lzma
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -229,3 +233,91 @@ def test_kexec_uploads_verified_assets_and_kexecs_with_maintenance_args(host, tm
         for p in staged.glob("*"):
             p.unlink()
         staged.rmdir()
+
+
+def test_ctrl_c_stops_the_stream_at_once_and_the_next_run_finishes(host, tmp_path):
+    raw = bytes(192 * MiB)  # zeros: tiny compressed, slow enough to stream to interrupt it
+    path = tmp_path / "big.raw.xz"
+    path.write_bytes(lzma.compress(raw, preset=0))
+    disk = host.disk(256 * MiB)
+    with open(disk, "r+b") as f:  # not zeros, so a write that did not happen would show
+        f.write(b"\xaa" * (192 * MiB))
+    inv = _inventory(tmp_path, host, disk)
+    env = {**os.environ, "XDG_CACHE_HOME": "/nonexistent-cache"}
+    calls = host.calls()
+    proc = subprocess.Popen(
+        host.ctl.cmd([sys.executable, "-m", "cloudctl.cli", "install-ssh", "-i", str(inv),
+                      "--image", str(path), "--accept-new-host-key"]),
+        stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        m = re.search(r"% ([\d.]+) MiB of 192.0 MiB", line)
+        if m and float(m.group(1)) >= 12:
+            break
+    t0 = time.monotonic()
+    # ip netns exec runs cloudctl in place (exec), so the signal reaches it directly
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=30) == 130, "".join(seen) + rest
+    assert time.monotonic() - t0 < 10
+    assert "interrupted" in rest and "resume" in rest
+    assert host.calls() == calls, "the host was rebooted"
+    again = _cloudctl(host, "install-ssh", "-i", str(inv), "--image", str(path),
+                      "--no-reboot")
+    assert again.returncode == 0, again.stderr
+    assert "resuming at" in again.stderr, again.stderr
+    assert _disk_sha(disk, len(raw)) == hashlib.sha256(raw).hexdigest()
+
+
+def test_bootstrap_boot_stage_installs_boot_ssh_nodes_from_the_asset_cache(host, image, tmp_path):
+    """`bootstrap --only boot` with two `boot: ssh` nodes (one SSH host, two disks): the
+    factory metal image comes from the asset cache (filled beforehand: no Internet), both
+    disks get it, the host is asked to reboot, the stage is recorded done; the plan says how
+    each node is installed."""
+    from cloudctl.boot.assets import MANIFEST, disk_image_files
+    from cloudctl.inventory import parse_inventory
+    from cloudctl.render.schematic import schematic_for
+
+    path, raw = image
+    disks = [host.disk(32 * MiB), host.disk(32 * MiB)]
+    doc = yaml.safe_load((ROOT / "inventory.example.yaml").read_text())
+    doc["nodes"] = [doc["nodes"][0], doc["nodes"][-1]]
+    for node, disk in zip(doc["nodes"], disks, strict=True):
+        node["boot"] = "ssh"
+        node["ssh"] = {"address": NODE_IP, "keyRef": f"file:{host.client_key}", "disk": disk}
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    shutil.copytree(ROOT / "tests/golden/secrets/rack1", tmp_path / "secrets/rack1")
+    inv = parse_inventory(inv_path.read_text()).inventory
+    cache = tmp_path / "cache" / "cloudctl" / "assets" / schematic_for(inv).id / \
+        inv.cluster.talos_version
+    cache.mkdir(parents=True)
+    name = disk_image_files(inv.image.arch)["disk"]
+    shutil.copy(path, cache / name)
+    (cache / MANIFEST).write_text(json.dumps({name: {
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "size": path.stat().st_size}}))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+
+    def bootstrap(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(host.ctl.cmd([sys.executable, "-m", "cloudctl.cli", "bootstrap",
+                                            "-i", str(inv_path), *args]),
+                              capture_output=True, text=True, timeout=180, env=env)
+
+    plan = bootstrap("--plan", "--only", "boot")
+    assert plan.returncode == 0, plan.stderr
+    want = f"over SSH (root@{NODE_IP}:22): write the factory metal image to {disks[0]}"
+    assert want in plan.stdout, plan.stdout
+    calls = len(host.calls())
+    run = bootstrap("--only", "boot", "--accept-new-host-key", "--timeout", "60", "-o", "json")
+    assert run.returncode == 0, run.stderr + run.stdout
+    for disk in disks:
+        assert _disk_sha(disk) == hashlib.sha256(raw).hexdigest()
+    assert [c for c in host.wait_for_call("reboot", after=calls)
+            if c.startswith("reboot")], "no reboot"
+    state = json.loads((tmp_path / "clusters/rack1/state.json").read_text())
+    assert state["stages"]["boot"]["status"] == "done"
+    assert "installed over SSH" in state["stages"]["boot"]["detail"]
+    events = [json.loads(e) for e in run.stdout.splitlines() if e.startswith("{")]
+    assert any(e.get("phase") == "install-ssh" and "%" in e["message"] for e in events)
