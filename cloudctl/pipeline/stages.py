@@ -12,7 +12,9 @@ objects no-ops.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import CloudctlError, InputError, Problem, RemoteError, StateError
-from ..inventory.models import Inventory, Node
+from ..inventory.models import Inventory, Node, NodeSsh
 from ..kube import Applied, Kube, ReleaseStatus, WorkloadStatus
 from ..power.ops import boot_power_plan
 from ..secrets.store import write_private
@@ -210,6 +212,19 @@ class BootFacts:
     """Whether nodes with a BMC are powered through it (False: --no-power)."""
 
 
+_NO_SSH = NodeSsh(key_ref="env:UNSET")
+
+
+def ssh_boot_plan(node: Node) -> str:
+    """How the boot stage installs a ``boot: ssh`` node, for plans (pure)."""
+    ssh = node.ssh or _NO_SSH
+    where = f"{ssh.user}@{node.ssh_address}:{ssh.port}"
+    if ssh.method == "kexec":
+        return f"over SSH ({where}): kexec into the Talos kernel and initramfs"
+    return (f"over SSH ({where}): write the factory metal image to {node.ssh_disk}, verify, "
+            "reboot")
+
+
 class Boot(Stage):
     name = "boot"
 
@@ -230,30 +245,73 @@ class Boot(Stage):
         unknown = "" if facts.running is not None else " (live state unknown)"
         return plan_of(self.name, *(
             self.step(Action.SKIP, "runs Talos in normal mode", n.name) if n.name in running
+            else self.step(Action.RUN, f"{ssh_boot_plan(n)}{unknown}", n.name)
+            if n.boot == "ssh"
             else self.step(Action.RUN, f"{facts.method}{unknown}; "
                            f"{boot_power_plan(n, facts.power)}", n.name)
             for n in inv.nodes))
 
     async def run(self, ctx: Context, plan: StagePlan, facts: BootFacts) -> str:
-        given = ctx.options.given_assets()
-        if given is not None:
-            ctx.assets = given
-        elif ctx.assets is None:
-            from ..boot.assets import fetch_assets
-
-            ctx.assets = fetch_assets(ctx.inventory).paths
         inv = ctx.inventory
-        power = [n for n in plan.targets() if ctx.options.power
-                 and inv.node(n).bmc is not None] if facts.method is not None else []
-        out = await ctx.rack.boot(
-            assets=ctx.assets, force=ctx.options.force, timeout=ctx.options.timeout,
-            notify=lambda line: ctx.events(self.name, "info", line), power=power,
-            on_node=lambda node, phase, line: ctx.events(self.name, "node", line, node=node,
-                                                         phase=phase))
-        for name, address in out.learned.items():
-            ctx.state.node(name).boot_address = address
+        if facts.method is None:  # the rack boots its machines itself
+            return (await ctx.rack.boot(assets={}, force=ctx.options.force,
+                                        timeout=ctx.options.timeout,
+                                        notify=lambda line: ctx.events(self.name, "info",
+                                                                       line))).summary
+        targets = plan.targets()
+        over_ssh = [n for n in targets if inv.node(n).boot == "ssh"]
+        pxe = [n for n in targets if n not in over_ssh]
+        kexec = any((inv.node(n).ssh or _NO_SSH).method == "kexec" for n in over_ssh)
+        if pxe or kexec:
+            given = ctx.options.given_assets()
+            if given is not None:
+                ctx.assets = given
+            elif ctx.assets is None:
+                from ..boot.assets import fetch_assets
+
+                ctx.assets = fetch_assets(inv).paths
+        power = [n for n in pxe if ctx.options.power and inv.node(n).bmc is not None]
+        parts: list[str] = []
+        if over_ssh:
+            stop = threading.Event()
+            try:
+                parts.append(await asyncio.to_thread(self._install_over_ssh, ctx, over_ssh,
+                                                     stop))
+            except BaseException:  # interrupted: the SSH streams stop at their next chunk
+                stop.set()
+                raise
+        if pxe:
+            out = await ctx.rack.boot(
+                assets=ctx.assets or {}, force=ctx.options.force, timeout=ctx.options.timeout,
+                notify=lambda line: ctx.events(self.name, "info", line), power=power,
+                on_node=lambda node, phase, line: ctx.events(self.name, "node", line,
+                                                             node=node, phase=phase),
+                nodes=pxe)
+            for name, address in out.learned.items():
+                ctx.state.node(name).boot_address = address
+            parts.append(out.summary)
         ctx.save()
-        return out.summary
+        return "; ".join(parts)
+
+    def _install_over_ssh(self, ctx: Context, names: list[str], stop: threading.Event) -> str:
+        """``boot: ssh`` nodes: install-ssh (image or kexec, per node's ssh.method)."""
+        from ..boot.assets import disk_image_files, fetch_assets
+        from ..ssh.image import inspect
+        from ..ssh.run import SshInstall, install_over_ssh
+
+        inv = ctx.inventory
+        opts = SshInstall(ctx.cluster_dir, accept_new_host_key=ctx.options.accept_new_host_key,
+                          timeout=min(ctx.options.timeout, 30.0), stop=stop)
+        assets = ctx.assets or {}
+        install_over_ssh(
+            inv, [inv.node(n) for n in names], opts,
+            lambda node, kind, msg: ctx.events(self.name, "node", msg, node=node,
+                                               phase="install-ssh"),
+            image=lambda: inspect(fetch_assets(inv, files=disk_image_files(
+                inv.image.arch)).paths["disk"]),
+            kexec_assets=lambda: (assets["kernel"], assets["initramfs.xz"]),
+            secrets=ctx.events.add_secrets)
+        return f"installed over SSH: {', '.join(names)} (rebooting into maintenance mode)"
 
 
 # --------------------------------------------------------------------------- discover
