@@ -48,6 +48,9 @@ def info(inventory_path: Path, output_format: str) -> None:
 )
 @click.option("--factory-url", default=None, help="Image Factory [default: the inventory's].")
 @click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--disk", is_flag=True,
+              help="Fetch the xz-compressed metal disk image (what install-ssh writes) "
+                   "instead of kernel + initramfs.")
 @format_option
 @handle_errors
 def fetch(
@@ -55,16 +58,18 @@ def fetch(
     cache: Path | None,
     factory_url: str | None,
     timeout: float,
+    disk: bool,
     output_format: str,
 ) -> None:
-    """Register the schematic with the Image Factory and download kernel + initramfs.
+    """Register the schematic with the Image Factory and download kernel + initramfs (with
+    --disk: the metal disk image, metal-<arch>.raw.xz).
 
     The factory must return the schematic ID cloudctl computed offline. Downloads resume from a
     partial file (HTTP Range) and are cached per schematic and version. The public factory
     publishes no checksums: the SHA-256 is recorded after download and verified on every later
     fetch (this detects cache corruption, not a compromised download).
     """
-    from ..boot.assets import fetch_assets
+    from ..boot.assets import disk_image_files, fetch_assets
 
     inv = _load(inventory_path).inventory
     last: dict[str, int] = {}
@@ -78,7 +83,8 @@ def fetch(
             click.echo(f"\r{name}: {pct}", nl=False, err=True)
 
     got = fetch_assets(
-        inv, cache=cache, factory_url=factory_url, timeout=timeout, progress=progress
+        inv, cache=cache, factory_url=factory_url, timeout=timeout, progress=progress,
+        files=disk_image_files(inv.image.arch) if disk else None,
     )
     if output_format == "json":
         click.echo(

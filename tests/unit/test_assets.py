@@ -19,6 +19,7 @@ import yaml
 from cloudctl.boot.assets import (
     MANIFEST,
     arm64_note,
+    disk_image_files,
     fetch_assets,
     find_ipxe_binaries,
     stage_tftp_root,
@@ -323,3 +324,24 @@ def test_cli_image_fetch_unreachable_factory(tmp_path: Path) -> None:
                                   f"http://127.0.0.1:{port}", "--timeout", "3"])
     assert r.exit_code in (6, 7), r.output
     assert "127.0.0.1" in r.stderr
+
+
+def test_the_metal_disk_image_shares_the_cache_and_its_manifest(
+    tmp_path: Path, factory: tuple[str, type[Factory]]
+) -> None:
+    """install-ssh's image: metal-<arch>.raw.xz of the same schematic and version, in the
+    same directory and manifest as the PXE assets, each fetch leaving the others' records."""
+    url, f = factory
+    f.files["metal-amd64.raw.xz"] = os.urandom(900_000)
+    inv = inventory()
+    pxe = fetch_assets(inv, cache=tmp_path, factory_url=url)
+    disk = fetch_assets(inv, cache=tmp_path, factory_url=url,
+                        files=disk_image_files(inv.image.arch))
+    assert disk.directory == pxe.directory
+    assert disk.paths["disk"].read_bytes() == f.files["metal-amd64.raw.xz"]
+    manifest = json.loads((disk.directory / MANIFEST).read_text())
+    assert set(manifest) == {"kernel-amd64", "initramfs-amd64.xz", "metal-amd64.raw.xz"}
+    f.log.clear()
+    again = fetch_assets(inv, cache=tmp_path, factory_url="http://127.0.0.1:9",
+                         files=disk_image_files(inv.image.arch))
+    assert again.assets["disk"].checksum == "verified-cache" and f.log == []
