@@ -62,9 +62,14 @@ def _tail(text: Any, limit: int = 400) -> str:
 
 def result_message(res: Mapping[str, Any]) -> str:
     """What a failed module said: ``msg``, plus the tail of stderr (or stdout) when the module
-    ran a command, plus its return code."""
+    ran a command or crashed, plus its return code; for fact gathering, what each failed
+    module said."""
     parts = [_tail(res.get("msg")) or "failed"]
-    out = res.get("stderr") or res.get("stdout")
+    for module, sub in (res.get("failed_modules") or {}).items():
+        if isinstance(sub, Mapping):
+            parts.append(f"{module}: {result_message(sub)}")
+    out = (res.get("stderr") or res.get("stdout") or res.get("module_stderr")
+           or res.get("module_stdout"))
     if out and _tail(out) not in parts[0]:
         parts.append(_tail(out))
     if isinstance(res.get("rc"), int) and res["rc"] != 0:

@@ -4,8 +4,10 @@ Each run gets a private data directory (``tempfile.mkdtemp``: 0700) holding the 
 extra variables, the SSH private keys the inventory's ``keyRef``s resolve to (0600) and
 ansible-runner's artifacts; it is deleted when the run ends, whatever the outcome. Every key and
 passphrase is registered with the events' redactor before Ansible starts, and error messages
-are redacted too. SSH always checks host keys (``StrictHostKeyChecking=yes``) and never
-multiplexes connections (no ssh master outlives the run).
+are redacted too. A key with a passphrase is opened here and handed to ssh unencrypted inside
+that directory: the passphrase never reaches Ansible, ssh or a prompt. SSH always checks host
+keys (``StrictHostKeyChecking=yes``) and never multiplexes connections (no ssh master outlives
+the run).
 
 A failed or unreachable host stops the play there (Ansible's own rule) and the run raises
 ``PlaybookFailed`` (exit 11) naming the task, the host and the module's message.
@@ -13,7 +15,6 @@ A failed or unreachable host stops the play there (Ansible's own rule) and the r
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EnvironmentNotReady, InputError, PlaybookFailed, Problem
+from ..errors import EnvironmentNotReady, InputError, PlaybookFailed, Problem, SecretsError
 from ..errors import Timeout as TimeoutError_
 from ..inventory.models import Inventory
 from ..pipeline.events import Events
@@ -48,12 +49,35 @@ class SshKey:
     key: str
     passphrase: str | None = None
 
+    def unlocked(self, owner: str) -> str:
+        """The key as Ansible's ssh gets it: without a passphrase. A key with one is opened
+        here (``cryptography``) and written unencrypted into the run's 0700 private data
+        directory only, so the passphrase never reaches Ansible or a prompt."""
+        if self.passphrase is None:
+            return self.key
+        from cryptography.hazmat.primitives import serialization as ser
+
+        data, phrase = self.key.encode(), self.passphrase.encode()
+        load: Callable[[bytes, bytes], Any] = (
+            ser.load_ssh_private_key if b"OPENSSH PRIVATE KEY" in data
+            else ser.load_pem_private_key)
+        try:
+            key = load(data, phrase)
+            out: bytes = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH,
+                                           ser.NoEncryption())
+        except (ValueError, TypeError) as exc:
+            raise SecretsError(f"{owner}: the SSH key passphrase does not open the key, or "
+                               f"the key cannot be used ({type(exc).__name__})") from None
+        return out.decode()
+
     def secrets(self) -> list[str]:
         """Strings the redactor must hide: the key, each line of it, the passphrase."""
-        lines = [ln.strip() for ln in self.key.splitlines()]
-        body = [ln for ln in lines if ln and not ln.startswith("-----")]
-        return [self.key, self.key.strip(), *body,
-                *([self.passphrase] if self.passphrase else [])]
+        return _key_secrets(self.key) + ([self.passphrase] if self.passphrase else [])
+
+
+def _key_secrets(key: str) -> list[str]:
+    lines = [ln.strip() for ln in key.splitlines()]
+    return [key, key.strip(), *(ln for ln in lines if ln and not ln.startswith("-----"))]
 
 
 def inventory_keys(inv: Inventory) -> dict[str, SshKey]:
@@ -98,18 +122,14 @@ class PlaybookResult:
     """How many task results reported a change."""
 
 
-def _passwords(keys: Mapping[str, SshKey], key_dir: Path) -> dict[str, str]:
-    """pexpect answers to OpenSSH's passphrase prompt, per key file."""
-    return {rf"Enter passphrase for (key )?'?{re.escape(str(key_path(key_dir, host)))}'?:\s*$":
-            k.passphrase for host, k in keys.items() if k.passphrase}
-
-
-def _write_keys(keys: Mapping[str, SshKey], key_dir: Path) -> None:
+def _write_keys(keys: Mapping[str, SshKey], key_dir: Path, events: Events) -> None:
     key_dir.mkdir(mode=0o700)
     for host, k in keys.items():
+        text = k.unlocked(host)
+        events.add_secrets(_key_secrets(text))
         path = key_path(key_dir, host)
         path.touch(mode=0o600)
-        path.write_text(k.key)
+        path.write_text(text)
 
 
 def _output_tail(runner: Any, lines: int = 8) -> str:
@@ -150,7 +170,7 @@ def run_playbook(run: PlaybookRun, *, stage: str, events: Events) -> PlaybookRes
     pdd = Path(tempfile.mkdtemp(prefix="cloudctl-ansible-"))
     try:
         key_dir = pdd / "keys"
-        _write_keys(run.keys, key_dir)
+        _write_keys(run.keys, key_dir, events)
         cmdline = " ".join(opt for opt, on in (("--check", run.check),
                                                 ("--syntax-check", run.syntax_check)) if on)
         try:
@@ -160,7 +180,6 @@ def run_playbook(run: PlaybookRun, *, stage: str, events: Events) -> PlaybookRes
                 inventory=run.inventory(key_dir),
                 extravars=dict(run.extravars),
                 envvars={**ENVVARS, "ANSIBLE_LOCAL_TEMP": str(pdd / "tmp")},
-                passwords=_passwords(run.keys, key_dir),
                 limit=run.limit,
                 cmdline=cmdline or None,
                 quiet=True,
