@@ -22,7 +22,8 @@ Exit codes:
   3 secrets missing    4 render contract broken   5 environment not ready
   6 remote failure     7 timed out                8 platform component failed
   9 cluster state unreadable or stale (names the file)     130 interrupted (Ctrl-C)
-  10 upgrade gate refused (PDB, etcd, storage) or an upgrade rolled back
+  10 a safety gate refused: upgrade (PDB, etcd, storage, rollback), install-ssh
+     (disk in use or too small, unknown or changed SSH host key); nothing written
   11 an Ansible playbook failed (hook, lab prepare-host): task and host named
 """
 

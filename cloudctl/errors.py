@@ -16,7 +16,8 @@ Exit codes (also in ``cloudctl --help``):
     8  a platform component failed (HelmRelease not Ready; the reason is printed)
     9  the cluster directory's state is unreadable, foreign, or contradicts the rack
        (state.json, bootstrap.json); the message names the file and what to do
-   10  an upgrade gate refused, or a node came back on its old Talos version
+   10  a safety gate refused: an upgrade gate, a node back on its old Talos version, or
+       install-ssh refusing a disk or an SSH host key (nothing was written)
    11  an Ansible playbook failed (a hook, ``lab prepare-host``): a task failed or a host
        was unreachable; the message names the playbook, the task, the host and what failed
   130  interrupted (Ctrl-C / SIGINT); the state records it and ``--resume`` continues
@@ -116,8 +117,10 @@ class StateError(CloudctlError):
 class GateRefused(CloudctlError):
     """An upgrade gate refused to go on (a PodDisruptionBudget blocks the drain, etcd is
     unhealthy or would lose quorum, a node holds the last UpToDate replica of a volume), or a
-    node did not come back on the version it was upgraded to (a silent A/B rollback). The
-    message names the node and what refused."""
+    node did not come back on the version it was upgraded to (a silent A/B rollback), or
+    ``install-ssh`` refused a disk (missing, too small, mounted, swap, read-only, the running
+    root) or an SSH host key (unknown without --accept-new-host-key, or changed). The message
+    names the node and what refused; nothing was written."""
 
     exit_code = 10
 
