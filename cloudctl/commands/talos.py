@@ -13,7 +13,7 @@ import ipaddress
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,8 +27,9 @@ from ..cli import (
     inventory_option,
 )
 from ..errors import InputError, Problem
-from ..inventory.models import Inventory, Node
-from ..secrets.store import write_private
+
+if TYPE_CHECKING:
+    from ..inventory.models import Inventory, Node
 
 
 def _rack(inventory_path: Path, inv: Inventory, emulate: bool) -> Any:
@@ -274,6 +275,8 @@ def kubeconfig(
     inv = _load(inventory_path).inventory
     creds = _creds(inventory_path, inv, secrets_dir)
     data = asyncio.run(ops.kubeconfig(inv, creds, dial=_dial(inventory_path, inv, emulate)))
+    from ..secrets.store import write_private
+
     write_private(out_path, data)
     click.echo(f"kubeconfig written to {out_path} (0600)")
 

@@ -8,11 +8,36 @@ kubeconfig → flux → platform → done. State lives in the cluster directory
 plan (``stages``); the rack it drives is ``Context.rack`` (``cloudctl.rack``).
 """
 
-from .context import Context, Options, default_cluster_dir
-from .events import Event, Events, JsonLinesSink, Redactor, TextSink
-from .plan import Action, StagePlan, Step
-from .runner import mark_interrupted, plan_pipeline, run_pipeline, select_stages
-from .state import STAGES, NodePhase, PipelineState, StageStatus, StateFile
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import Context, Options, default_cluster_dir
+    from .events import Event, Events, JsonLinesSink, Redactor, TextSink
+    from .plan import Action, StagePlan, Step
+    from .runner import mark_interrupted, plan_pipeline, run_pipeline, select_stages
+    from .state import STAGES, NodePhase, PipelineState, StageStatus, StateFile
+
+_HOME = {
+    "Context": "context", "Options": "context", "default_cluster_dir": "context",
+    "Event": "events", "Events": "events", "JsonLinesSink": "events", "Redactor": "events",
+    "TextSink": "events", "Action": "plan", "StagePlan": "plan", "Step": "plan",
+    "mark_interrupted": "runner", "plan_pipeline": "runner", "run_pipeline": "runner",
+    "select_stages": "runner", "STAGES": "state", "NodePhase": "state",
+    "PipelineState": "state", "StageStatus": "state", "StateFile": "state",
+}
+"""Where each name lives: imported on first use, so ``from .pipeline.state import STAGES``
+(the CLI's stage choices) does not load the whole pipeline (Kubernetes client, gRPC)."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
 
 __all__ = [
     "STAGES",
