@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .events import Failure, failure_of, translate
+from .events import AnsibleEvent, Failure, failure_of, translate
 from .inventory import ansible_inventory, extravars, single_host_inventory
 from .runner import PlaybookResult, PlaybookRun, SshKey, inventory_keys, run_playbook
 
@@ -24,6 +24,7 @@ def playbook(name: str) -> Path:
 
 __all__ = [
     "PLAYBOOKS",
+    "AnsibleEvent",
     "Failure",
     "PlaybookResult",
     "PlaybookRun",

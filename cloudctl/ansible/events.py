@@ -1,9 +1,10 @@
-"""ansible-runner events as cloudctl events, and the failures among them. Pure.
+"""ansible-runner events as cloudctl events, and the failures among them. Pure (no pipeline:
+the runner adds the stage and emits them).
 
 ansible-runner calls back with one dict per Ansible callback (``event``: playbook_on_start,
 playbook_on_play_start, playbook_on_task_start, runner_on_ok/failed/unreachable/skipped,
 playbook_on_stats, ...; details under ``event_data``). ``translate`` turns the ones people
-and programs care about into cloudctl events of these kinds:
+and programs care about into ``AnsibleEvent``s, which become pipeline events of these kinds:
 
 * ``ansible-playbook``: a playbook or a play starts (message ``playbook NAME`` /
   ``play NAME (hosts: PATTERN)``);
@@ -25,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from ..pipeline.events import Event
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 RESULT_PHASES = {
     "runner_on_ok": "ok",
@@ -34,6 +33,17 @@ RESULT_PHASES = {
     "runner_on_unreachable": "unreachable",
     "runner_on_skipped": "skipped",
 }
+
+
+@dataclass(frozen=True)
+class AnsibleEvent:
+    """The fields of a pipeline ``Event`` but its stage."""
+
+    kind: str
+    message: str
+    node: str | None = None
+    phase: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ def _phase(kind: str, data: Mapping[str, Any]) -> str:
     return RESULT_PHASES[kind]
 
 
-def _stats(stage: str, data: Mapping[str, Any]) -> list[Event]:
+def _stats(data: Mapping[str, Any]) -> list[AnsibleEvent]:
     keys = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
     counts = {k: data.get(k) or {} for k in keys}
     hosts = sorted({h for c in counts.values() for h in c} | set(data.get("processed") or {}))
@@ -105,27 +115,27 @@ def _stats(stage: str, data: Mapping[str, Any]) -> list[Event]:
     for host in hosts:
         n = {k: int(counts[k].get(host, 0)) for k in keys}
         bad = n["failures"] or n["dark"]
-        events.append(Event(
-            stage, "ansible-stats",
+        events.append(AnsibleEvent(
+            "ansible-stats",
             f"ok={n['ok']} changed={n['changed']} failed={n['failures']} "
             f"unreachable={n['dark']} skipped={n['skipped']}",
             node=host, phase="failed" if bad else "ok"))
     return events
 
 
-def translate(stage: str, raw: Mapping[str, Any]) -> list[Event]:
+def translate(raw: Mapping[str, Any]) -> list[AnsibleEvent]:
     """The cloudctl events for one ansible-runner event (often none)."""
     kind = str(raw.get("event") or "")
     data = raw.get("event_data") or {}
     if kind == "playbook_on_start":
         name = PurePath(str(data.get("playbook") or "?")).name
-        return [Event(stage, "ansible-playbook", f"playbook {name}", phase="start")]
+        return [AnsibleEvent("ansible-playbook", f"playbook {name}", phase="start")]
     if kind == "playbook_on_play_start":
-        return [Event(stage, "ansible-playbook",
+        return [AnsibleEvent("ansible-playbook",
                       f"play {data.get('name') or '(unnamed)'} "
                       f"(hosts: {data.get('pattern') or '?'})", phase="play")]
     if kind == "playbook_on_task_start":
-        return [Event(stage, "ansible-task", f"task {data.get('task') or data.get('name')}",
+        return [AnsibleEvent("ansible-task", f"task {data.get('task') or data.get('name')}",
                       phase="start")]
     if kind in RESULT_PHASES:
         phase = _phase(kind, data)
@@ -133,13 +143,13 @@ def translate(stage: str, raw: Mapping[str, Any]) -> list[Event]:
         error = failure.message if failure else None
         if phase == "ignored":
             error = result_message(data.get("res") or {})
-        return [Event(stage, "ansible-host", f"{data.get('task')}: {phase}",
+        return [AnsibleEvent("ansible-host", f"{data.get('task')}: {phase}",
                       node=str(data.get("host") or "?"), phase=phase, error=error)]
     if kind == "playbook_on_no_hosts_matched":
-        return [Event(stage, "warn", "no hosts matched the play's host pattern")]
+        return [AnsibleEvent("warn", "no hosts matched the play's host pattern")]
     if kind == "warning":
         text = plain(str(raw.get("stdout") or ""))
-        return [Event(stage, "warn", f"ansible: {text}")] if text else []
+        return [AnsibleEvent("warn", f"ansible: {text}")] if text else []
     if kind == "playbook_on_stats":
-        return _stats(stage, data)
+        return _stats(data)
     return []

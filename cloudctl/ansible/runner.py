@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import EnvironmentNotReady, InputError, PlaybookFailed, Problem, SecretsError
 from ..errors import Timeout as TimeoutError_
 from ..inventory.models import Inventory
-from ..pipeline.events import Events
+from ..pipeline.events import Event, Events
 from ..secrets.refs import resolve_secret_ref
 from .events import Failure, failure_of, plain, translate
 from .inventory import key_path
@@ -159,12 +159,13 @@ def run_playbook(run: PlaybookRun, *, stage: str, events: Events) -> PlaybookRes
         failure = failure_of(raw)
         if failure is not None:
             failures.append(failure)
-        for event in translate(stage, raw):
-            if event.kind == "ansible-host" and event.phase == "changed":
+        for ev in translate(raw):
+            if ev.kind == "ansible-host" and ev.phase == "changed":
                 changed += 1
-            if event.kind == "ansible-stats" and event.node:
-                hosts[event.node] = event.phase or ""
-            events.emit(event)
+            if ev.kind == "ansible-stats" and ev.node:
+                hosts[ev.node] = ev.phase or ""
+            events.emit(Event(stage, ev.kind, ev.message, node=ev.node, phase=ev.phase,
+                              error=ev.error))
         return False  # ansible-runner keeps its copy in the artifacts only if True
 
     pdd = Path(tempfile.mkdtemp(prefix="cloudctl-ansible-"))

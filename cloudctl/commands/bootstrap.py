@@ -154,14 +154,16 @@ def bootstrap(
     """Take the rack from PXE boot to the platform Ready.
 
     \b
-    Stages: preflight → image → boot → discover → apply → bootstrap → kubeconfig → flux →
-    platform → done. State is saved after every step in the cluster directory (state.json,
-    render/, kubeconfig (0600), events.jsonl), so a rerun is idempotent and --resume continues
-    where a run stopped. etcd is bootstrapped exactly once. Each stage gathers facts, plans
-    and runs its plan; --plan prints those plans without changing anything. -o json streams
-    events as JSON lines on stdout. With --emulate the rack is the emulated one: its machines
-    boot themselves and there is no host network to check. Ctrl-C records the interrupted
-    stage and exits 130; --resume continues.
+    Stages: preflight → image → hooks-before-boot → boot → discover → apply → bootstrap →
+    hooks-after-bootstrap → kubeconfig → flux → platform → hooks-after-platform → done (the
+    hooks-* stages run the inventory's Ansible hooks through ansible-runner and are skipped
+    without hooks; a failed task exits 11 naming task and host). State is saved after every
+    step in the cluster directory (state.json, render/, kubeconfig (0600), events.jsonl), so a
+    rerun is idempotent and --resume continues where a run stopped. etcd is bootstrapped
+    exactly once. Each stage gathers facts, plans and runs its plan; --plan prints those plans
+    without changing anything. -o json streams events as JSON lines on stdout. With --emulate
+    the rack is the emulated one: its machines boot themselves and there is no host network to
+    check. Ctrl-C records the interrupted stage and exits 130; --resume continues.
 
     \b
     The boot stage powers every node with a `bmc` that is not running yet (one-time network

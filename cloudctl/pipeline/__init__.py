@@ -1,7 +1,9 @@
 """``cloudctl bootstrap``: the pipeline from powered-off rack to platform Ready.
 
-Stages (``state.STAGES``): preflight → image → boot → discover → apply → bootstrap →
-kubeconfig → flux → platform → done. State lives in the cluster directory
+Stages (``state.STAGES``): preflight → image → hooks-before-boot → boot → discover → apply →
+bootstrap → hooks-after-bootstrap → kubeconfig → flux → platform → hooks-after-platform → done
+(the ``hooks-*`` stages run the inventory's Ansible hooks, ``hooks``). State lives in the
+cluster directory
 (``<inventory dir>/clusters/<cluster>/``): ``state.json``, ``render/``, ``kubeconfig`` (0600),
 ``bootstrap.json`` (the etcd bootstrap marker: its one record), ``events.jsonl``,
 ``debug.log`` (tracebacks of unexpected errors). Each stage gathers facts, plans, and runs its

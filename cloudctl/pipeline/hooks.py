@@ -26,7 +26,7 @@ from ..errors import InputError, Problem
 from ..inventory.models import Hook, Inventory
 from .context import Context
 from .plan import Action, StagePlan, plan_of
-from .stages import Stage
+from .stage import Stage
 
 BOUNDARIES: dict[str, str] = {
     "before_boot": "beforeBoot",

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from ..errors import CloudctlError, InputError, Problem, RemoteError, StateError
 from ..inventory.models import Inventory, Node, NodeSsh
@@ -29,28 +29,10 @@ from ..secrets.store import write_private
 from ..talos import ops
 from ..talos.client import EtcdMember
 from .context import Context
-from .plan import Action, StagePlan, Step, plan_of
+from .hooks import AfterBootstrapHooks, AfterPlatformHooks, BeforeBootHooks
+from .plan import Action, StagePlan, plan_of
+from .stage import Stage
 from .state import NodePhase, now
-
-
-class Stage:
-    name: ClassVar[str]
-    needs_rack: ClassVar[bool] = True
-    """Whether ``run`` needs the rack attached (started, for the emulated rack)."""
-
-    async def facts(self, ctx: Context) -> Any:
-        return None
-
-    def plan(self, inv: Inventory, facts: Any) -> StagePlan:
-        raise NotImplementedError
-
-    async def run(self, ctx: Context, plan: StagePlan, facts: Any) -> str:
-        raise NotImplementedError
-
-    def step(self, action: Action, reason: str, target: str | None = None,
-             error: type[CloudctlError] | None = None) -> Step:
-        return Step(self.name, action, reason, target, error)
-
 
 # --------------------------------------------------------------------------- live facts
 
@@ -712,9 +694,6 @@ class Done(Stage):
         return (f"cluster {ctx.inventory.cluster.name} is up: {len(ctx.inventory.nodes)} "
                 f"node(s), kubeconfig at {ctx.kubeconfig_path}")
 
-
-# the hook stages subclass Stage, so they are imported once it is defined
-from .hooks import AfterBootstrapHooks, AfterPlatformHooks, BeforeBootHooks  # noqa: E402
 
 STAGE_LIST: tuple[Stage, ...] = (Preflight(), Image(), BeforeBootHooks(), Boot(), Discover(),
                                  Apply(), Bootstrap(), AfterBootstrapHooks(), Kubeconfig(),

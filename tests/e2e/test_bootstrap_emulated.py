@@ -198,7 +198,8 @@ def test_emulated_bootstrap_reaches_platform_ready(work: Workdir) -> None:
     events = run.events
     done = [(e["stage"], e["kind"]) for e in events if e["kind"] in ("stage-done",
                                                                       "stage-skipped")]
-    assert done == [(s, "stage-skipped" if s == "boot" else "stage-done") for s in STAGES]
+    assert done == [(s, "stage-skipped" if s == "boot" or s.startswith("hooks-")
+                     else "stage-done") for s in STAGES]  # no hooks in the example
     assert any(e["stage"] == "preflight" and "no host checks (emulated rack" in e["message"]
                for e in events)
     assert any("secrets bundle created" in e["message"] for e in events)
@@ -291,7 +292,9 @@ def test_sigkill_at_every_stage_boundary_and_mid_apply_then_resume(work: Workdir
             assert runs == [("kubeconfig", None), ("flux", None)] + [
                 ("platform", r.name) for r in RELEASES] + [("done", None)]
             skipped = {e["stage"] for e in plan.events if e["phase"] == "skip"}
-            assert skipped == {"preflight", "image", "boot", "discover", "apply", "bootstrap"}
+            assert skipped == {"preflight", "image", "hooks-before-boot", "boot", "discover",
+                               "apply", "bootstrap", "hooks-after-bootstrap",
+                               "hooks-after-platform"}
             text = work.bootstrap("--plan")
             assert text.code == 0 and "run   kubeconfig" in text.stdout
             assert "skip  bootstrap" in text.stdout and "every control plane is a member" in \
@@ -302,7 +305,8 @@ def test_sigkill_at_every_stage_boundary_and_mid_apply_then_resume(work: Workdir
     assert resumed_from[5][1] == "apply"  # killed mid apply -> apply again
     final = work.bootstrap("--resume", "-o", "json")
     assert final.code == 0, final.stderr
-    assert [e["stage"] for e in final.events if e["kind"] == "stage-start"] == ["done"]
+    assert [e["stage"] for e in final.events if e["kind"] == "stage-start"] == [
+        "hooks-after-platform", "done"]
     check_final_state(work, interrupted_apply=True)
     work.assert_no_secret_leaked()
 
@@ -444,8 +448,9 @@ def test_plan_on_a_fresh_cluster_changes_nothing(work: Workdir) -> None:
     items = [(e["stage"], e["node"], e["phase"]) for e in plan.events]
     assert items[0] == ("preflight", None, "run")
     assert ("boot", None, "skip") in items
-    assert [i for i in items if i[2] == "skip"] == [("image", "assets", "skip"),
-                                                    ("boot", None, "skip")]
+    assert [i for i in items if i[2] == "skip"] == [
+        ("image", "assets", "skip"), ("hooks-before-boot", None, "skip"), ("boot", None, "skip"),
+        ("hooks-after-bootstrap", None, "skip"), ("hooks-after-platform", None, "skip")]
     assert [n for s, n, _ in items if s == "apply"] == [n.name for n in INV.nodes]
     assert [n for s, n, _ in items if s == "platform"] == [r.name for r in RELEASES]
     assert "secrets missing: will be created" in plan.stdout

@@ -60,6 +60,11 @@ def test_wheel_installs_and_runs_outside_checkout(tmp_path: Path) -> None:
     pkg_file, talos_dir = probe.stdout.split()
     assert str(env_dir) in pkg_file, "cloudctl was not imported from the wheel"
     assert "_data" in talos_dir and (Path(talos_dir) / "catalog.yaml").is_file()
+    shipped = subprocess.run(
+        [str(py), "-c", "from cloudctl.ansible import playbook; "
+         "print(playbook('prepare-hypervisor.yml').is_file())"],
+        cwd=work, capture_output=True, text=True, check=True)
+    assert shipped.stdout.strip() == "True"  # the Ansible playbooks ship as package data
     for name in ("templates", "flux", "helm-values"):
         subprocess.run(
             [str(py), "-c", f"import cloudctl.resources as r; r.data_dir({name!r})"],

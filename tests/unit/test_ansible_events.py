@@ -8,8 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cloudctl.ansible.events import Failure, failure_of, plain, result_message, translate
-from cloudctl.pipeline.events import Event, Events
+from cloudctl.ansible.events import (
+    AnsibleEvent,
+    Failure,
+    failure_of,
+    plain,
+    result_message,
+    translate,
+)
+from cloudctl.pipeline.events import Events
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ansible"
 
@@ -19,13 +26,12 @@ def recorded(name: str) -> list[dict[str, Any]]:
     return events
 
 
-def all_events(name: str) -> list[Event]:
-    return [e for raw in recorded(name) for e in translate("hooks-before-boot", raw)]
+def all_events(name: str) -> list[AnsibleEvent]:
+    return [e for raw in recorded(name) for e in translate(raw)]
 
 
 def test_mixed_run_translates_to_play_task_host_and_stats_events() -> None:
     events = all_events("events-mixed.json")
-    assert {e.stage for e in events} == {"hooks-before-boot"}
     summary = [(e.kind, e.node, e.phase, e.message) for e in events]
     assert summary == [
         ("ansible-playbook", None, "start", "playbook rec.yml"),
@@ -84,11 +90,11 @@ def test_result_message_and_plain_text() -> None:
 
 
 def test_other_events_are_dropped_and_warnings_kept() -> None:
-    assert translate("s", {"event": "runner_on_start", "event_data": {"host": "h"}}) == []
-    assert translate("s", {"event": "verbose", "stdout": "x"}) == []
-    warn = translate("s", {"event": "warning", "stdout": "\x1b[1;35m[WARNING]: odd\x1b[0m"})
+    assert translate({"event": "runner_on_start", "event_data": {"host": "h"}}) == []
+    assert translate({"event": "verbose", "stdout": "x"}) == []
+    warn = translate({"event": "warning", "stdout": "\x1b[1;35m[WARNING]: odd\x1b[0m"})
     assert [(e.kind, e.message) for e in warn] == [("warn", "ansible: [WARNING]: odd")]
-    none = translate("s", {"event": "playbook_on_no_hosts_matched", "event_data": {}})
+    none = translate({"event": "playbook_on_no_hosts_matched", "event_data": {}})
     assert [e.kind for e in none] == ["warn"]
 
 
