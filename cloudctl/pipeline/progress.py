@@ -67,8 +67,12 @@ class RichProgress:
             self.releases[e.node] = (e.phase or "", e.error or e.message)
         elif kind == "ansible-task" and e.stage in self.stages:
             self.stages[e.stage] = ("running", e.message)
-        elif kind in ("ansible-host", "ansible-stats") and e.node:
+        elif kind == "ansible-host" and e.node:
             self.hosts[e.node] = (e.phase or "", e.error or e.message)
+        elif kind == "ansible-stats" and e.node:
+            last = self.hosts.get(e.node, ("", ""))
+            if last[0] not in ("failed", "unreachable"):  # keep what failed in view
+                self.hosts[e.node] = (e.phase or "", e.message)
         elif kind == "warn":
             self.console.print(Text(f"! [{e.stage}] {e.message}", style="yellow"))
         self.live.update(self._render())

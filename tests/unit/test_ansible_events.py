@@ -108,3 +108,27 @@ def test_events_redact_secrets_added_for_a_run() -> None:
     last = events.history[-1]
     assert last.message == "saw [REDACTED] and [REDACTED]"
     assert last.error == "[REDACTED]"
+
+
+def test_progress_view_shows_the_task_under_way_and_each_hosts_last_result() -> None:
+    import io
+
+    from cloudctl.pipeline.events import Event
+    from cloudctl.pipeline.progress import RichProgress
+
+    stream = io.StringIO()
+    view = RichProgress(stream)
+    try:
+        view.emit(Event("hooks-after-bootstrap", "stage-start", "hooks-after-bootstrap"))
+        for ev in all_events("events-failed.json"):
+            view.emit(Event("hooks-after-bootstrap", ev.kind, ev.message, node=ev.node,
+                            phase=ev.phase, error=ev.error))
+        assert view.stages["hooks-after-bootstrap"] == ("running", "task break here")
+        assert view.hosts == {"localhost": (
+            "failed", "non-zero return code; disk /dev/sdz is missing; rc=3")}
+        view.emit(Event("hooks-after-bootstrap", "ansible-stats", "ok=1 changed=0 failed=0 "
+                        "unreachable=0 skipped=0", node="far", phase="ok"))
+        assert view.hosts["far"] == ("ok", "ok=1 changed=0 failed=0 unreachable=0 skipped=0")
+    finally:
+        view.close()
+    assert "ansible hosts" in stream.getvalue()
