@@ -319,12 +319,15 @@ def render(
     from .errors import Problem
     from .render import render_all
     from .render.output import plan_tree, write_tree
+    from .secrets import SecretsStore, default_secrets_dir
 
     commit = commit or push
     if out_dir is None and not commit:
         raise InputError(Problem("--out", "required (or use --commit)"))
     inv = _load(inventory_path).inventory
-    store = _store(inventory_path, inv.cluster.name, secrets_dir, identity)
+    # not _store(): cluster_paths() imports the pipeline (asyncio, gRPC) for the cluster dir
+    directory = secrets_dir or default_secrets_dir(inventory_path, inv.cluster.name)
+    store = SecretsStore(directory) if identity is None else SecretsStore(directory, identity)
     if commit:
         sealed = _commit_secrets(inventory_path, inv, store)
         bundle = store.load()
@@ -340,12 +343,11 @@ def render(
         click.echo(f"secrets bundle generated at {store.directory} (0600)", err=True)
     files = render_all(inv, bundle)
     if out_dir is not None:
-        result = plan_tree(files, out_dir)
         if plan:
-            for line in result.lines():
+            for line in plan_tree(files, out_dir).lines():
                 click.echo(line)
         else:
-            write_tree(files, out_dir, inv.cluster.name)
+            result = write_tree(files, out_dir, inv.cluster.name)  # reads the old tree once
             click.echo(
                 f"rendered {len(files)} files to {out_dir} "
                 f"({sum(1 for c in result.changes if c.kind != 'removed')} written or changed, "

@@ -10,17 +10,18 @@ file) is never replaced.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import difflib
+import functools
 import hashlib
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import RenderError
-from .files import Files
+from .files import Files, RenderedFile
 
 MARKER = ".cloudctl-render.json"
 
@@ -92,33 +93,81 @@ def _line_count(data: bytes) -> int:
     return len(data.splitlines())
 
 
-def _existing_files(out_dir: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
+@dataclass
+class _Entry:
+    """One file found in an existing output directory; its content is read at most once."""
+
+    path: Path
+    st: os.stat_result  # lstat: a symlink is never reused
+    _data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self.path.read_bytes()
+        return self._data
+
+    def reusable_as(self, new: RenderedFile) -> bool:
+        """Whether this very file (inode) can stand for ``new`` in the next tree: a regular
+        file of ours, linked nowhere else, with the mode and the bytes ``new`` would get."""
+        st = self.st
+        return (
+            stat.S_ISREG(st.st_mode)
+            and stat.S_IMODE(st.st_mode) == _file_mode(new)
+            and st.st_nlink == 1
+            and st.st_uid == os.geteuid()
+            and st.st_size == len(new.data)
+            and self.data == new.data
+        )
+
+
+@dataclass
+class _Survey:
+    """What an output directory holds: files (marker included) and directories by relative
+    path, and whether anything else is there (a symlink, a fifo, a wrong directory mode)."""
+
+    files: dict[str, _Entry] = field(default_factory=dict)
+    dirs: set[str] = field(default_factory=set)
+    odd: bool = False
+
+
+def _survey(out_dir: Path, dir_mode: int | None = None) -> _Survey:
+    found = _Survey()
     if not out_dir.is_dir():
         return found
-    for root, _dirs, names in os.walk(out_dir):
-        for name in names:
-            p = Path(root) / name
-            rel = p.relative_to(out_dir).as_posix()
-            if rel == MARKER:
-                continue
-            found[rel] = p
+    stack = [(out_dir, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        with os.scandir(directory) as it:
+            for e in it:
+                rel = prefix + e.name
+                if e.is_dir(follow_symlinks=False):
+                    found.dirs.add(rel)
+                    mode = stat.S_IMODE(e.stat(follow_symlinks=False).st_mode)
+                    if dir_mode is not None and mode != dir_mode:
+                        found.odd = True
+                    stack.append((Path(e.path), rel + "/"))
+                elif e.is_file():  # a symlink to a file is listed (and read) as before
+                    found.files[rel] = _Entry(Path(e.path), e.stat(follow_symlinks=False))
+                    if e.is_symlink():
+                        found.odd = True
+                else:
+                    found.odd = True
     return found
 
 
-def plan_tree(files: Files, out_dir: Path) -> Plan:
-    """What writing ``files`` to ``out_dir`` would change. Reads only; never prints content."""
-    existing = _existing_files(out_dir)
+def _plan(files: Files, out_dir: Path, survey: _Survey) -> Plan:
+    existing = {rel: e for rel, e in survey.files.items() if rel != MARKER}
     changes: list[Change] = []
     unchanged = 0
     for rel in sorted(set(files) | set(existing)):
         new = files.get(rel)
-        old_path = existing.get(rel)
-        if new is not None and old_path is None:
+        entry = existing.get(rel)
+        if new is not None and entry is None:
             changes.append(Change(rel, "added", _line_count(new.data), 0, new.secret))
             continue
-        assert old_path is not None
-        old = old_path.read_bytes()
+        assert entry is not None
+        old = entry.data
         if new is None:
             changes.append(Change(rel, "removed", 0, _line_count(old), False))
             continue
@@ -140,6 +189,11 @@ def plan_tree(files: Files, out_dir: Path) -> Plan:
     return Plan(out_dir=out_dir, changes=tuple(changes), unchanged=unchanged)
 
 
+def plan_tree(files: Files, out_dir: Path) -> Plan:
+    """What writing ``files`` to ``out_dir`` would change. Reads only; never prints content."""
+    return _plan(files, out_dir, _survey(out_dir))
+
+
 # --------------------------------------------------------------------------- write
 
 
@@ -147,19 +201,42 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # the symbols of the running process (libc included) without ctypes.util.find_library,
+    # which runs ldconfig in a subprocess
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths (Linux renameat2). False if unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
+    libc = _libc()
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
         return False
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return rc == 0
+    return bool(rc == 0)
+
+
+def _syncfs(path: Path) -> bool:
+    """syncfs(2) on the filesystem holding ``path``: returns once every dirty page and inode
+    of that filesystem is on disk (errors reported since Linux 5.8). False if unsupported."""
+    libc = _libc()
+    fn = getattr(libc, "syncfs", None)
+    if fn is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if fn(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -170,18 +247,60 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_files(root: Path, files: Files) -> None:
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_mode(f: RenderedFile) -> int:
+    return 0o600 if f.secret else 0o644
+
+
+def _dir_mode() -> int:
+    """The mode ``mkdir(0o755)`` gives under the current umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o755 & ~mask
+
+
+def _tree_dirs(files: Files) -> set[str]:
+    dirs: set[str] = set()
+    for rel in files:
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = parent.rpartition("/")[0]
+    return dirs
+
+
+def _write_files(root: Path, files: Files, reuse: dict[str, _Entry]) -> None:
+    """Build the tree at ``root``: files in ``reuse`` are hard links to the existing file (same
+    inode: bytes, mode and mtime kept, nothing rewritten), the others are written anew.
+
+    Durability is batched: no fsync per file. The tree only becomes visible through the swap
+    in ``write_tree``, so what must hold is "everything under ``root`` is on disk before the
+    swap is": one syncfs(2) of the filesystem gives exactly that for the whole batch (files,
+    links and directories) at a fraction of 1,000 fsyncs. Without syncfs, every written file
+    and every directory is fsynced, as before. Reused files were made durable by the render
+    that wrote them."""
     root.mkdir(mode=0o700)
-    dirs: set[Path] = {root}
-    for rel, f in sorted(files.items()):
-        _check_relpath(rel)
+    dirs = [root, *(root / d for d in sorted(_tree_dirs(files)))]
+    for d in dirs[1:]:
+        d.mkdir(mode=0o755)
+    written: list[Path] = []
+    for rel, f in files.items():
         target = root / rel
-        for parent in reversed(target.relative_to(root).parents[:-1]):
-            d = root / parent
-            if d not in dirs:
-                d.mkdir(exist_ok=True, mode=0o755)
-                dirs.add(d)
-        mode = 0o600 if f.secret else 0o644
+        entry = reuse.get(rel)
+        if entry is not None:
+            try:
+                os.link(entry.path, target, follow_symlinks=False)
+                continue
+            except OSError:
+                pass  # a filesystem without hard links: write the bytes
+        mode = _file_mode(f)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             os.fchmod(fd, mode)
@@ -189,11 +308,14 @@ def _write_files(root: Path, files: Files) -> None:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            os.fsync(fd)
         finally:
             os.close(fd)
-    for d in dirs:
-        _fsync_dir(d)
+        written.append(target)
+    if not _syncfs(root):
+        for path in written:
+            _fsync_file(path)
+        for d in dirs:
+            _fsync_dir(d)
     # the root holds secret files: keep it private
     os.chmod(root, 0o700)
 
@@ -214,8 +336,16 @@ def recover(out_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_tree(files: Files, out_dir: Path, cluster: str) -> None:
-    """Atomically replace ``out_dir`` with exactly ``files`` (+ the marker)."""
+def write_tree(files: Files, out_dir: Path, cluster: str) -> Plan:
+    """Atomically replace ``out_dir`` with exactly ``files`` (+ the marker); returns the plan
+    of what changed.
+
+    When ``out_dir`` already holds exactly this render (same files, bytes, modes, marker and
+    directories, nothing else), nothing is written: the tree and its mtimes stay as they are.
+    Otherwise the new tree is built beside it, unchanged files as hard links to the current
+    ones (not rewritten), and swapped in."""
+    for rel in files:
+        _check_relpath(rel)
     out_dir = out_dir.absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover(out_dir)
@@ -227,13 +357,26 @@ def write_tree(files: Files, out_dir: Path, cluster: str) -> None:
                 f"{out_dir} is not empty and was not written by cloudctl render "
                 f"(no {MARKER}); refusing to replace it"
             )
-    tmp = _sibling(out_dir, "tmp")
-    all_files = dict(files)
-    from .files import RenderedFile
-
+    dir_mode = _dir_mode()
+    survey = _survey(out_dir, dir_mode)
+    plan = _plan(files, out_dir, survey)
+    all_files = dict(sorted(files.items()))
     all_files[MARKER] = RenderedFile(marker_for(files, cluster))
+    reuse = {
+        rel: entry
+        for rel, entry in survey.files.items()
+        if rel in all_files and entry.reusable_as(all_files[rel])
+    }
+    if (
+        len(reuse) == len(all_files) == len(survey.files)
+        and not survey.odd
+        and survey.dirs == _tree_dirs(all_files)
+        and stat.S_IMODE(out_dir.stat().st_mode) == 0o700
+    ):
+        return plan
+    tmp = _sibling(out_dir, "tmp")
     try:
-        _write_files(tmp, all_files)
+        _write_files(tmp, all_files, reuse)
         if out_dir.exists():
             if _exchange(tmp, out_dir):
                 shutil.rmtree(tmp)
@@ -248,3 +391,4 @@ def write_tree(files: Files, out_dir: Path, cluster: str) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return plan
