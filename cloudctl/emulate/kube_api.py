@@ -716,6 +716,15 @@ class KubeApiEmulator:
 
     # ------------------------------------------------------------------ test and rack hooks
 
+    def revision(self) -> int:
+        """Changes whenever an object is created, changed or deleted (the store's
+        resourceVersion counter)."""
+        return int(self.store.resource_version)
+
+    def next_due(self) -> float:
+        """After ``reconcile``: when the next timed transition falls due (inf: none)."""
+        return self.controllers.next_due
+
     def reconcile(self) -> None:
         with self._lock:
             self.controllers.reconcile(self.api.clock())

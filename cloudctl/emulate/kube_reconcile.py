@@ -184,6 +184,8 @@ class Controllers:
     _checked: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     _retry_at: dict[tuple[str, ...], float] = field(default_factory=dict)
     _injected: dict[str, int] = field(default_factory=dict)
+    next_due: float = math.inf
+    """After ``reconcile``: when the next timed transition falls due (see there)."""
     pods: PodControllers = field(init=False)
     storage: StorageTable = field(default_factory=StorageTable)
     """LINSTOR resource health per node (served through the service proxy)."""
@@ -200,13 +202,27 @@ class Controllers:
 
     def __post_init__(self) -> None:
         self.pods = PodControllers(
-            self.store, self.workload_delay, self._write_status, wallclock=self.wallclock
+            self.store, self.workload_delay, self._write_status, wallclock=self.wallclock,
+            note_due=self.note_due,
         )
 
     # ------------------------------------------------------------------ helpers
 
     def _stamp(self) -> str:
         return self.wallclock().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _waiting(self, key: tuple[str, ...], state: Any, now: float, delay: float) -> bool:
+        """Whether ``key`` has been in ``state`` for less than ``delay`` seconds; if so, the
+        moment it will have been is noted in ``next_due`` (the rack sleeps until then)."""
+        elapsed = self._elapsed(key, state, now)
+        if elapsed < delay:
+            self.note_due(now + delay - elapsed)
+            return True
+        return False
+
+    def note_due(self, when: float) -> None:
+        """A timed transition falls due at ``when`` (monotonic clock)."""
+        self.next_due = min(self.next_due, when)
 
     def _elapsed(self, key: tuple[str, ...], state: Any, now: float) -> float:
         """Seconds since ``key`` was first seen in ``state`` (restarts when the state changes)."""
@@ -249,6 +265,10 @@ class Controllers:
     # ------------------------------------------------------------------ passes
 
     def reconcile(self, now: float) -> None:
+        """One pass over every controller. Afterwards ``next_due`` is the earliest moment a
+        timed transition (a delay, a retry) falls due, ``math.inf`` when none is pending: until
+        then, or until an object changes, another pass would change nothing."""
+        self.next_due = math.inf
         self._crds(now)
         self._workloads(now)
         self._sources(now)
@@ -268,7 +288,7 @@ class Controllers:
             established = self.store.is_established(name)
             if established and is_established_at(obj, gen):
                 continue
-            if not established and self._elapsed(("crd", name), gen, now) < self.crd_delay:
+            if not established and self._waiting(("crd", name), gen, now, self.crd_delay):
                 continue
             self.store.register_crd(obj)
             spec = obj["spec"]
@@ -313,7 +333,7 @@ class Controllers:
                     else int((stored.obj.get("spec") or {}).get("replicas", 1))
                 )
                 key = (kind, meta.get("namespace", ""), meta["name"])
-                ready = self._elapsed(key, (gen, want), now) >= self.workload_delay
+                ready = not self._waiting(key, (gen, want), now, self.workload_delay)
                 self._write_status(rt, stored, _workload_status(kind, meta, gen, want, ready))
 
     def _sources(self, now: float) -> None:
@@ -328,7 +348,7 @@ class Controllers:
                     if is_ready(stored.obj):
                         continue
                     key = (kind, meta.get("namespace", ""), meta["name"])
-                    if self._elapsed(key, gen, now) < self.source_delay:
+                    if self._waiting(key, gen, now, self.source_delay):
                         status = {
                             "conditions": [
                                 _condition(
@@ -381,7 +401,7 @@ class Controllers:
                         gen,
                     )
                     self._since.pop(key, None)
-                elif self._elapsed(key, gen, now) < self.release_delay:
+                elif self._waiting(key, gen, now, self.release_delay):
                     cond = _condition(
                         "Ready", "Unknown", "Progressing", "Reconciliation in progress", gen
                     )
@@ -484,6 +504,7 @@ class Controllers:
         if old.get("lastAttemptedGeneration") == gen and _stalled_at(old, gen):
             return  # retries exhausted: helm-controller stopped trying this generation
         if now < self._retry_at.get(key, -math.inf):
+            self.note_due(self._retry_at[key])
             return  # failed; the next attempt is requeued (status unchanged meanwhile)
         values, init_problem = self._values(spec, ns)
         if init_problem:
@@ -492,7 +513,7 @@ class Controllers:
             return
         digest = "sha256:" + _digest(values)
         attempt = (gen, counts[counter])
-        if self._elapsed(key, attempt, now) < self._release_delay(ns, name):
+        if self._waiting(key, attempt, now, self._release_delay(ns, name)):
             running = f"Running '{action}' action with timeout of 5m0s"
             self._write_status(
                 rt,
@@ -774,7 +795,7 @@ class Controllers:
         version, registry = _image_version(deployment, op.image)
         # a deployed CR stays Deployed while the operator re-syncs a changed spec
         deployed = fault is None and (
-            was_deployed or self._elapsed(key, version, now) >= self.operator_delay
+            was_deployed or not self._waiting(key, version, now, self.operator_delay)
         )
         stamp = self._stamp()
         status = op.status(version, registry, gen, deployed, fault, _digest([version, registry]))

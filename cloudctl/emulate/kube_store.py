@@ -182,6 +182,8 @@ class Store:
         self._kinds: dict[tuple[str, str, str], ResourceType] = {}
         self._objects: dict[tuple[str, str], dict[tuple[str, str], StoredObject]] = {}
         self._rv = 0
+        self.on_write: Callable[[], None] | None = None
+        """Called after every change (from whichever thread made it): the rack wakes up."""
         self.crds = CrdValidators()
         self._established: dict[str, dict[str, Any]] = {}  # CRD name -> spec registered
         for rt in BUILTIN_TYPES:
@@ -464,7 +466,12 @@ class Store:
         self._rv += 1
         new["metadata"]["resourceVersion"] = str(self._rv)
         self._bucket(rt)[key] = stored
+        self._written()
         return stored, True
+
+    def _written(self) -> None:
+        if self.on_write is not None:
+            self.on_write()
 
     def _fresh_metadata(
         self, rt: ResourceType, namespace: str | None, meta: dict[str, Any]
@@ -756,6 +763,7 @@ class Store:
             return rendered
         del self._bucket(rt)[self._key(rt, namespace, name)]
         self._rv += 1
+        self._written()
         if rt.kind == "Namespace":
             for (_group, _plural), bucket in self._objects.items():
                 for key in [k for k in bucket if k[0] == name]:

@@ -108,6 +108,8 @@ class PodControllers:
     workload_delay: float
     write_status: Callable[[ResourceType, StoredObject, dict[str, Any]], None]
     wallclock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    note_due: Callable[[float], None] = lambda when: None
+    """Told when a timed transition (a pod starting, a disruption expiring) falls due."""
     _bound_at: dict[str, float] = field(default_factory=dict)
     _started: dict[str, str] = field(default_factory=dict)
     _unready: set[str] = field(default_factory=set)
@@ -411,6 +413,7 @@ class PodControllers:
                         stamp=self._stamp()))
                 continue
             if now - bound < self.workload_delay:
+                self.note_due(bound + self.workload_delay)
                 status = pending_status(scheduled=True, host_ip=host_ip)
             else:
                 started = self._started.setdefault(uid, self._stamp())
@@ -574,6 +577,7 @@ class PodControllers:
                 key = (meta["namespace"], pod_name)
                 at = self._disrupted_at.setdefault(key, now)
                 if pod_name in names and now - at < _DISRUPTED_TIMEOUT:
+                    self.note_due(at + _DISRUPTED_TIMEOUT)
                     disrupted[pod_name] = when
                 else:
                     self._disrupted_at.pop(key, None)

@@ -42,6 +42,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ from .talos_node import Faults
 from .talos_rack import Rack
 
 POLL = 0.05
+IDLE_POLL = 0.8
+"""Longest pause between looks at the Talos nodes and Git refs when nothing happens."""
 
 def _chart_crd_files(chart_dir: str) -> tuple[str, ...]:
     """The ``crds/`` files of a vendored upstream chart (paths under ``helm-values/``)."""
@@ -164,6 +167,8 @@ class RackProcess:
                  "of local GitRepository sources")
         emu.set_helm(self.helm)
         self._last = ""
+        self.passes = 0
+        """Reconcile passes run so far (an idle rack runs none)."""
 
     def snapshot(self) -> dict[str, Any]:
         releases = {}
@@ -222,6 +227,7 @@ class RackProcess:
                 "objects_applied": self.gitops.objects_applied,
             },
             "helm": self.helm.snapshot(),
+            "passes": self.passes,
         }
 
     def join_nodes(self) -> None:
@@ -258,14 +264,65 @@ class RackProcess:
             write_json_atomic(self.directory / RACK_FILE, snap)
             self._last = text
 
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Cheap to compute, and different whenever something a pass reads has changed: the
+        Kubernetes store's revision, every Talos node's state, the GitOps repositories' refs."""
+        talos = tuple(
+            (n.state.stage, n.state.version, id(n.state.config), n.state.apply_calls,
+             n.state.bootstrap_rpcs, n.state.bootstrap_calls, n.state.image, n.state.upgrades,
+             n.state.resets, n.state.etcd_member_id, n.state.boot_id)
+            for n in self.rack.nodes.values())
+        return (self.emu.revision(), talos, self.gitops.fingerprint())
+
+    def reconcile_once(self) -> None:
+        self.passes += 1
+        self.join_nodes()
+        self.gitops.reconcile()
+        self.emu.reconcile()
+        self.publish()
+
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.join_nodes()
-            self.gitops.reconcile()
-            self.emu.reconcile()
-            self.publish()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), POLL)
+        """Reconcile whenever something changed or a timed transition falls due. A write to
+        the Kubernetes store or to a Talos node's state wakes the loop at once; Git refs (and
+        anything else) are compared through a cheap fingerprint every ``POLL`` seconds while
+        things happen, backing off to ``IDLE_POLL`` once nothing has for a while. An idle rack
+        runs no pass, writes nothing and starts no git."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def wake_up() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        self.emu.store.on_write = wake_up
+        for node in self.rack.nodes.values():
+            node.state.on_change = wake_up
+        stop_task = asyncio.ensure_future(stop.wait())
+        settled: tuple[Any, ...] | None = None
+        due = 0.0
+        tick = POLL
+        try:
+            while not stop.is_set():
+                seen = self.fingerprint()
+                if seen != settled or time.monotonic() >= due:
+                    self.reconcile_once()
+                    after = self.fingerprint()
+                    # a pass that changed something may have enabled the next step: look again
+                    settled = seen if after == seen else None
+                    due = min(self.emu.next_due(), self.gitops.next_due())
+                    tick = POLL
+                else:
+                    tick = min(tick * 2, IDLE_POLL)
+                wake.clear()
+                timeout = max(0.0, min(tick, due - time.monotonic()))
+                wake_task = asyncio.ensure_future(wake.wait())
+                await asyncio.wait((wake_task, stop_task), timeout=timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                wake_task.cancel()
+        finally:
+            self.emu.store.on_write = None
+            for node in self.rack.nodes.values():
+                node.state.on_change = None
+            stop_task.cancel()
 
 
 def _log(message: str) -> None:

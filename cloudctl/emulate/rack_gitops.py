@@ -29,6 +29,8 @@ import hashlib
 import io
 import ipaddress
 import json
+import math
+import os
 import posixpath
 import shutil
 import subprocess
@@ -67,6 +69,22 @@ def head(repo: str, branch: str) -> str | None:
         return _git(repo, "rev-parse", "--verify", "-q", f"refs/heads/{branch}").decode().strip()
     except GitError:
         return None
+
+
+def _refs_key(repo: str, branch: str) -> tuple[int, ...]:
+    """What a branch's ref files look like on disk: (inode, mtime, size) of the loose ref and
+    of packed-refs (zeros when absent). Git and dulwich replace a ref file by renaming, so a
+    moved branch always shows here."""
+    out: list[int] = []
+    for path in (os.path.join(repo, "refs", "heads", branch), os.path.join(repo, "packed-refs"),
+                 os.path.join(repo, ".git", "refs", "heads", branch),
+                 os.path.join(repo, ".git", "packed-refs")):
+        try:
+            st = os.stat(path)
+            out += [st.st_ino, st.st_mtime_ns, st.st_size]
+        except OSError:
+            out += [0, 0, 0]
+    return tuple(out)
 
 
 def _is_dir(repo: str, rev: str, path: str) -> bool:
@@ -121,6 +139,28 @@ class FileGitKustomizeController:
         """Kustomization namespace/name -> last revision fully applied."""
         self.errors: dict[str, str] = {}
         self.objects_applied = 0
+        self._heads: dict[tuple[str, str], tuple[tuple[int, ...], str | None]] = {}
+        """(repo, branch) -> (what the ref files looked like, the branch head then)."""
+
+    def _head(self, repo: str, branch: str) -> str | None:
+        """The branch head, asking git only when the repository's ref files changed (a commit
+        replaces the loose ref file or rewrites packed-refs): an idle rack runs no git."""
+        key = _refs_key(repo, branch)
+        cached = self._heads.get((repo, branch))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        rev = head(repo, branch)
+        self._heads[(repo, branch)] = (key, rev)
+        return rev
+
+    def fingerprint(self) -> tuple[tuple[int, ...], ...]:
+        """Changes when a watched repository's refs change (a commit was pushed)."""
+        return tuple(_refs_key(repo, branch) for repo, branch in sorted(self._heads))
+
+    def next_due(self) -> float:
+        """When a remote (loopback HTTP) source is fetched again; inf when there is none."""
+        return min((at + self.fetch_interval for at in self._fetched.values()),
+                    default=math.inf)
 
     def apply(self, obj: Mapping[str, Any]) -> str | None:
         target = _item_path(self.emu, obj)
@@ -174,7 +214,7 @@ class FileGitKustomizeController:
             repo = self.local_repo(str((src.get("spec") or {}).get("url", "")), key)
             if repo is None:
                 continue
-            rev = head(repo, branch)
+            rev = self._head(repo, branch)
             if rev is None or self.applied.get(key) == rev:
                 continue
             try:

@@ -32,6 +32,7 @@ import ssl
 import tarfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,14 @@ class NodeState:
     upgrades: int = 0
     """Upgrade RPCs accepted."""
     resets: int = 0
+    on_change: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    """Called after any field is assigned (the rack process wakes up to reconcile)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        notify = self.__dict__.get("on_change")
+        if notify is not None and name != "on_change":
+            notify()
 
 
 class RawSpec(str):

@@ -202,6 +202,9 @@ def wait_helmreleases(
     wanted = None if names is None else set(names)
     deadline = clock() + timeout
     last: dict[str, ReleaseStatus] = {}
+    failing: dict[str, ReleaseStatus] = {}
+    """The last failed attempt seen per release: helm-controller shows a retry attempt as
+    Progressing, and a release retrying when time runs out is still a failing one."""
     while True:
         listed = kube.list(api_version, "HelmRelease", namespace=namespace)
         everything = {st.key: st for st in (release_status(o) for o in listed)}
@@ -220,6 +223,10 @@ def wait_helmreleases(
             if on_status is not None and last.get(st.key) != st:
                 on_status(st)
             last[st.key] = st
+            if st.state == "retrying":
+                failing[st.key] = st
+            elif st.state != "progressing":
+                failing.pop(st.key, None)
         failed = [st for st in current if st.state == "failed"]
         if failed:
             st = failed[0]
@@ -232,7 +239,9 @@ def wait_helmreleases(
         if not pending and (current or wanted is None):
             return current
         if clock() >= deadline:
-            retrying = [st for st in pending if st.state == "retrying"]
+            retrying = [st if st.state == "retrying" else failing[st.key] for st in pending
+                        if st.state == "retrying"
+                        or (st.state == "progressing" and st.key in failing)]
             if retrying:
                 st = retrying[0]
                 raise PlatformError(

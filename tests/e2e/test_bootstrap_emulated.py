@@ -29,7 +29,7 @@ import pytest
 
 from cloudctl.errors import RemoteError
 from cloudctl.inventory import load_inventory
-from cloudctl.kube import Kube
+from cloudctl.kube import Kube, apply_manifests
 from cloudctl.pipeline.state import STAGES
 from cloudctl.render.gitops import local_chart_manifests, platform_releases
 from cloudctl.secrets import SecretsStore
@@ -473,3 +473,29 @@ def test_emulate_start_status_stop(work: Workdir) -> None:
     assert st.code == 0 and json.loads(st.stdout)["bootstrap_rpcs"] == 0
     assert work.cli("emulate", "stop").stdout.strip() == "emulated rack stopped"
     assert work.cli("emulate", "status").code == 5
+
+
+def test_an_idle_rack_sleeps_and_a_write_wakes_it(work: Workdir) -> None:
+    """Once the cluster is up and nothing changes, the rack runs no reconcile pass and uses
+    next to no CPU; a write through the Kubernetes API wakes it at once."""
+    assert work.bootstrap().code == 0
+    time.sleep(1.0)  # let the last transitions settle
+    before = work.rack()
+    pid = int(before["pid"])
+
+    def cpu_ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    ticks = cpu_ticks()
+    time.sleep(3.0)
+    idle = work.rack()
+    assert idle["passes"] == before["passes"], "the idle rack kept reconciling"
+    used = cpu_ticks() - ticks
+    assert used <= 0.03 * 3.0 * os.sysconf("SC_CLK_TCK"), f"{used} CPU ticks in 3 s idle"
+    with _kube(work) as kube:
+        apply_manifests(kube, [{"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "wake-up", "namespace": "default"},
+                                "data": {"k": "v"}}])
+    woke = work.wait_rack(lambda r: r["passes"] > idle["passes"], timeout=2.0)
+    assert woke["passes"] > idle["passes"], "a write did not wake the rack"

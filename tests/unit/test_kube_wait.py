@@ -347,3 +347,32 @@ def test_wait_operators_names_the_cr_when_time_runs_out(kube: Kube) -> None:
     assert exc.value.exit_code == 8
     assert "KubeVirt not deployed after 0.2s" in str(exc.value)
     assert "kind not served yet" in str(exc.value)
+
+
+def test_a_retry_attempt_in_progress_when_time_runs_out_is_still_failing() -> None:
+    """helm-controller shows a retry attempt as Ready=Unknown/Progressing: a release seen
+    failing during the wait and in such an attempt at the deadline is reported as still
+    failing (exit 8, with its last failure), not as a plain timeout."""
+    failed = _hr("metallb", [], [_c("Ready", "False", "InstallFailed", "speaker crashed")])
+    failed["spec"]["install"] = {"remediation": {"retries": -1}}
+    failed["status"]["installFailures"] = 1
+    attempt = _hr("metallb", [], [_c("Ready", "Unknown", "Progressing",
+                                     "Running 'install' action with timeout of 5m0s")])
+    attempt["spec"]["install"] = {"remediation": {"retries": -1}}
+    attempt["status"]["installFailures"] = 1
+    answers = iter([[failed], [attempt]])
+    now = [0.0]
+
+    class Scripted:
+        def list(self, *args: Any, **kw: Any) -> list[dict[str, Any]]:
+            return next(answers)
+
+    def sleep(seconds: float) -> None:
+        now[0] += 10
+
+    with pytest.raises(PlatformError) as exc:
+        wait_helmreleases(Scripted(), timeout=5, clock=lambda: now[0],  # type: ignore[arg-type]
+                          sleep=sleep)
+    assert exc.value.exit_code == 8
+    assert "HelmRelease flux-system/metallb still failing after 5s" in str(exc.value)
+    assert "InstallFailed: speaker crashed" in str(exc.value)
