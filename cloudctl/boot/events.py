@@ -21,6 +21,7 @@ EVENT_KINDS: frozenset[str] = frozenset(
         "tftp-error",
         "http-sent",
         "http-error",
+        "ra-sent",
     }
 )
 

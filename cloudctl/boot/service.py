@@ -251,7 +251,12 @@ class BootService:
             on_event=self._event,
         )
         self.dhcp = DhcpServer(self.cfg, on_event=self._event)
-        return [tftp, http, self.dhcp]  # DHCP last: nobody is sent anywhere before TFTP/HTTP run
+        servers: list[_Server] = [tftp, http]
+        if self.inv.network.router_advertisements == "auto":
+            from .ndp import RouterAdvertiser
+
+            servers.append(RouterAdvertiser(self.cfg.interface, on_event=self._event))
+        return [*servers, self.dhcp]  # DHCP last: nobody is sent anywhere before TFTP/HTTP run
 
     async def run(self) -> BootResult:
         started = time.monotonic()

@@ -235,6 +235,10 @@ class Network(Model):
     ntp: list[Host] = Field(default_factory=list)
     dhcp: Dhcp = Field(default_factory=Dhcp)
     mtu: int | None = Field(default=None, ge=576, le=9216)
+    router_advertisements: Literal["auto", "off"] = "auto"
+    """``auto``: while the boot service runs, answer IPv6 router solicitations with an
+    advertisement that configures nothing (lifetime 0, no prefixes), so iPXE does not wait
+    ~13 s for IPv6 autoconfiguration; silent once another router advertises. ``off``: never."""
 
 
 # --------------------------------------------------------------------------- image

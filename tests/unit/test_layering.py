@@ -63,6 +63,7 @@ SANS_IO_CORES = [
     PKG / "boot" / "dhcp" / "config.py",
     PKG / "boot" / "tftp_proto.py",
     PKG / "boot" / "http_proto.py",
+    PKG / "boot" / "ndp_proto.py",
     PKG / "boot" / "ipxe.py",
 ]
 EFFECT_MODULES = (
@@ -73,6 +74,7 @@ EFFECT_MODULES = (
     "cloudctl.boot.assets",
     "cloudctl.boot.dhcp.transport",
     "cloudctl.boot.dhcp.probe",
+    "cloudctl.boot.ndp",
     "cloudctl.talos.client",
     "cloudctl.kube",
     "cloudctl.pipeline",
