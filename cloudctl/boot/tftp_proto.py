@@ -283,9 +283,25 @@ class BytesSource:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.size = len(data)
+        self._packets: dict[int, list[bytes]] = {}
 
     def read(self, offset: int, length: int) -> bytes:
         return self.data[offset : offset + length]
+
+    def packets(self, blksize: int) -> list[bytes]:
+        """Every DATA packet of the file at ``blksize`` (index n-1 holds block n, its 16-bit
+        number wrapped), built once and shared by every transfer of this content: a rack
+        fetching the same boot file costs one copy, not one per block per client. At most two
+        block sizes are kept per file."""
+        got = self._packets.get(blksize)
+        if got is None:
+            data, last = self.data, self.size // blksize + 1
+            got = [_HH.pack(OP_DATA, n & 0xFFFF) + data[(n - 1) * blksize : n * blksize]
+                   for n in range(1, last + 1)]
+            if len(self._packets) >= 2:
+                self._packets.clear()
+            self._packets[blksize] = got
+        return got
 
 
 class State(enum.Enum):
@@ -327,7 +343,8 @@ class ReadTransfer:
         self.deadline: float | None = None
         self.attempts = 0
         self._dup_resent = False
-        self._mem = source.data if isinstance(source, BytesSource) else None
+        self._packets = (source.packets(self.blksize) if isinstance(source, BytesSource)
+                         else None)
         self._timeout = negotiated.timeout
 
     @property
@@ -337,10 +354,9 @@ class ReadTransfer:
 
     # -- helpers
     def _block(self, n: int) -> bytes:
-        off = (n - 1) * self.blksize
-        if self._mem is not None:
-            return _HH.pack(OP_DATA, n & 0xFFFF) + self._mem[off : off + self.blksize]
-        return encode_data(n, self.source.read(off, self.blksize))
+        if self._packets is not None:
+            return self._packets[n - 1]
+        return encode_data(n, self.source.read((n - 1) * self.blksize, self.blksize))
 
     def _send_window(self, now: float) -> list[bytes]:
         first = self.acked + 1
@@ -414,10 +430,9 @@ class ReadTransfer:
             n = acked + 1
             self.sent_upto = n
             self.deadline = now + self._timeout
-            mem = self._mem
-            if mem is not None:
-                off = acked * self.blksize
-                return [_HH.pack(OP_DATA, n & 0xFFFF) + mem[off : off + self.blksize]]
+            packets = self._packets
+            if packets is not None:
+                return [packets[acked]]  # block n = acked + 1
             return [self._block(n)]
         return self._send_window(now)
 
