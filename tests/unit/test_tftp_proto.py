@@ -477,3 +477,24 @@ def test_error_on_listening_port_is_not_answered() -> None:
 
 def test_tsize_with_non_numeric_value_still_reports_size() -> None:
     assert _neg({"tsize": "enable"}, 42).oack == {"tsize": "42"}
+
+
+def test_in_memory_files_share_one_set_of_packets_across_transfers() -> None:
+    """Every transfer of the same cached content sends the very same packet objects; block
+    numbers wrap at 65536 and the file's last block is short (or empty)."""
+    data = bytes(range(256)) * 300  # 76,800 bytes
+    source = BytesSource(data)
+    a = ReadTransfer(source, Negotiated(blksize=8))
+    b = ReadTransfer(source, Negotiated(blksize=8))
+    first_a = a.start(0.0).send[0]
+    assert first_a is b.start(0.0).send[0]
+    got = bytearray(first_a[4:])
+    for n in range(1, a.last):
+        (packet,) = a.on_ack(n & 0xFFFF, 0.0)
+        assert struct.unpack("!HH", packet[:4]) == (3, (n + 1) & 0xFFFF)
+        got += packet[4:]
+    assert bytes(got) == data and len(packet) == 4  # 76,800 = 9,600 x 8: an empty last block
+    assert a.last == 9601
+    wrap = ReadTransfer(BytesSource(b"z" * (70000 * 4)), Negotiated(blksize=4))
+    assert struct.unpack("!HH", wrap._block(65536)[:4]) == (3, 0)
+    assert struct.unpack("!HH", wrap._block(65537)[:4]) == (3, 1)
