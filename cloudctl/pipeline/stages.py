@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CloudctlError, InputError, Problem, RemoteError, StateError
-from ..inventory.models import Inventory, Node, NodeSsh
+from ..inventory.models import Inventory, Node
 from ..kube import Applied, Kube, ReleaseStatus, WorkloadStatus
 from ..power.ops import boot_power_plan
 from ..secrets.store import write_private
@@ -194,12 +194,10 @@ class BootFacts:
     """Whether nodes with a BMC are powered through it (False: --no-power)."""
 
 
-_NO_SSH = NodeSsh(key_ref="env:UNSET")
-
-
 def ssh_boot_plan(node: Node) -> str:
     """How the boot stage installs a ``boot: ssh`` node, for plans (pure)."""
-    ssh = node.ssh or _NO_SSH
+    ssh = node.ssh
+    assert ssh is not None  # the inventory model requires it with boot: ssh
     where = f"{ssh.user}@{node.ssh_address}:{ssh.port}"
     if ssh.method == "kexec":
         return f"over SSH ({where}): kexec into the Talos kernel and initramfs"
@@ -243,7 +241,7 @@ class Boot(Stage):
         targets = plan.targets()
         over_ssh = [n for n in targets if inv.node(n).boot == "ssh"]
         pxe = [n for n in targets if n not in over_ssh]
-        kexec = any((inv.node(n).ssh or _NO_SSH).method == "kexec" for n in over_ssh)
+        kexec = any(getattr(inv.node(n).ssh, "method", None) == "kexec" for n in over_ssh)
         if pxe or kexec:
             given = ctx.options.given_assets()
             if given is not None:
