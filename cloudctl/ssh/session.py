@@ -122,6 +122,9 @@ class Session:
         except TimeoutError:
             raise Timeout(f"node {self.node.name}: {command.split()[0]!r} on {self.where} "
                           f"did not finish within {timeout:g}s") from None
+        except ConnectionResetError:
+            raise RemoteError(f"node {self.node.name}: SSH connection to {self.where} lost "
+                              f"during {command.split()[0]!r}") from None
         finally:
             chan.close()
 
@@ -150,6 +153,10 @@ class Session:
         except TimeoutError:
             raise Timeout(f"node {self.node.name}: no progress from {command.split()[0]!r} on "
                           f"{self.where} for {timeout:g}s") from None
+        except ConnectionResetError:
+            raise RemoteError(f"node {self.node.name}: SSH connection to {self.where} lost "
+                              f"during {command.split()[0]!r}; run install-ssh again to "
+                              "resume") from None
         finally:
             chan.close()
 
@@ -162,6 +169,9 @@ def _drain(chan: paramiko.Channel, timeout: float,
                and not chan.recv_stderr_ready()):
         if stop.is_set():
             raise Cancelled
+        if chan.closed and not chan.exit_status_ready() and not chan.recv_ready() \
+                and not chan.recv_stderr_ready():
+            raise ConnectionResetError("the SSH connection was closed")
         if chan.recv_ready():
             out += chan.recv(65536)
         elif chan.recv_stderr_ready():

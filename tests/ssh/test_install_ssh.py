@@ -321,3 +321,37 @@ def test_bootstrap_boot_stage_installs_boot_ssh_nodes_from_the_asset_cache(host,
     assert "installed over SSH" in state["stages"]["boot"]["detail"]
     events = [json.loads(e) for e in run.stdout.splitlines() if e.startswith("{")]
     assert any(e.get("phase") == "install-ssh" and "%" in e["message"] for e in events)
+
+
+def test_a_lost_connection_is_exit_6_and_the_next_run_resumes(host, tmp_path):
+    raw = bytes(192 * MiB)
+    path = tmp_path / "big.raw.xz"
+    path.write_bytes(lzma.compress(raw, preset=0))
+    disk = host.disk(256 * MiB)
+    with open(disk, "r+b") as f:
+        f.write(b"\x55" * (192 * MiB))
+    inv = _inventory(tmp_path, host, disk)
+    env = {**os.environ, "XDG_CACHE_HOME": "/nonexistent-cache"}
+    proc = subprocess.Popen(
+        host.ctl.cmd([sys.executable, "-m", "cloudctl.cli", "install-ssh", "-i", str(inv),
+                      "--image", str(path), "--accept-new-host-key"]),
+        stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = re.search(r"% ([\d.]+) MiB of 192.0 MiB", line)
+        if m and float(m.group(1)) >= 12:
+            break
+    # the session's sshd process dies (the network went away): not the listener
+    sessions = subprocess.run(["pgrep", "-f", "sshd: root@notty"], capture_output=True,
+                              text=True).stdout.split()
+    assert sessions, "no sshd session process"
+    for pid in sessions:
+        os.kill(int(pid), signal.SIGKILL)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 6, rest
+    assert "lost" in rest or "stopped at" in rest, rest
+    again = _cloudctl(host, "install-ssh", "-i", str(inv), "--image", str(path),
+                      "--no-reboot")
+    assert again.returncode == 0, again.stderr
+    assert "resuming at" in again.stderr or "starting over" in again.stderr, again.stderr
+    assert _disk_sha(disk, len(raw)) == hashlib.sha256(raw).hexdigest()
