@@ -9,12 +9,16 @@ exchanges from ``--clients`` simulated MACs at each offered rate for ``--period`
 cloudctl serves full mode with a dynamic range (perfdhcp's MACs are not in any inventory).
 Prints a table and, per rate, the ratio of cloudctl's exchanges/s to Kea's, dnsmasq's and to
 cloudctl with scapy's codec (``cloudctl-scapy``). exchanges/s = ACKs received / period.
+Then one more run per server at ``--latency-rate`` (default 1,000/s) with perfdhcp's ``-x t``
+per-exchange timestamps: p50/p99/max DISCOVER->OFFER delay of the answered DISCOVERs (perfdhcp
+itself only prints min/avg/max/std-dev), and cloudctl's ratio to Kea's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -72,7 +76,33 @@ KEA_CONF = {
 }
 
 
-def perfdhcp(client: Host, rate: int, period: int, clients: int) -> dict[str, float]:
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of ``values``; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def offer_delays(out: str) -> list[float]:
+    """DISCOVER->OFFER delays in ms from perfdhcp's ``-x t`` timestamp dump (answered only)."""
+    section = out.split("***Timestamps for packets: DISCOVER-OFFER***", 1)
+    if len(section) < 2:
+        return []
+    body = section[1].split("***", 1)[0]
+    return [
+        (float(rcvd) - float(sent)) * 1000
+        for sent, rcvd in re.findall(r"sent / received: ([\d.]+) / ([\d.]+)", body)
+    ]
+
+
+def perfdhcp(
+    client: Host, rate: int, period: int, clients: int, *, timers: bool = False
+) -> dict[str, float]:
+    """One perfdhcp DORA run; ``timers`` adds p50/p99/max DISCOVER->OFFER delay (ms) from the
+    per-exchange timestamps perfdhcp prints with ``-x t`` (sent and received as perfdhcp saw
+    them, so its own user-space latency is included, for every server alike)."""
     out = client.run(
         [
             "perfdhcp",
@@ -90,6 +120,7 @@ def perfdhcp(client: Host, rate: int, period: int, clients: int) -> dict[str, fl
             "2000000",
             "-s",
             "42",
+            *(["-x", "t"] if timers else []),
             "10.20.0.2",
         ],
         check=False,
@@ -104,7 +135,12 @@ def perfdhcp(client: Host, rate: int, period: int, clients: int) -> dict[str, fl
     do_loss = 1 - recv[0] / sent[0] if sent[0] else 1.0
     ra_loss = 1 - recv[1] / sent[1] if sent[1] else 1.0
     acked = recv[1]
+    delays = offer_delays(out) if timers else []
     return {
+        "p50_ms": percentile(delays, 50),
+        "p99_ms": percentile(delays, 99),
+        "max_ms": max(delays) if delays else float("nan"),
+        "timed": len(delays),
         "offered_rate": rate,
         # perfdhcp's own "Rate" divides by the run time including its exit wait; use the period
         "exchanges_per_s": acked / period,
@@ -117,16 +153,24 @@ def perfdhcp(client: Host, rate: int, period: int, clients: int) -> dict[str, fl
     }
 
 
+def plan(args) -> list[tuple[int, bool]]:
+    """(offered rate, timed) per perfdhcp run: the throughput rates, then the latency run."""
+    runs = [(rate, False) for rate in args.rates]
+    if args.latency_rate:
+        runs.append((args.latency_rate, True))
+    return runs
+
+
 def run_cloudctl(srv: Host, cli: Host, args, wire: str = "lean") -> list[dict[str, float]]:
     inv = parse_inventory(with_catalog_versions(INVENTORY), "bench.yaml").inventory
     results = []
-    for rate in args.rates:
+    for rate, timers in plan(args):
         cfg = dhcp_config_from_inventory(inv)
         with LoopInNetns(srv.ns) as loop:
             server = DhcpServer(cfg, wire=wire)  # type: ignore[arg-type]
             loop.call(server.start())
             try:
-                results.append(perfdhcp(cli, rate, args.period, args.clients))
+                results.append(perfdhcp(cli, rate, args.period, args.clients, timers=timers))
             finally:
                 loop.call(server.stop())
     return results
@@ -134,7 +178,7 @@ def run_cloudctl(srv: Host, cli: Host, args, wire: str = "lean") -> list[dict[st
 
 def run_process(argv_for_rate, srv: Host, cli: Host, args) -> list[dict[str, float]]:
     results = []
-    for rate in args.rates:
+    for rate, timers in plan(args):
         with tempfile.TemporaryFile() as log:
             proc = srv.popen(argv_for_rate(), stdout=log, stderr=subprocess.STDOUT)
             time.sleep(1.5)
@@ -142,7 +186,7 @@ def run_process(argv_for_rate, srv: Host, cli: Host, args) -> list[dict[str, flo
                 if proc.poll() is not None:
                     log.seek(0)
                     raise RuntimeError(log.read().decode(errors="replace"))
-                results.append(perfdhcp(cli, rate, args.period, args.clients))
+                results.append(perfdhcp(cli, rate, args.period, args.clients, timers=timers))
             finally:
                 proc.terminate()
                 try:
@@ -160,6 +204,12 @@ def main() -> int:
     )
     ap.add_argument("--period", type=int, default=10)
     ap.add_argument("--clients", type=int, default=5000)
+    ap.add_argument(
+        "--latency-rate",
+        type=int,
+        default=1000,
+        help="offered rate of the DISCOVER->OFFER latency run (p50/p99); 0 skips it",
+    )
     ap.add_argument(
         "--servers",
         default="cloudctl,cloudctl-scapy,kea,dnsmasq",
@@ -218,25 +268,48 @@ def main() -> int:
             print(f"{name}: done in {time.monotonic() - t0:.0f}s", flush=True)
     print()
     print(
-        f"{'server':10} {'offered/s':>10} {'exch/s':>9} {'loss %':>8} {'DO loss %':>10} "
+        f"{'server':14} {'offered/s':>10} {'exch/s':>9} {'loss %':>8} {'DO loss %':>10} "
         f"{'RA loss %':>10}"
     )
+    n = len(args.rates)
     for name, rows in results.items():
-        for r in rows:
+        for r in rows[:n]:
             print(
-                f"{name:10} {r['offered_rate']:>10} {r['exchanges_per_s']:>9.0f} "
+                f"{name:14} {r['offered_rate']:>10} {r['exchanges_per_s']:>9.0f} "
                 f"{100 * r['loss']:>8.2f} {100 * r['do_loss']:>10.2f} "
                 f"{100 * r['ra_loss']:>10.2f}"
             )
+    if args.latency_rate:
+        print()
+        print(f"DISCOVER->OFFER delay at {args.latency_rate}/s offered (perfdhcp -x t timestamps)")
+        print(
+            f"{'server':14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'timed':>7} "
+            f"{'DO loss %':>10}"
+        )
+        for name, rows in results.items():
+            r = rows[n]
+            print(
+                f"{name:14} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['max_ms']:>8.3f} "
+                f"{r['timed']:>7} {100 * r['do_loss']:>10.2f}"
+            )
     if "cloudctl" in results:
         print()
+        ours_rows = results["cloudctl"]
         for i, rate in enumerate(args.rates):
-            ours = results["cloudctl"][i]["exchanges_per_s"]
+            ours = ours_rows[i]["exchanges_per_s"]
             parts = [f"offered {rate}/s: cloudctl {ours:.0f}/s"]
             for peer in ("kea", "dnsmasq", "cloudctl-scapy"):
                 if peer in results and results[peer][i]["exchanges_per_s"] > 0:
                     parts.append(f"{peer} ratio {ours / results[peer][i]['exchanges_per_s']:.2f}")
             print(", ".join(parts))
+        if args.latency_rate and "kea" in results:
+            ours_l, kea_l = ours_rows[n], results["kea"][n]
+            print(
+                f"offer delay at {args.latency_rate}/s: cloudctl p50 {ours_l['p50_ms']:.3f} ms "
+                f"p99 {ours_l['p99_ms']:.3f} ms; ratio to kea p50 "
+                f"{ours_l['p50_ms'] / kea_l['p50_ms']:.2f}, p99 "
+                f"{ours_l['p99_ms'] / kea_l['p99_ms']:.2f} (goal p99 <= 5 ms)"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPOptionsField
@@ -122,14 +123,14 @@ class DhcpMessage:
     def option(self, code: int) -> bytes | None:
         return self._index.get(code)
 
-    @property
+    @cached_property
     def mac(self) -> str | None:
         """Client MAC in lower-case colon form (Ethernet only), else None."""
         if self.htype != 1 or self.hlen != 6:
             return None
-        return ":".join(f"{b:02x}" for b in self.chaddr[:6])
+        return self.chaddr[:6].hex(":")
 
-    @property
+    @cached_property
     def message_type(self) -> int | None:
         v = self.option(OPT_MESSAGE_TYPE)
         return v[0] if v is not None and len(v) == 1 else None
@@ -350,12 +351,20 @@ def decode(data: bytes, *, source: str = "datagram") -> DhcpMessage:
     i, n = HEADER_LEN + 4, len(data)
     while i < n:
         code = data[i]
-        if code in (0, 255) or i + 1 >= n or i + 2 + data[i + 1] > n:
+        if code == 0 or code == 255 or i + 1 >= n:
             break
-        length = data[i + 1]
-        options.append((code, data[i + 2 : i + 2 + length]))
-        i += 2 + length
-    return DhcpMessage(
+        end = i + 2 + data[i + 1]
+        if end > n:
+            break
+        options.append((code, data[i + 2 : end]))
+        i = end
+    index = dict(reversed(options))  # the first value of each code wins
+    mtype = index.get(OPT_MESSAGE_TYPE)
+    # every field already has its wire size and the index is built: skip __post_init__; the two
+    # accessors every packet reads are filled in (cached_property's first call takes a lock)
+    return _trusted(
+        mac=chaddr[:6].hex(":") if htype == 1 and hlen == 6 else None,
+        message_type=mtype[0] if mtype is not None and len(mtype) == 1 else None,
         op=op,
         htype=htype,
         hlen=hlen,
@@ -363,16 +372,86 @@ def decode(data: bytes, *, source: str = "datagram") -> DhcpMessage:
         xid=xid,
         secs=secs,
         flags=flags,
-        ciaddr=IPv4(ci),
-        yiaddr=IPv4(yi),
-        siaddr=IPv4(si),
-        giaddr=IPv4(gi),
+        ciaddr=_ipv4(ci),
+        yiaddr=_ipv4(yi),
+        siaddr=_ipv4(si),
+        giaddr=_ipv4(gi),
         chaddr=chaddr,
         sname=sname,
         file=file,
         options=tuple(options),
         tail=data[i:],
+        _index=index,
     )
+
+
+_ZERO_BYTES = bytes(4)
+_ZERO_PACKED = ZERO.packed
+
+
+def _ipv4(raw: bytes) -> IPv4:
+    return ZERO if raw == _ZERO_BYTES else IPv4(raw)
+
+
+def _packed(ip: IPv4) -> bytes:
+    return _ZERO_PACKED if ip is ZERO else ip.packed
+
+
+def _trusted(**fields: Any) -> DhcpMessage:
+    """A ``DhcpMessage`` from fields that are already in their wire form (chaddr 16, sname 64,
+    file 128 bytes; ``_index`` the first value of each option code), without ``__post_init__``:
+    the hot path's constructor (decode, the policy's replies). Equal to ``DhcpMessage(...)`` of
+    the same fields."""
+    msg = object.__new__(DhcpMessage)
+    msg.__dict__.update(fields)
+    return msg
+
+
+def trusted_message(
+    *,
+    op: int,
+    xid: int,
+    chaddr: bytes,
+    flags: int,
+    ciaddr: IPv4,
+    yiaddr: IPv4,
+    siaddr: IPv4,
+    giaddr: IPv4,
+    file: bytes,
+    options: tuple[tuple[int, bytes], ...],
+    htype: int = 1,
+    hlen: int = 6,
+) -> DhcpMessage:
+    """Fast ``DhcpMessage`` for the policy's replies: ``chaddr`` must be 16 bytes, ``file`` at
+    most 128 (padded here); hops/secs 0, sname empty, tail the end option."""
+    return _trusted(
+        op=op,
+        xid=xid,
+        chaddr=chaddr,
+        htype=htype,
+        hlen=hlen,
+        hops=0,
+        secs=0,
+        flags=flags,
+        ciaddr=ciaddr,
+        yiaddr=yiaddr,
+        siaddr=siaddr,
+        giaddr=giaddr,
+        sname=_EMPTY_SNAME,
+        file=file.ljust(128, b"\x00") if len(file) != 128 else file,
+        options=options,
+        tail=b"\xff",
+        _index=dict(reversed(options)),  # the first value of each code wins
+    )
+
+
+_EMPTY_SNAME = bytes(64)
+
+
+_OPTIONS_WIRE: dict[tuple[tuple[int, bytes], ...], bytes] = {}
+"""Encoded option lists by value: a server's replies repeat a few option lists (per message type
+and client), so encode serialises each once (bounded: cleared when full)."""
+_OPTIONS_WIRE_MAX = 4096
 
 
 def encode(msg: DhcpMessage, *, pad_to: int = 0) -> bytes:
@@ -386,21 +465,34 @@ def encode(msg: DhcpMessage, *, pad_to: int = 0) -> bytes:
             msg.xid,
             msg.secs,
             msg.flags,
-            msg.ciaddr.packed,
-            msg.yiaddr.packed,
-            msg.siaddr.packed,
-            msg.giaddr.packed,
+            _packed(msg.ciaddr),
+            _packed(msg.yiaddr),
+            _packed(msg.siaddr),
+            _packed(msg.giaddr),
             msg.chaddr,
             msg.sname,
             msg.file,
         ),
         MAGIC,
     ]
-    for code, value in msg.options:
-        if len(value) > 255:
-            raise ValueError(f"option {code}: {len(value)} bytes do not fit one option")
-        parts.append(bytes((code, len(value))))
-        parts.append(value)
+    cacheable = True
+    try:
+        wire = _OPTIONS_WIRE.get(msg.options)
+    except TypeError:  # an unhashable value (bytearray): serialised each time
+        wire, cacheable = None, False
+    if wire is None:
+        chunks = []
+        for code, value in msg.options:
+            if len(value) > 255:
+                raise ValueError(f"option {code}: {len(value)} bytes do not fit one option")
+            chunks.append(bytes((code, len(value))))
+            chunks.append(value)
+        wire = b"".join(chunks)
+        if cacheable:
+            if len(_OPTIONS_WIRE) >= _OPTIONS_WIRE_MAX:
+                _OPTIONS_WIRE.clear()
+            _OPTIONS_WIRE[msg.options] = wire
+    parts.append(wire)
     parts.append(msg.tail)
     data = b"".join(parts)
     if len(data) < pad_to:

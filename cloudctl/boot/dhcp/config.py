@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from ...errors import InputError, Problem
@@ -65,10 +66,17 @@ class DhcpConfig:
         return mac in self.node_macs or mac in self.reservations
 
     def in_range(self, ip: IPv4) -> bool:
+        lo, hi = self.range_ints
+        return lo <= int(ip) <= hi
+
+    @cached_property
+    def range_ints(self) -> tuple[int, int]:
+        """The dynamic range as ints (an empty range when there is none): ``in_range`` runs per
+        address tried on the DHCP hot path, and ints compare ~10x faster than IPv4Address."""
         if self.dynamic_range is None:
-            return False
+            return (1, 0)
         lo, hi = self.dynamic_range
-        return lo <= ip <= hi
+        return int(lo), int(hi)
 
 
 def dhcp_config_from_inventory(

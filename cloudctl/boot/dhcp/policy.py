@@ -33,6 +33,7 @@ from .config import (
 
 IPv4 = ipaddress.IPv4Address
 BROADCAST = IPv4("255.255.255.255")
+_BROADCAST_STR = str(BROADCAST)
 SERVER_PORT, CLIENT_PORT, PXE_PORT = 67, 68, 4011
 PXE_VENDOR_OPTIONS = b"\x06\x01\x08\xff"  # sub-option 6 (discovery control) = 8: use this offer
 
@@ -134,6 +135,14 @@ class BootChoice:
 
 def boot_choice(msg: DhcpMessage, cfg: DhcpConfig) -> BootChoice | None:
     """Boot file for a PXE/iPXE client (DESIGN #6), None for a client that does not netboot."""
+    option = msg.option
+    if (
+        option(codec.OPT_VENDOR_CLASS) is None
+        and option(codec.OPT_CLIENT_ARCH) is None
+        and option(codec.OPT_USER_CLASS) is None
+        and option(codec.OPT_IPXE_ENCAP) is None
+    ):
+        return None  # neither PXE nor iPXE (every test below needs one of these options)
     mac = msg.mac
     if mac is not None and msg.is_ipxe:
         return BootChoice(cfg.script_url(mac), http_client=False)
@@ -163,6 +172,58 @@ def _u32(v: int) -> bytes:
     return int(v).to_bytes(4, "big")
 
 
+@dataclass(frozen=True)
+class _Wire:
+    """Reply pieces that depend only on the config, built once per config (``_wire``)."""
+
+    server_id: bytes
+    tftp_server: bytes
+    lease_options: tuple[tuple[int, bytes], ...]
+    """51, 58, 59: lease, renewal and rebinding times."""
+    net_options: tuple[tuple[int, bytes], ...]
+    """1, 28, 3, 6, 42: mask, broadcast, router, DNS, NTP (those the config has)."""
+    taken: frozenset[int]
+    """Addresses (as ints) never handed out dynamically: reservations, the server, the router."""
+
+
+def _wire(cfg: DhcpConfig) -> _Wire:
+    # cached beside the frozen config's fields (DhcpConfig holds a dict: not hashable)
+    wire: _Wire | None = cfg.__dict__.get("_policy_wire")
+    if wire is not None:
+        return wire
+    t = cfg.lease_time
+    net: list[tuple[int, bytes]] = [
+        (codec.OPT_SUBNET_MASK, cfg.subnet.netmask.packed),
+        (codec.OPT_BROADCAST, cfg.subnet.broadcast_address.packed),
+    ]
+    if cfg.router is not None:
+        net.append((codec.OPT_ROUTER, cfg.router.packed))
+    if cfg.dns:
+        net.append((codec.OPT_DNS, _ip_bytes(*cfg.dns)))
+    if cfg.ntp:
+        net.append((codec.OPT_NTP, _ip_bytes(*cfg.ntp)))
+    taken = {r.ip for r in cfg.reservations.values()}
+    taken.add(cfg.server_ip)
+    if cfg.router is not None:
+        taken.add(cfg.router)
+    wire = _Wire(
+        server_id=cfg.server_ip.packed,
+        tftp_server=str(cfg.server_ip).encode(),
+        lease_options=(
+            (codec.OPT_LEASE_TIME, _u32(t)),
+            (codec.OPT_RENEWAL_TIME, _u32(t // 2)),
+            (codec.OPT_REBINDING_TIME, _u32(t * 7 // 8)),
+        ),
+        net_options=tuple(net),
+        taken=frozenset(int(ip) for ip in taken),
+    )
+    cfg.__dict__["_policy_wire"] = wire
+    return wire
+
+
+_MESSAGE_TYPE_OPTIONS = {t: (codec.OPT_MESSAGE_TYPE, bytes([t])) for t in codec.MESSAGE_TYPES}
+
+
 def _reply(
     msg: DhcpMessage,
     cfg: DhcpConfig,
@@ -173,9 +234,10 @@ def _reply(
     boot: BootChoice | None = None,
     broadcast: bool | None = None,
 ) -> DhcpMessage:
+    wire = _wire(cfg)
     opts: list[tuple[int, bytes]] = [
-        (codec.OPT_MESSAGE_TYPE, bytes([mtype])),
-        (codec.OPT_SERVER_ID, cfg.server_ip.packed),
+        _MESSAGE_TYPE_OPTIONS[mtype],
+        (codec.OPT_SERVER_ID, wire.server_id),
         *options,
     ]
     siaddr = codec.ZERO
@@ -186,18 +248,16 @@ def _reply(
         if len(raw) < 128:
             file = raw
         if not boot.http_client:
-            opts.append((codec.OPT_TFTP_SERVER, str(cfg.server_ip).encode()))
+            opts.append((codec.OPT_TFTP_SERVER, wire.tftp_server))
         opts.append((codec.OPT_BOOTFILE, raw))
     flags = msg.flags
     if broadcast is not None:
         flags = (flags | codec.BROADCAST_FLAG) if broadcast else flags
-    return DhcpMessage(
+    return codec.trusted_message(
         op=codec.BOOTREPLY,
         xid=msg.xid,
         htype=msg.htype,
         hlen=msg.hlen,
-        hops=0,
-        secs=0,
         flags=flags,
         ciaddr=msg.ciaddr if mtype != codec.NAK else codec.ZERO,
         yiaddr=yiaddr,
@@ -212,22 +272,8 @@ def _reply(
 def _address_options(
     cfg: DhcpConfig, hostname: str | None, *, lease: bool = True
 ) -> list[tuple[int, bytes]]:
-    opts: list[tuple[int, bytes]] = []
-    if lease:
-        t = cfg.lease_time
-        opts += [
-            (codec.OPT_LEASE_TIME, _u32(t)),
-            (codec.OPT_RENEWAL_TIME, _u32(t // 2)),
-            (codec.OPT_REBINDING_TIME, _u32(t * 7 // 8)),
-        ]
-    opts.append((codec.OPT_SUBNET_MASK, cfg.subnet.netmask.packed))
-    opts.append((codec.OPT_BROADCAST, cfg.subnet.broadcast_address.packed))
-    if cfg.router is not None:
-        opts.append((codec.OPT_ROUTER, cfg.router.packed))
-    if cfg.dns:
-        opts.append((codec.OPT_DNS, _ip_bytes(*cfg.dns)))
-    if cfg.ntp:
-        opts.append((codec.OPT_NTP, _ip_bytes(*cfg.ntp)))
+    wire = _wire(cfg)
+    opts = [*wire.lease_options, *wire.net_options] if lease else [*wire.net_options]
     if hostname:
         opts.append((codec.OPT_HOSTNAME, hostname.encode()))
     return opts
@@ -251,14 +297,19 @@ def _boot_options(
     return opts
 
 
+def _set(ip: IPv4) -> bool:
+    """``ip`` is not 0.0.0.0 (decoded zeros are the ``codec.ZERO`` object: no comparison)."""
+    return ip is not codec.ZERO and ip != codec.ZERO
+
+
 def _destination(msg: DhcpMessage, mtype: int) -> tuple[str, int]:
-    if msg.giaddr != codec.ZERO:
+    if _set(msg.giaddr):
         return str(msg.giaddr), SERVER_PORT
     if mtype == codec.NAK:
-        return str(BROADCAST), CLIENT_PORT
-    if msg.ciaddr != codec.ZERO:
+        return _BROADCAST_STR, CLIENT_PORT
+    if _set(msg.ciaddr):
         return str(msg.ciaddr), CLIENT_PORT
-    return str(BROADCAST), CLIENT_PORT
+    return _BROADCAST_STR, CLIENT_PORT
 
 
 # --------------------------------------------------------------------------- full mode
@@ -277,20 +328,18 @@ def _binding(
     return None, None
 
 
-def _reserved_ips(cfg: DhcpConfig) -> set[IPv4]:
-    ips = {r.ip for r in cfg.reservations.values()}
-    ips.add(cfg.server_ip)
-    if cfg.router is not None:
-        ips.add(cfg.router)
-    return ips
+def _reserved_ips(cfg: DhcpConfig) -> frozenset[int]:
+    return _wire(cfg).taken
 
 
 def _free(
-    ip: IPv4, mac: str, cfg: DhcpConfig, state: LeaseState, now: float, taken: set[IPv4]
+    ip: IPv4, mac: str, cfg: DhcpConfig, state: LeaseState, now: float, taken: frozenset[int]
 ) -> bool:
-    if not cfg.in_range(ip) or ip in taken:
+    n = int(ip)
+    lo, hi = cfg.range_ints
+    if not lo <= n <= hi or n in taken:
         return False
-    if state.declined.get(ip, 0.0) > now:
+    if state.declined and state.declined.get(ip, 0.0) > now:
         return False
     holder = state.by_ip.get(ip)
     if holder is None or holder == mac:
@@ -310,7 +359,7 @@ def _allocate(
     req = msg.requested_ip
     if req is not None and _free(req, mac, cfg, state, now, taken):
         return req
-    lo, hi = (int(x) for x in cfg.dynamic_range)
+    lo, hi = cfg.range_ints
     size = hi - lo + 1
     start = state.cursor if lo <= state.cursor <= hi else lo
     for i in range(size):
@@ -328,7 +377,7 @@ def _full(msg: DhcpMessage, mac: str, cfg: DhcpConfig, state: LeaseState, now: f
     mtype = msg.message_type
     if not _known(mac, cfg):
         return _ignore(msg, "unknown MAC (not in the inventory, no dynamic range)")
-    if msg.giaddr != codec.ZERO and msg.giaddr not in cfg.subnet:
+    if _set(msg.giaddr) and msg.giaddr not in cfg.subnet:
         return _ignore(msg, f"relayed from {msg.giaddr}, outside {cfg.subnet}")
     bound_ip, hostname = _binding(mac, cfg, state, now)
     boot = boot_choice(msg, cfg)

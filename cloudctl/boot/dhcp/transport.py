@@ -168,7 +168,7 @@ class DhcpServer:
                     log.debug("ignored %s: %s", msg.describe(), decision.reason)
         else:
             self._send(decision, port)
-        if decision.event is not None:
+        if decision.event is not None and self.on_event is not None:
             self._emit(decision, f"{addr[0]}:{addr[1]}")
         return decision
 
