@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CloudctlError, InputError, Problem, node_failures
+import paramiko
+
+from ..errors import CloudctlError, InputError, Problem, RemoteError, node_failures
 from ..inventory.models import Inventory, Node
 from .image import RawImage
 from .install import kexec_talos, ssh_node, write_image
@@ -89,6 +91,14 @@ def install_over_ssh(
     kernel = kexec_assets() if need_kexec and kexec_assets is not None else None
 
     def one(node: Node) -> str:
+        try:
+            return install_one(node)
+        except (OSError, EOFError, paramiko.SSHException) as exc:  # the connection died
+            raise RemoteError(f"node {node.name}: SSH connection to {node.ssh_address} lost "
+                              f"({str(exc) or type(exc).__name__}); run again to resume") \
+                from None
+
+    def install_one(node: Node) -> str:
         def note(kind: str, message: str) -> None:
             say(node.name, kind, message)
 

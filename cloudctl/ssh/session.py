@@ -122,7 +122,7 @@ class Session:
         except TimeoutError:
             raise Timeout(f"node {self.node.name}: {command.split()[0]!r} on {self.where} "
                           f"did not finish within {timeout:g}s") from None
-        except ConnectionResetError:
+        except (ConnectionResetError, EOFError, paramiko.SSHException):
             raise RemoteError(f"node {self.node.name}: SSH connection to {self.where} lost "
                               f"during {command.split()[0]!r}") from None
         finally:
@@ -144,8 +144,8 @@ class Session:
                         break
                     chan.sendall(block)
                     on_sent(len(block))
-            except (OSError, paramiko.SSHException):
-                pass  # the command ended; its exit status and stderr say why
+            except (OSError, EOFError, paramiko.SSHException):
+                pass  # the command ended (its exit status says why) or the connection died
             if not chan.exit_status_ready():
                 chan.shutdown_write()
             out, err = _drain(chan, timeout, self.stop)
@@ -153,7 +153,7 @@ class Session:
         except TimeoutError:
             raise Timeout(f"node {self.node.name}: no progress from {command.split()[0]!r} on "
                           f"{self.where} for {timeout:g}s") from None
-        except ConnectionResetError:
+        except (ConnectionResetError, EOFError, paramiko.SSHException):
             raise RemoteError(f"node {self.node.name}: SSH connection to {self.where} lost "
                               f"during {command.split()[0]!r}; run install-ssh again to "
                               "resume") from None
