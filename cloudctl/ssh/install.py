@@ -10,6 +10,8 @@ and continues from there, else starts over.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import time
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_atomic
-from ..errors import GateRefused, RemoteError
+from ..errors import EnvironmentNotReady, GateRefused, RemoteError
 from ..inventory.models import Node
 from . import remote
 from .disk import LsblkParseError, human_size, parse_lsblk, refusals
@@ -136,9 +138,32 @@ def _skip(chunks: Iterator[bytes], offset: int) -> Iterator[bytes]:
         left = 0
 
 
+@contextlib.contextmanager
+def _exclusive(state_dir: Path, node: str) -> Iterator[None]:
+    """One writer per node: a second install-ssh of the same node waits for nobody, it
+    refuses (exit 5) while the first one runs."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / f"{node}.lock").open("a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EnvironmentNotReady(f"node {node}: another install-ssh is writing its disk "
+                                      "right now; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def write_image(session: Session, image: RawImage, disk: str, state_dir: Path, say: Say, *,
                 reboot: bool = True) -> Installed:
     """Check, stream, verify and (unless ``reboot`` is False) reboot. See the module doc."""
+    with _exclusive(state_dir, session.node.name):
+        return _write_image(session, image, disk, state_dir, say, reboot=reboot)
+
+
+def _write_image(session: Session, image: RawImage, disk: str, state_dir: Path, say: Say, *,
+                 reboot: bool) -> Installed:
     _need_tools(session, remote.TOOLS)
     check_disk(session, disk, image.size)
     record = _Record(state_dir / f"{session.node.name}.json", disk, image)

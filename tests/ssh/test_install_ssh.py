@@ -7,6 +7,7 @@ segment, as it would on an operator's machine. Root only.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import lzma
@@ -355,3 +356,21 @@ def test_a_lost_connection_is_exit_6_and_the_next_run_resumes(host, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "resuming at" in again.stderr or "starting over" in again.stderr, again.stderr
     assert _disk_sha(disk, len(raw)) == hashlib.sha256(raw).hexdigest()
+
+
+def test_a_second_writer_of_the_same_node_is_refused(host, image, tmp_path):
+    """While one install-ssh writes a node's disk (it holds <cluster dir>/install-ssh/<node>
+    .lock), another one of the same node refuses at once (exit 5) and writes nothing."""
+    path, raw = image
+    disk = host.disk(64 * MiB)
+    inv = _inventory(tmp_path, host, disk)
+    lock = tmp_path / "clusters" / "rack1" / "install-ssh" / f"{_node_name()}.lock"
+    lock.parent.mkdir(parents=True)
+    with lock.open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        run = _cloudctl(host, "install-ssh", "-i", str(inv), "--image", str(path),
+                        "--accept-new-host-key")
+    assert run.returncode == 5, run.stderr
+    assert "another install-ssh is writing its disk right now" in run.stderr
+    with open(disk, "rb") as f:
+        assert f.read(MiB) != raw[:MiB]
