@@ -3,6 +3,7 @@ struct codec of the hot path and scapy's reference codec), which agree; accessor
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 
@@ -228,3 +229,40 @@ def test_lean_codec_is_the_fast_one():
     ref = per_call(scapy_decode, raw) + per_call(scapy_encode, msg)
     print(f"\ncodec per message: lean {lean * 1e6:.0f} us, scapy {ref * 1e6:.0f} us")
     assert lean * 5 < ref
+
+
+def _rebuilt(msg: DhcpMessage) -> DhcpMessage:
+    """``msg`` through the dataclass constructor (__post_init__), field by field."""
+    names = [f.name for f in dataclasses.fields(DhcpMessage) if f.name != "_index"]
+    return DhcpMessage(**{name: getattr(msg, name) for name in names})
+
+
+def test_fast_constructors_build_what_the_dataclass_builds():
+    """decode and the policy's replies skip __post_init__: same fields, same option index, same
+    accessors and bytes as a message built the ordinary way."""
+    replies = [decide(decode(p.read_bytes()), CFG, LeaseState(), 0.0).reply for p in CAPTURES]
+    msgs = [decode(p.read_bytes()) for p in CAPTURES] + [r for r in replies if r is not None]
+    assert len(msgs) == 2 * len(CAPTURES)
+    for msg in msgs:
+        slow = _rebuilt(msg)
+        assert msg == slow and msg._index == slow._index
+        for name in ("mac", "message_type", "requested_ip", "server_id", "bootfile", "is_pxe"):
+            assert getattr(msg, name) == getattr(slow, name), name
+        assert encode(msg, pad_to=300) == encode(slow, pad_to=300)
+    # a repeated option: the first value is the one read, as in __post_init__
+    twice = encode(DhcpMessage(op=1, xid=3, options=((53, b"\x01"), (53, b"\x03"))))
+    assert decode(twice).message_type == codec.DISCOVER == _rebuilt(decode(twice)).message_type
+
+
+def test_encode_option_cache_is_by_value():
+    """Encoded option lists are reused by value: equal lists encode alike, different values
+    never share bytes, and unhashable values (bytearray) still encode."""
+    a = DhcpMessage(op=2, xid=1, options=((53, b"\x02"), (12, b"node-a")))
+    b = DhcpMessage(op=2, xid=1, options=((53, b"\x02"), (12, b"node-b")))
+    assert encode(a) != encode(b)
+    assert encode(a) == encode(DhcpMessage(op=2, xid=1, options=((53, b"\x02"), (12, b"node-a"))))
+    assert encode(a) == scapy_encode(a) and encode(b) == scapy_encode(b)
+    c = DhcpMessage(op=2, xid=1, options=((53, b"\x02"), (12, bytearray(b"node-a"))))  # type: ignore[arg-type]
+    assert encode(c) == encode(a)
+    with pytest.raises(ValueError, match="option 12"):
+        encode(DhcpMessage(op=2, xid=1, options=((12, b"x" * 256),)))

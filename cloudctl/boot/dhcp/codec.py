@@ -10,9 +10,12 @@ Two implementations with one contract:
 - ``decode``/``encode``: a lean ``struct`` codec for the server's hot path. Measured on the
   2-core build machine: scapy needs 0.35-0.6 ms to decode and 0.45-0.55 ms to encode one
   message and the server built on it lost 70 % of perfdhcp's exchanges at 1,000/s; the lean
-  codec takes ~15 us + ~8 us and the server holds 3,000 exchanges/s at 0 % loss
-  (bench/dhcp.py). Tests require both codecs to agree on every captured and generated message,
-  and the fuzz test checks them against each other on mutated packets.
+  codec takes ~3.5 us to decode and ~1.3 us to encode a reply (its option list serialised once
+  per distinct list) and the server holds 4,000 exchanges/s at 0 % loss (bench/dhcp.py).
+  decode and the policy's replies build ``DhcpMessage`` without ``__post_init__``
+  (``_trusted``: fields already at wire size); a unit test pins them to the dataclass.
+  Tests require both codecs to agree on every captured and generated message, and the fuzz
+  test checks them against each other on mutated packets.
 """
 
 from __future__ import annotations

@@ -369,6 +369,13 @@ def _allocate(
     return None
 
 
+def _server_id(msg: DhcpMessage, cfg: DhcpConfig) -> IPv4 | None:
+    """``msg.server_id``; ``cfg.server_ip`` itself when it names this server (no new object)."""
+    if msg.option(codec.OPT_SERVER_ID) == _wire(cfg).server_id:
+        return cfg.server_ip
+    return msg.server_id
+
+
 def _known(mac: str, cfg: DhcpConfig) -> bool:
     return mac in cfg.reservations or cfg.dynamic_range is not None
 
@@ -413,8 +420,8 @@ def _full(msg: DhcpMessage, mac: str, cfg: DhcpConfig, state: LeaseState, now: f
         )
 
     if mtype == codec.REQUEST:
-        sid, req, ci = msg.server_id, msg.requested_ip, msg.ciaddr
-        if sid is not None and sid != cfg.server_ip:
+        sid, req, ci = _server_id(msg, cfg), msg.requested_ip, msg.ciaddr
+        if sid is not None and sid is not cfg.server_ip and sid != cfg.server_ip:
             lease = state.leases.get(mac)
             if lease is not None and not lease.bound:
                 return _ignore(
