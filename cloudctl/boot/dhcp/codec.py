@@ -427,6 +427,8 @@ def trusted_message(
 ) -> DhcpMessage:
     """Fast ``DhcpMessage`` for the policy's replies: ``chaddr`` must be 16 bytes, ``file`` at
     most 128 (padded here); hops/secs 0, sname empty, tail the end option."""
+    if len(chaddr) != 16 or len(file) > 128:
+        raise ValueError(f"chaddr {len(chaddr)} bytes (16 expected), file {len(file)} (max 128)")
     return _trusted(
         op=op,
         xid=xid,
@@ -441,7 +443,7 @@ def trusted_message(
         siaddr=siaddr,
         giaddr=giaddr,
         sname=_EMPTY_SNAME,
-        file=file.ljust(128, b"\x00") if len(file) != 128 else file,
+        file=file.ljust(128, b"\x00"),
         options=options,
         tail=b"\xff",
         _index=dict(reversed(options)),  # the first value of each code wins
