@@ -328,11 +328,12 @@ def render(
     # not _store(): cluster_paths() imports the pipeline (asyncio, gRPC) for the cluster dir
     directory = secrets_dir or default_secrets_dir(inventory_path, inv.cluster.name)
     store = SecretsStore(directory) if identity is None else SecretsStore(directory, identity)
+    bundle: Any
     if commit:
         sealed = _commit_secrets(inventory_path, inv, store)
-        bundle = store.load()
+        bundle = store.load  # loaded while the GitOps tree renders (see render_all)
     elif store.exists() or require_secrets:
-        bundle = store.load()
+        bundle = store.load
     elif plan:
         from .secrets import generate_bundle
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jsonschema
@@ -213,6 +213,150 @@ def _validator(minor: str, definition: str) -> jsonschema.protocols.Validator:
     return jsonschema.validators.validator_for(sub)(sub)
 
 
+# --------------------------------------------------------------------------------------------
+# Fast path: a compiled "is this valid?" check
+
+
+class _Unsure(Exception):
+    """The fast check cannot decide (a keyword or value it does not model): ask jsonschema."""
+
+
+_Check = Callable[[Any], bool]
+
+# keywords that never affect validity (``format`` is an annotation: the validators here are
+# built without a format checker, as jsonschema's are)
+_ANNOTATIONS = frozenset(
+    {"description", "title", "markdownDescription", "x-intellij-html-description", "format",
+     "$schema", "$id", "$defs", "$comment", "default", "examples"}
+)
+
+
+def _type_check(name: str) -> _Check:
+    def integer(v: Any) -> bool:
+        if isinstance(v, float):
+            raise _Unsure  # jsonschema counts 1.0 as an integer; leave such cases to it
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def number(v: Any) -> bool:
+        if isinstance(v, bool):
+            return False
+        if isinstance(v, int | float):
+            return True
+        if isinstance(v, str | list | dict) or v is None:
+            return False
+        raise _Unsure
+
+    checks: dict[str, _Check] = {
+        "string": lambda v: isinstance(v, str),
+        "object": lambda v: isinstance(v, dict),
+        "array": lambda v: isinstance(v, list),
+        "boolean": lambda v: isinstance(v, bool),
+        "null": lambda v: v is None,
+        "integer": integer,
+        "number": number,
+    }
+    if name not in checks:
+        raise _Unsure
+    return checks[name]
+
+
+def _compile(schema: Any) -> _Check:
+    """A function telling exactly whether a value is valid against ``schema`` (the subset of
+    JSON Schema 2020-12 the Talos schemas use, with jsonschema's semantics); it raises
+    :class:`_Unsure` where it does not model a case. Raises :class:`_Unsure` here for a schema
+    using anything else, so the caller keeps jsonschema for it."""
+    if schema is True:
+        return lambda v: True
+    if schema is False:
+        return lambda v: False
+    if not isinstance(schema, dict):
+        raise _Unsure
+    unknown = set(schema) - _ANNOTATIONS - {
+        "type", "enum", "pattern", "properties", "patternProperties", "additionalProperties",
+        "required", "items", "oneOf", "allOf",
+    }
+    if unknown:
+        raise _Unsure
+    checks: list[_Check] = []
+    if "type" in schema:
+        if not isinstance(schema["type"], str):
+            raise _Unsure
+        checks.append(_type_check(schema["type"]))
+    if "enum" in schema:
+        strings = frozenset(e for e in schema["enum"] if isinstance(e, str))
+
+        def enum(v: Any) -> bool:
+            if isinstance(v, str):
+                return v in strings
+            raise _Unsure  # jsonschema's equality (1 vs True vs 1.0) is not modelled
+
+        checks.append(enum)
+    if "pattern" in schema:
+        search = re.compile(schema["pattern"]).search
+        checks.append(lambda v: not isinstance(v, str) or search(v) is not None)
+    if "required" in schema:
+        required = tuple(schema["required"])
+        checks.append(
+            lambda v: not isinstance(v, dict) or all(name in v for name in required)
+        )
+    props = {k: _compile(sub) for k, sub in schema.get("properties", {}).items()}
+    patterns = [(re.compile(p).search, _compile(sub))
+                for p, sub in schema.get("patternProperties", {}).items()]
+    joined = "|".join(schema.get("patternProperties", {}))
+    any_pattern = re.compile(joined).search if joined else None
+    additional = schema.get("additionalProperties", True)
+    extra = _compile(additional) if additional is not True else None
+    if props or patterns or extra is not None:
+
+        def mapping(v: Any) -> bool:
+            if not isinstance(v, dict):
+                return True
+            for key, value in v.items():
+                if not isinstance(key, str):
+                    raise _Unsure
+                check = props.get(key)
+                if check is not None and not check(value):
+                    return False
+                for search, sub in patterns:
+                    if search(key) is not None and not sub(value):
+                        return False
+                # "additional" exactly as jsonschema decides it: not a property, not matching
+                # the patterns joined with "|"
+                if (
+                    check is None
+                    and extra is not None
+                    and not (any_pattern is not None and any_pattern(key) is not None)
+                    and not extra(value)
+                ):
+                    return False
+            return True
+
+        checks.append(mapping)
+    if "items" in schema:
+        item = _compile(schema["items"])
+        checks.append(lambda v: not isinstance(v, list) or all(item(x) for x in v))
+    if "oneOf" in schema:
+        branches = [_compile(sub) for sub in schema["oneOf"]]
+        checks.append(lambda v: sum(1 for b in branches if b(v)) == 1)
+    if "allOf" in schema:
+        parts = [_compile(sub) for sub in schema["allOf"]]
+        checks.append(lambda v: all(p(v) for p in parts))
+    if len(checks) == 1:
+        return checks[0]
+    return lambda v: all(c(v) for c in checks)
+
+
+@functools.cache
+def _fast_check(minor: str, definition: str) -> _Check | None:
+    """The compiled check of one document type, None where jsonschema must do it all."""
+    schema = _schema(minor)
+    defs = schema["$defs"]
+    try:
+        return _compile(_inline_refs(defs[definition], defs, (definition,)))
+    except (_Unsure, re.error):
+        return None
+
+
 def known_kinds(talos_version: str) -> list[str]:
     """Document kinds the given Talos minor accepts (``v1alpha1`` for the legacy document)."""
     return sorted(kind or V1ALPHA1 for _, kind in _branches(talos_minor(talos_version)))
@@ -302,7 +446,13 @@ def _document_problems(
     """Schema problems of one document, cached by content: the documents of a large rack repeat
     (every worker's v1alpha1 document, ResolverConfig, RegistryMirrorConfig, ...), and schema
     validation is most of the cost of rendering 1,000 nodes. Values that are not JSON (a YAML
-    timestamp in a user patch) make the document uncacheable, never wrongly cached."""
+    timestamp in a user patch) make the document uncacheable, never wrongly cached.
+
+    Before that, the compiled check (``_fast_check``) decides, value by value, whether the
+    document is valid: per-node documents (HostnameConfig, LinkConfig, ...) differ on every
+    node, and the check validates each of them in full at a fraction of jsonschema's cost.
+    Only a document it finds invalid, or cannot decide, goes to jsonschema, which names the
+    problems."""
     try:
         cache_key = (minor, key, json.dumps(doc, sort_keys=True))
     except (TypeError, ValueError):
@@ -310,11 +460,18 @@ def _document_problems(
     if cache_key is not None and cache_key in _PROBLEM_CACHE:
         return _PROBLEM_CACHE[cache_key]
     definition = _branches(minor)[key]
-    errors = sorted(
-        _validator(minor, definition).iter_errors(doc),
-        key=lambda e: [str(p) for p in e.absolute_path],
-    )
-    result = tuple(_describe(error) for error in errors)
+    result: tuple[tuple[str, str], ...] = ()
+    check = _fast_check(minor, definition)
+    try:
+        valid = check is not None and check(doc)
+    except _Unsure:
+        valid = False
+    if not valid:
+        errors = sorted(
+            _validator(minor, definition).iter_errors(doc),
+            key=lambda e: [str(p) for p in e.absolute_path],
+        )
+        result = tuple(_describe(error) for error in errors)
     if cache_key is not None:
         if len(_PROBLEM_CACHE) >= _PROBLEM_CACHE_MAX:
             _PROBLEM_CACHE.clear()

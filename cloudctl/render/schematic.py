@@ -10,6 +10,7 @@ alphabetically as the factory web UI does, so our IDs match the UI's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ _NEEDS_QUOTES = re.compile(
 _UNSAFE_START = set("-?:,[]{}#&*!|>'\"%@`")
 
 
+@functools.lru_cache(maxsize=4096)
 def _scalar(value: str) -> str:
     """Render a string scalar the way go-yaml would (double-quoted when not plain-safe).
 
