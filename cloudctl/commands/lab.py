@@ -46,11 +46,15 @@ def up(inventory_path: Path, cluster_dir: Path | None) -> None:
     """Build the lab, or converge it (a second run changes nothing). VMs stay powered off:
     power them through their BMCs (`cloudctl power --lab`)."""
     from ..lab import lab_up
+    from .bootstrap import interrupts_raise
 
     inv = _load(inventory_path).inventory
     lab_dir = lab_dir_for(inventory_path, inv.cluster.name, cluster_dir)
     try:
-        result = lab_up(inv, lab_dir, notify=click.echo)
+        # SIGINT and SIGTERM stop it at once, also when started with SIGINT ignored (a
+        # background job of a script) or stopped by a service manager
+        with interrupts_raise():
+            result = lab_up(inv, lab_dir, notify=click.echo)
     except KeyboardInterrupt:
         click.echo("interrupted: run `cloudctl lab up` to finish or `cloudctl lab down` to "
                    "remove what was made", err=True)

@@ -180,9 +180,12 @@ def serve(
             interface=interface,
         )
         view = _View(svc.table, enabled=not as_json)
+        from .bootstrap import interrupts_raise
+
         with view:
             try:
-                result = asyncio.run(svc.run())
+                with interrupts_raise():  # SIGTERM too (a service manager stopping it)
+                    result = asyncio.run(svc.run())
             except KeyboardInterrupt:
                 click.echo("interrupted: servers stopped", err=True)
                 sys.exit(130)
