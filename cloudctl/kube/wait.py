@@ -243,6 +243,10 @@ def wait_helmreleases(
                         if st.state == "retrying"
                         or (st.state == "progressing" and st.key in failing)]
             if retrying:
+                if on_status is not None:  # record them as what they are: still failing
+                    for failed_st in retrying:
+                        if last.get(failed_st.key) != failed_st:
+                            on_status(failed_st)
                 st = retrying[0]
                 raise PlatformError(
                     f"HelmRelease {st.key} still failing after {timeout:g}s "

@@ -370,9 +370,13 @@ def test_a_retry_attempt_in_progress_when_time_runs_out_is_still_failing() -> No
     def sleep(seconds: float) -> None:
         now[0] += 10
 
+    seen: list[ReleaseStatus] = []
     with pytest.raises(PlatformError) as exc:
         wait_helmreleases(Scripted(), timeout=5, clock=lambda: now[0],  # type: ignore[arg-type]
-                          sleep=sleep)
+                          sleep=sleep, on_status=seen.append)
     assert exc.value.exit_code == 8
+    # observers (the pipeline's state.json) get the failing status last, not the attempt
+    assert [s.state for s in seen] == ["retrying", "progressing", "retrying"]
+    assert seen[-1].reason == "InstallFailed" and seen[-1].attempts == 1
     assert "HelmRelease flux-system/metallb still failing after 5s" in str(exc.value)
     assert "InstallFailed: speaker crashed" in str(exc.value)
