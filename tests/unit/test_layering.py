@@ -200,3 +200,11 @@ def test_checker_sees_relative_and_indirect_imports() -> None:
     assert reached["cloudctl.boot.malformed"] in ("cloudctl.boot.http", "cloudctl.boot.http_proto")
     assert "cloudctl.boot.tftp_proto" in _reachable(PKG / "boot" / "http_proto.py")
     assert {"os", "select", "asyncio", "time"} <= _imports(PKG / "boot" / "http.py")
+
+
+def test_every_source_directory_is_a_package() -> None:
+    """setup.py's find_packages only ships directories with an __init__.py: a module directory
+    without one would be missing from a non-editable install (cloudctl/ssh once was)."""
+    missing = sorted(_rel(d) for d in PKG.rglob("*") if d.is_dir() and "__pycache__" not in
+                     d.parts and any(d.glob("*.py")) and not (d / "__init__.py").is_file())
+    assert missing == []
