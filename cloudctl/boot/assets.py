@@ -147,7 +147,8 @@ def _reason(exc: BaseException) -> str:
     return str(reason if reason is not None else exc)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 (hex) of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
@@ -260,7 +261,7 @@ def download(
         raise RemoteError(
             f"download {url} ended at {done} of {total} bytes; run the fetch again to resume"
         )
-    actual = _sha256_file(part)
+    actual = sha256_file(part)
     if expected_sha256 is not None and actual != expected_sha256:
         bad = dest.with_name(dest.name + ".bad")
         os.replace(part, bad)
@@ -341,7 +342,7 @@ def _verified_cache(
         recorded_sha = recorded.get("sha256") if isinstance(recorded, dict) else None
         if not dest.is_file() or not isinstance(recorded_sha, str):
             return None
-        actual = _sha256_file(dest)
+        actual = sha256_file(dest)
         if actual != recorded_sha:
             return None  # corrupted: the normal path fetches it again
         url = f"{factory}/image/{offline_id}/{version}/{remote_name}"
@@ -369,7 +370,7 @@ def _fetch_into(
         recorded = manifest.get(remote_name, {})
         recorded_sha = recorded.get("sha256") if isinstance(recorded, dict) else None
         if dest.exists() and isinstance(recorded_sha, str):
-            actual = _sha256_file(dest)
+            actual = sha256_file(dest)
             if actual == recorded_sha:
                 result[name] = FetchedAsset(
                     name, dest, actual, dest.stat().st_size, url, "verified-cache", False

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import socket
 import struct
 import time
 
+from ..errors import EnvironmentNotReady
+from .dhcp.probe import interface_mac
 from .events import BootEvent, EventSink
 from .ndp_proto import (
     ALL_NODES,
@@ -34,18 +35,6 @@ from .ndp_proto import (
 log = logging.getLogger("cloudctl.boot.ndp")
 MIN_INTERVAL = 0.2
 """Seconds between two advertisements (solicitations in between share the next one)."""
-
-
-SIOCGIFHWADDR = 0x8927
-
-
-def _mac_of(interface: str) -> str:
-    """The interface's MAC, asked of the kernel through a socket of the current network
-    namespace (``/sys`` may still show another namespace after a setns)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        info = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR,
-                           struct.pack("256s", interface.encode()[:15]))
-    return ":".join(f"{b:02x}" for b in info[18:24])
 
 
 class RouterAdvertiser:
@@ -64,9 +53,9 @@ class RouterAdvertiser:
     async def start(self) -> None:
         try:
             ifindex = socket.if_nametoindex(self.interface)
-            self.policy = NdpPolicy(_mac_of(self.interface))
+            self.policy = NdpPolicy(interface_mac(self.interface))
             sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-        except OSError as exc:
+        except (OSError, EnvironmentNotReady) as exc:
             log.warning("no IPv6 router advertisements on %s (%s): iPXE may wait for IPv6 "
                         "autoconfiguration", self.interface, exc)
             return

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from ..errors import InputError, Problem
 from ..inventory.models import Hook, Inventory
+from ..ssh import KNOWN_HOSTS
 from .context import Context
 from .plan import Action, StagePlan, plan_of
 from .stage import Stage
@@ -34,8 +35,6 @@ BOUNDARIES: dict[str, str] = {
     "after_platform": "afterPlatform",
 }
 """Hook fields (model name: YAML name), in the order their stages run."""
-KNOWN_HOSTS = "known_hosts"
-"""SSH host keys of the ``ssh:`` nodes: ``<cluster dir>/known_hosts`` (never trusted blindly)."""
 
 
 class HookInputError(InputError):

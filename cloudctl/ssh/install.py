@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_atomic
+from ..boot.assets import sha256_file
 from ..errors import EnvironmentNotReady, GateRefused, RemoteError
 from ..inventory.models import Node
 from . import remote
@@ -224,14 +224,6 @@ def _finish(session: Session, image: RawImage, disk: str, offset: int, started: 
     return Installed(session.node.name, disk, image.size, image.sha256, offset, seconds, reboot)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def kexec_talos(session: Session, kernel: Path, initramfs: Path, args: list[str],
                 say: Say, *, execute: bool = True) -> str:
     """Upload the kernel and initramfs (checked by SHA-256 on the host) and kexec into them
@@ -246,7 +238,7 @@ def kexec_talos(session: Session, kernel: Path, initramfs: Path, args: list[str]
         path = f"{remote.STAGING}/{name}"
         say("info", f"uploading {local.name} ({human_size(local.stat().st_size)}) to {path}")
         res = session.stream(remote.upload_cmd(path), _file_chunks(local), lambda n: None)
-        want = _sha256_file(local)
+        want = sha256_file(local)
         got = remote.parse_sha256(session.run(remote.sha256_cmd(path)).out)
         if res.code != 0 or got != want:
             raise RemoteError(f"node {session.node.name}: upload of {local.name} to {path} "

@@ -17,6 +17,7 @@ import paramiko
 
 from ..errors import CloudctlError, InputError, Problem, RemoteError, node_failures
 from ..inventory.models import Inventory, Node
+from . import KNOWN_HOSTS
 from .image import RawImage
 from .install import kexec_talos, ssh_node, write_image
 from .session import connect, load_key
@@ -38,7 +39,7 @@ class SshInstall:
 
     @property
     def known_hosts(self) -> Path:
-        return self.cluster_dir / "known_hosts"
+        return self.cluster_dir / KNOWN_HOSTS
 
     @property
     def state_dir(self) -> Path:
