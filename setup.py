@@ -16,6 +16,8 @@ setup(
         "cloudctl": ["py.typed"],
         "cloudctl.talos.proto": ["*.pyi", "*.proto", "NOTICE"],
         "cloudctl.ansible": ["playbooks/*.yml"],
+        "cloudctl.emulate": ["data/kubernetes/NOTICE", "data/kubernetes/manifest.json",
+                             "data/kubernetes/**/*.gz"],
         **{pkg: ["**/*"] for pkg in DATA_DIRS},
     },
     include_package_data=False,

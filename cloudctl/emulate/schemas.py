@@ -31,6 +31,7 @@ validates with ``jsonschema``:
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -278,6 +279,7 @@ UNKNOWN_FIELD = "unknown field (not in the schema)"
 """Message of an undeclared key: pruned, or rejected under strict field validation."""
 
 _GVK = tuple[str, str, str]
+_REGISTRIES = itertools.count(1)
 
 
 def served_versions(crd: Mapping[str, Any]) -> dict[_GVK, dict[str, Any]]:
@@ -377,6 +379,9 @@ class CrdValidators:
     def __init__(self) -> None:
         self._schemas: dict[_GVK, dict[str, Any]] = {}
         self._validators: dict[_GVK, Validator] = {}
+        self._crds: dict[str, Mapping[str, Any]] = {}
+        self._serial = next(_REGISTRIES)
+        self._revision = 0
 
     @classmethod
     def from_documents(cls, docs: Iterable[Any]) -> CrdValidators:
@@ -390,6 +395,13 @@ class CrdValidators:
         for gvk, schema in served_versions(crd).items():
             self._schemas[gvk] = schema
             self._validators.pop(gvk, None)
+        self._crds[str((crd.get("metadata") or {}).get("name", ""))] = crd
+        self._revision += 1
+
+    def documents(self) -> tuple[list[Mapping[str, Any]], tuple[int, int]]:
+        """The registered CRDs, and a key that changes whenever they do (the OpenAPI
+        documents of :mod:`cloudctl.emulate.kube_openapi` are rebuilt on a new key)."""
+        return list(self._crds.values()), (self._serial, self._revision)
 
     def validate(self, obj: Mapping[str, Any]) -> list[tuple[str, str]]:
         """(dotted path, message) of each problem; :data:`UNKNOWN_FIELD` for undeclared keys."""
