@@ -46,6 +46,7 @@ import yaml
 
 from .kube_fields import PatchError, json_patch, merge_patch
 from .kube_helm import HelmInstaller
+from .kube_openapi import OpenApi
 from .kube_reconcile import Controllers, Failure, ValuesValidator
 from .kube_store import ApiError, Store, bad_request
 from .kube_tables import table, wants_table
@@ -114,6 +115,10 @@ class KubeApi:
         self.clock = clock
         self.requests: collections.Counter[str] = collections.Counter()
         self._multi_query: dict[str, list[str]] = {}
+        self.openapi = OpenApi(
+            lambda: {(rt.group, rt.version) for rt in store.types() if rt.crd is None},
+            lambda: store.crds.documents(),
+        )
 
     # ------------------------------------------------------------------ entry point
 
@@ -144,6 +149,10 @@ class KubeApi:
             return Response(200, b"ok", "text/plain")
         if parts == ["version"]:
             return Response.json(200, self._version_info())
+        if parts[:1] == ["openapi"] and method == "GET":
+            code, payload, content_type, extra = self.openapi.handle(
+                parts, query, headers.get("accept") or "")
+            return Response(code, payload, content_type, extra)
         if not parts or parts[0] not in ("api", "apis"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if parts[0] == "api":
