@@ -31,11 +31,12 @@ import base64
 import collections
 import json
 import re
+import select
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -52,6 +53,7 @@ from .kube_store import ApiError, Store, bad_request
 from .kube_tables import table, wants_table
 from .kube_tls import EmulatorPki, make_pki, server_context
 from .kube_types import ResourceType, SelectorError, field_selector, label_selector
+from .kube_watch import Watch, parse_watch
 from .kube_workloads import pods_on
 from .linstor_view import LINSTOR_NAMESPACE, LINSTOR_SERVICE, handle_rest
 
@@ -73,6 +75,8 @@ class Response:
     body: bytes
     content_type: str = _JSON
     headers: tuple[tuple[str, str], ...] = ()
+    watch: Watch | None = None
+    """A watch: the body is its events, streamed by the server as they come (chunked)."""
 
     @classmethod
     def json(cls, code: int, obj: Any, warnings: tuple[str, ...] = ()) -> Response:
@@ -293,7 +297,9 @@ class KubeApi:
         if rt.namespaced and name is not None and namespace is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if query.get("watch") in ("true", "1"):
-            raise bad_request("watch is not supported by the cloudctl Kubernetes API emulator")
+            if method != "GET" or subresource is not None:
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+            return self._watch(rt, namespace, name, query, headers)
 
         dry_run = query.get("dryRun") == "All"
         validation = query.get("fieldValidation") or "Warn"
@@ -391,6 +397,33 @@ class KubeApi:
             include_object=query.get("includeObject") or "Metadata",
         ))
 
+    def _watch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str | None,
+        query: dict[str, str],
+        headers: dict[str, str],
+    ) -> Response:
+        """A watch (``kube_watch``): the HTTP layer streams its events as they come."""
+        selected = self._predicate(query)
+        predicate = selected if name is None else (
+            lambda o: (o.get("metadata") or {}).get("name") == name and selected(o))
+        render = None
+        if wants_table(headers.get("accept") or ""):
+            include = query.get("includeObject") or "Metadata"
+
+            def render(obj: dict[str, Any], first: bool) -> Any:
+                doc = table(rt.kind, [obj], str(obj["metadata"].get("resourceVersion", "")),
+                            self.controllers.wallclock(), include_object=include)
+                if not first:  # as the API server: column definitions with the first event
+                    doc["columnDefinitions"] = []
+                return doc
+
+        watch = Watch(self.store, rt, namespace, predicate, now=self.clock(), render=render,
+                      **parse_watch(query))
+        return Response(200, b"", _JSON, watch=watch)
+
     def _scale(
         self,
         method: str,
@@ -484,15 +517,18 @@ class KubeApi:
         code, answer = handle_rest(ctl.storage, method, path, self._multi_query)
         return Response.json(code, answer)
 
-    def _list(
-        self, rt: ResourceType, namespace: str | None, query: dict[str, str]
-    ) -> dict[str, Any]:
+    def _predicate(self, query: dict[str, str]) -> Callable[[Mapping[str, Any]], bool]:
         preds = []
         if query.get("labelSelector"):
             preds.append(label_selector(query["labelSelector"]))
         if query.get("fieldSelector"):
             preds.append(field_selector(query["fieldSelector"]))
-        return self.store.list(rt, namespace, lambda o: all(p(o) for p in preds))
+        return lambda o: all(p(o) for p in preds)
+
+    def _list(
+        self, rt: ResourceType, namespace: str | None, query: dict[str, str]
+    ) -> dict[str, Any]:
+        return self.store.list(rt, namespace, self._predicate(query))
 
 
 _SCALABLE = ("Deployment", "StatefulSet", "ReplicaSet")
@@ -543,6 +579,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         resp = self.server.emulator.handle(self.command, self.path, dict(self.headers), body)
+        if resp.watch is not None:
+            self._stream(resp.watch)
+            return
         self.send_response(resp.code)
         self.send_header("Content-Type", resp.content_type)
         self.send_header("Content-Length", str(len(resp.body)))
@@ -553,8 +592,58 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
+    def _stream(self, watch: Watch) -> None:
+        """Serve a watch: chunked, one JSON event per line, as the events come. The thread
+        sleeps until the store changes, a controller's timed transition or the watch's next
+        bookmark or timeout falls due, or the emulator stops; it runs the controllers' pass
+        the change may call for, as a request would."""
+        emu = self.server.emulator
+        self.send_response(200)
+        self.send_header("Content-Type", _JSON)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        emu.watch_opened()
+        try:
+            while True:
+                seen = emu.changes
+                emu.settle()
+                with emu.lock:
+                    now = emu.api.clock()
+                    events = watch.stop() if emu.stopping else watch.poll(now)
+                    wait = min(watch.wait_time(now), emu.controllers.next_due - now)
+                if events:
+                    data = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n"
+                                    for e in events)
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                if watch.done:
+                    break
+                if _peer_closed(self.connection):
+                    self.close_connection = True
+                    return
+                emu.await_change(seen, min(max(wait, 0.01), _LIVENESS_CHECK))
+            self.wfile.write(b"0\r\n\r\n")
+            if emu.stopping:
+                self.close_connection = True
+        except OSError:  # the client went away (reset, TLS error, write timeout)
+            self.close_connection = True
+        finally:
+            emu.watch_closed()
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: request lines could carry object names; nothing secret, but no noise."""
+
+
+_LIVENESS_CHECK = 2.0
+"""Seconds an idle watch waits at most before checking that its client is still there."""
+
+
+def _peer_closed(conn: Any) -> bool:
+    """A watch client sends nothing more on its connection: readable means it closed."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class _Server(ThreadingHTTPServer):
@@ -630,6 +719,13 @@ class KubeApiEmulator:
         self._lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._changed = threading.Condition()
+        self.changes = 0
+        """Counts store writes (watches sleep until it moves)."""
+        self.stopping = False
+        self._watches = 0
+        self._settled = -1
+        self.store.add_listener(self._note_change)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -650,12 +746,58 @@ class KubeApiEmulator:
     def stop(self) -> None:
         if self._server is None:
             return
+        with self._changed:  # open watches end their streams, then the server stops
+            self.stopping = True
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self._watches == 0, timeout=5)
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None
         self._thread = None
+        self.stopping = False
+
+    # ------------------------------------------------------------------ watches
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the API or a controller works on the store."""
+        return self._lock
+
+    def _note_change(self) -> None:
+        with self._changed:
+            self.changes += 1
+            self._changed.notify_all()
+
+    def await_change(self, seen: int, timeout: float) -> None:
+        """Sleep until the store changed since ``changes`` was ``seen``, the emulator stops or
+        ``timeout`` seconds passed."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.changes != seen or self.stopping, timeout)
+
+    def settle(self) -> None:
+        """The controllers' pass a watch would otherwise wait for: when the store changed
+        since the last one, or a timed transition fell due."""
+        with self._lock:
+            if self.store.revision == self._settled and \
+                    self.api.clock() < self.controllers.next_due:
+                return
+            self._settled = self.store.revision
+            self.reconcile()
+
+    def watch_opened(self) -> None:
+        with self._changed:
+            self._watches += 1
+
+    def watch_closed(self) -> None:
+        with self._changed:
+            self._watches -= 1
+            self._changed.notify_all()
+
+    @property
+    def open_watches(self) -> int:
+        return self._watches
 
     def __enter__(self) -> KubeApiEmulator:
         return self.start()

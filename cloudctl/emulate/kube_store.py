@@ -11,10 +11,16 @@ Simplifications (documented, not hidden): lists are atomic for field ownership; 
 patch is applied as a JSON merge patch; deletion is immediate (no finalizers, no graceful
 deletion); objects of a CRD are stored once and served under every served version (no
 conversion); status writes are not schema-validated and carry no managed fields.
+
+Every committed change is also kept, in order, in a bounded history (``changes_since``): what
+watches (:mod:`cloudctl.emulate.kube_watch`) are served from. A watch from a resourceVersion older
+than the history answers ``410 Expired`` as the API server does once etcd compacted it.
+Listeners (``add_listener``) are called after every change, besides ``on_write``.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import re
 import uuid
@@ -42,7 +48,7 @@ from .kube_fields import (
 from .kube_types import BUILTIN_TYPES, ResourceType
 from .schemas import UNKNOWN_FIELD, CrdValidators, served_versions
 
-__all__ = ["ApiError", "Managed", "Store", "StoredObject"]
+__all__ = ["ApiError", "Change", "Managed", "Store", "StoredObject"]
 
 _UNKNOWN_FIELD = UNKNOWN_FIELD  # an undeclared key: pruned or rejected, never "invalid"
 _SYSTEM_META = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields")
@@ -100,9 +106,13 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiError:
-    """422 Invalid, as the API server reports a failed validation: each cause names a field."""
+def invalid(
+    rt: ResourceType, name: str, causes: list[tuple[str, str]], reasons: list[str] | None = None
+) -> ApiError:
+    """422 Invalid, as the API server reports a failed validation: each cause names a field
+    (``reasons``: each cause's reason, default FieldValueInvalid)."""
     items = [f"{path}: {msg}" for path, msg in causes]
+    why = reasons or ["FieldValueInvalid"] * len(causes)
     joined = items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
     qualified = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
     return ApiError(
@@ -114,8 +124,8 @@ def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiEr
             name,
             kind=rt.kind,
             causes=[
-                {"reason": "FieldValueInvalid", "message": msg, "field": path}
-                for path, msg in causes
+                {"reason": reason, "message": msg, "field": path}
+                for (path, msg), reason in zip(causes, why, strict=True)
             ],
         ),
     )
@@ -135,6 +145,21 @@ ManagerKey = tuple[str, str]  # (manager, "Apply" | "Update")
 class StoredObject:
     obj: dict[str, Any]
     managers: dict[ManagerKey, Managed] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed change: ``kind`` ADDED, MODIFIED or DELETED at resourceVersion ``rv`` of
+    the object stored under (group, plural) and (namespace, name); ``stored`` is the object
+    after the change (for DELETED: its last state, carrying the deletion's resourceVersion),
+    ``previous`` before it (None for ADDED). Stored objects are never changed in place."""
+
+    rv: int
+    kind: str
+    group_resource: tuple[str, str]
+    key: tuple[str, str]
+    stored: StoredObject
+    previous: StoredObject | None
 
 
 @dataclass(frozen=True)
@@ -176,8 +201,18 @@ def _gv(api_version: str) -> tuple[str, str]:
 class Store:
     """All objects of one emulated cluster, keyed by (group, plural) then (namespace, name)."""
 
-    def __init__(self, *, wallclock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        wallclock: Callable[[], dt.datetime] | None = None,
+        history: int = 20000,
+    ) -> None:
         self._wallclock = wallclock or (lambda: dt.datetime.now(dt.UTC))
+        self._history: collections.deque[Change] = collections.deque()
+        self._history_size = history
+        self._compacted = 0
+        """Changes up to this resourceVersion are no longer in the history."""
+        self._listeners: list[Callable[[], None]] = []
         self._types: dict[tuple[str, str, str], ResourceType] = {}
         self._kinds: dict[tuple[str, str, str], ResourceType] = {}
         self._objects: dict[tuple[str, str], dict[tuple[str, str], StoredObject]] = {}
@@ -272,6 +307,47 @@ class Store:
     @property
     def resource_version(self) -> str:
         return str(self._rv)
+
+    @property
+    def revision(self) -> int:
+        """The current resourceVersion as a number."""
+        return self._rv
+
+    @property
+    def compacted(self) -> int:
+        """The newest resourceVersion whose change is no longer kept: a watch must start at or
+        after it."""
+        return self._compacted
+
+    def changes_since(self, rv: int) -> list[Change]:
+        """The changes after resourceVersion ``rv`` (``rv >= compacted``), oldest first."""
+        out: list[Change] = []
+        for change in reversed(self._history):
+            if change.rv <= rv:
+                break
+            out.append(change)
+        out.reverse()
+        return out
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every change (from the thread that made it)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _record(
+        self,
+        rt: ResourceType,
+        kind: str,
+        key: tuple[str, str],
+        stored: StoredObject,
+        previous: StoredObject | None,
+    ) -> None:
+        self._history.append(Change(self._rv, kind, (rt.group, rt.plural), key, stored, previous))
+        while len(self._history) > self._history_size:
+            self._compacted = self._history.popleft().rv
 
     def render(self, rt: ResourceType, stored: StoredObject) -> dict[str, Any]:
         """The object as the API returns it (``apiVersion`` of the request, managedFields)."""
@@ -407,8 +483,18 @@ class Store:
         problems = self.crds.validate(probe)
         unknown = [path for path, message in problems if message == _UNKNOWN_FIELD]
         wrong = [(path, message) for path, message in problems if message != _UNKNOWN_FIELD]
-        if wrong:
-            raise invalid(rt, name, [(path, f"Invalid value: {msg}") for path, msg in wrong])
+        failed = []
+        if self.crds.has_rules(rt.api_version, rt.kind):  # CEL: oldSelf is the stored object
+            stored = self.lookup(rt, obj["metadata"].get("namespace"), name) if name else None
+            failed = self.crds.rule_problems(probe, None if stored is None else stored.obj)
+        if wrong or failed:
+            raise invalid(
+                rt,
+                name,
+                [(path, f"Invalid value: {msg}") for path, msg in wrong]
+                + [(p.path, p.detail) for p in failed],
+                ["FieldValueInvalid"] * len(wrong) + [p.reason for p in failed],
+            )
         if not unknown:
             return ()
         if field_validation == "Strict":
@@ -466,12 +552,23 @@ class Store:
         self._rv += 1
         new["metadata"]["resourceVersion"] = str(self._rv)
         self._bucket(rt)[key] = stored
+        self._record(rt, "ADDED" if old is None else "MODIFIED", key, stored, old)
         self._written()
         return stored, True
 
     def _written(self) -> None:
         if self.on_write is not None:
             self.on_write()
+        for listener in list(self._listeners):
+            listener()
+
+    def _deleted(self, rt: ResourceType, key: tuple[str, str], stored: StoredObject) -> None:
+        """Remove one object: a change of its own resourceVersion."""
+        del self._bucket(rt)[key]
+        self._rv += 1
+        last = clone(stored.obj)
+        last["metadata"]["resourceVersion"] = str(self._rv)
+        self._record(rt, "DELETED", key, StoredObject(last, stored.managers), stored)
 
     def _fresh_metadata(
         self, rt: ResourceType, namespace: str | None, meta: dict[str, Any]
@@ -761,15 +858,20 @@ class Store:
         rendered = self.render(rt, stored)
         if dry_run:
             return rendered
-        del self._bucket(rt)[self._key(rt, namespace, name)]
-        self._rv += 1
-        self._written()
+        self._deleted(rt, self._key(rt, namespace, name), stored)
         if rt.kind == "Namespace":
-            for (_group, _plural), bucket in self._objects.items():
+            for (group, plural), bucket in self._objects.items():
+                member = next((t for t in self._types.values()
+                               if (t.group, t.plural) == (group, plural)), None)
                 for key in [k for k in bucket if k[0] == name]:
-                    del bucket[key]
+                    if member is None:
+                        del bucket[key]
+                    else:
+                        self._deleted(member, key, bucket[key])
+            self._written()
             rendered["status"] = {"phase": "Terminating"}
             return rendered
+        self._written()
         if rt.kind == "CustomResourceDefinition":
             self.unregister_crd(name)
             return rendered

@@ -9,13 +9,17 @@ custom resources the typed models do not know.
 
 from __future__ import annotations
 
+import builtins
 import json
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import urllib3
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -250,6 +254,82 @@ class Kube:
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
         return items
+
+    def list_versioned(
+        self,
+        api_version: str,
+        kind: str,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """The items and the list's ``resourceVersion`` (where a watch of them starts)."""
+        res = self.resource_for(ObjectRef(api_version, kind, "*", namespace))
+        query = {k: v for k, v in (("labelSelector", label_selector),
+                                   ("fieldSelector", field_selector)) if v}
+        _, doc = self.request("GET", res.collection(namespace), what=f"list {kind}",
+                              query=query or None)
+        items = doc.get("items") or []
+        for item in items:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items, str((doc.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        *,
+        resource_version: str,
+        timeout: float,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The watch events (``{"type", "object"}``) of ``kind`` after ``resource_version``
+        for at most ``timeout`` seconds (the server's ``timeoutSeconds``, and a client-side
+        read timeout so that a silent server cannot hang the caller). Ends when the server
+        ends the stream or the time is up; an ``ERROR`` event (e.g. 410 Expired) is yielded
+        as it came. HTTP errors raise ``KubeApiError``, connection errors ``KubeUnreachable``."""
+        res = self.resource_for(ObjectRef(api_version, kind, "*", namespace))
+        query = {"watch": "true", "resourceVersion": resource_version,
+                 "timeoutSeconds": str(max(1, math.ceil(timeout)))}
+        query.update({k: v for k, v in (("labelSelector", label_selector),
+                                        ("fieldSelector", field_selector)) if v})
+        url = self.server + res.collection(namespace) + "?" + urlencode(query)
+        what = f"watch {kind}" + (f" in {namespace}" if namespace else "")
+        deadline = time.monotonic() + timeout
+        try:
+            resp = self.api.rest_client.request(
+                "GET", url, headers=self._headers(None),
+                _request_timeout=(min(self.timeout, 30.0), max(0.05, timeout)))
+        except Exception as exc:
+            raise translate(exc, what=what, server=self.server) from exc
+        raw = getattr(resp, "response", resp)
+        try:
+            if int(resp.status) >= 400:
+                raise from_status(what, int(resp.status), resp.read())
+            buffer = b""
+            for chunk in raw.stream(2**16):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+                if time.monotonic() >= deadline:
+                    return
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            return
+        except ValueError as exc:
+            raise from_status(what, int(resp.status), f"watch event is not JSON: {exc}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise translate(exc, what=what, server=self.server) from exc
+        finally:
+            raw.close()
+            release = getattr(raw, "release_conn", None)
+            if release is not None:
+                release()
 
     def delete(self, ref: ObjectRef) -> bool:
         """Delete; False when it was already gone."""

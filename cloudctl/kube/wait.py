@@ -1,7 +1,11 @@
 """Waiting for what was applied: workloads rolled out, HelmReleases Ready in dependsOn order.
 
 The decisions are pure functions of one object (``workload_status``, ``release_status``) or of a
-set (``release_order``); the loops around them poll with an injectable clock and sleep.
+set (``release_order``). The loops around them look, judge, and then sleep until what they look
+at changes: a watch from the resourceVersion of the look (:mod:`cloudctl.kube.changes`), so a
+change is seen at once and an idle wait sends no requests. A watch that fails (410 Expired, an
+error, a dropped connection) falls back to looking again every ``interval`` seconds; a timeout
+then says so. The clock and the fallback sleep are injectable.
 
 HelmReleases are judged as helm-controller treats them. A failed Helm action (``InstallFailed``,
 ``UpgradeFailed``, ...) that helm-controller will retry — ``spec.install|upgrade.remediation.
@@ -24,6 +28,7 @@ from typing import Any, Literal
 
 from ..errors import PlatformError, Timeout
 from ..util.conditions import condition
+from .changes import Changes
 from .client import Kube
 from .objects import ObjectRef
 
@@ -205,8 +210,9 @@ def wait_helmreleases(
     failing: dict[str, ReleaseStatus] = {}
     """The last failed attempt seen per release: helm-controller shows a retry attempt as
     Progressing, and a release retrying when time runs out is still a failing one."""
+    changes = Changes(kube, interval, sleep)
     while True:
-        listed = kube.list(api_version, "HelmRelease", namespace=namespace)
+        listed = changes.list(api_version, "HelmRelease", namespace=namespace)
         everything = {st.key: st for st in (release_status(o) for o in listed)}
         objs = [
             o for o in listed if wanted is None or (o.get("metadata") or {}).get("name") in wanted
@@ -254,8 +260,9 @@ def wait_helmreleases(
                     f"{st.reason}: {st.message}"
                     + (f" (also retrying: {', '.join(r.key for r in retrying[1:])})"
                        if retrying[1:] else ""))
-            raise Timeout(_timeout_message(timeout, pending, {**everything, **by_key}))
-        sleep(interval)
+            raise Timeout(_timeout_message(timeout, pending, {**everything, **by_key})
+                          + changes.note())
+        changes.wait(deadline - clock())
 
 
 def _ns(obj: Mapping[str, Any]) -> str:
@@ -342,7 +349,10 @@ def poll_objects(
     deadline = clock() + timeout
     last: dict[ObjectRef, WorkloadStatus] = {}
     done: list[WorkloadStatus] = []
+    changes = Changes(kube, interval, sleep)
     while True:
+        if pending:
+            changes.look(pending[0])
         still: list[WorkloadStatus] = []
         for ref in pending:
             st = judge(kube, ref)
@@ -354,8 +364,16 @@ def poll_objects(
         if not pending:
             return done
         if clock() >= deadline:
-            raise on_timeout(still)
-        sleep(interval)
+            raise _noted(on_timeout(still), changes)
+        changes.wait(deadline - clock())
+
+
+def _noted(exc: Exception, changes: Changes) -> Exception:
+    """The timeout error, telling when the wait had to poll because watching failed."""
+    note = changes.note()
+    if note and type(exc) in (Timeout, PlatformError):
+        return type(exc)(str(exc) + note)
+    return exc
 
 
 def _pending_lines(still: list[WorkloadStatus]) -> str:

@@ -143,8 +143,11 @@ def test_errors_look_like_the_api_server(api: KubeApi) -> None:
         "NotFound",
         'configmaps "x" not found',
     )
-    code, status = _call(api, "GET", "/api/v1/namespaces/default/configmaps?watch=true")
-    assert code == 400 and "watch is not supported" in status["message"]
+    code, status = _call(api, "GET", "/api/v1/namespaces/default/configmaps?watch=true&"
+                         "resourceVersionMatch=NotOlderThan")
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert status["message"].endswith("resourceVersionMatch is forbidden for watch unless "
+                                      "sendInitialEvents is provided")
     code, status = _call(api, "GET", "/api/v1/namespaces/default/configmaps?labelSelector=a%20b")
     assert code == 400 and status["reason"] == "BadRequest"
     code, status = _call(
