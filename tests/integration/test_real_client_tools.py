@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import io
 import json
 import os
@@ -37,10 +38,12 @@ import yaml
 from dulwich.repo import Repo
 
 from cloudctl.emulate.kube_helm import find_helm
+from cloudctl.emulate.kube_types import BUILTIN_TYPES
 from cloudctl.emulate.rack_gitops import read_objects
 from cloudctl.inventory import parse_inventory
 from cloudctl.inventory.models import Inventory
 from cloudctl.inventory.synthetic import synthetic_inventory
+from cloudctl.kube import apply_manifests
 from cloudctl.pipeline.gitpush import push_tree
 from cloudctl.pipeline.platform import (
     flux_objects,
@@ -56,8 +59,12 @@ from cloudctl.render.gitops import (
     platform_releases,
     render_gitops,
 )
+from cloudctl.render.gitops.contracts import VENDORED_CRDS
+from cloudctl.render.gitops.flux import vendored_documents
+from cloudctl.render.gitops.localcharts import OPERATORS, operator_documents
 from cloudctl.render.gitops.platform import gitops_path
 from cloudctl.render.output import write_tree
+from cloudctl.resources import read_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "inventory.example.yaml"
@@ -263,7 +270,12 @@ def _checkout(git: str, repo: Path, rev: str, path: str, dest: Path) -> Path:
     out = subprocess.run([git, "--git-dir", str(repo), "archive", "--format=tar", rev, path],
                          capture_output=True, timeout=TOOL_TIMEOUT, check=True)
     with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
-        tar.extractall(dest, filter="data")
+        for member in tar.getmembers():
+            f = tar.extractfile(member) if member.isfile() else None
+            if f is not None:
+                target = dest / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(f.read())
     return dest / path
 
 
@@ -320,6 +332,43 @@ def _without_order_annotations(obj: dict[str, Any], expected: dict[str, str]) ->
     return out
 
 
+# the namespace cloudctl's server-side apply gives a namespaced object without one
+DIRECT_DEFAULT_NAMESPACE = str(
+    inspect.signature(apply_manifests).parameters["default_namespace"].default
+)
+
+
+@functools.cache
+def _namespaced() -> dict[tuple[str, str], bool]:
+    """(API group, kind) -> namespaced, for the built-in kinds (the emulator's table) and every
+    CRD cloudctl vendors (Flux, MetalLB, Piraeus, KubeVirt, CDI)."""
+    out = {(t.group, t.kind): t.namespaced for t in BUILTIN_TYPES}
+    crds = [*vendored_documents(), *(d for c in OPERATORS for _, d in operator_documents(c))]
+    for rel in VENDORED_CRDS:
+        crds += [d for d in yaml.load_all(read_text("helm-values", rel), Loader=LOADER) if d]
+    for d in crds:
+        if d.get("kind") == "CustomResourceDefinition":
+            spec = d["spec"]
+            out[(str(spec["group"]), str(spec["names"]["kind"]))] = spec["scope"] == "Namespaced"
+    return out
+
+
+def _in_namespace(obj: dict[str, Any], default: str) -> dict[str, Any]:
+    """The object with the namespace it lands in: ``default`` for a namespaced object without
+    one (Helm: the release namespace; cloudctl: DIRECT_DEFAULT_NAMESPACE), none when
+    cluster-scoped."""
+    group, kind = str(obj["apiVersion"]).rpartition("/")[0], str(obj["kind"])
+    namespaced = _namespaced().get((group, kind))
+    assert namespaced is not None, f"{_key(obj)}: scope of {kind} unknown to this test"
+    out = dict(obj)
+    meta = out["metadata"] = dict(obj["metadata"])
+    if namespaced:
+        meta.setdefault("namespace", default)
+    else:
+        meta.pop("namespace", None)
+    return out
+
+
 @pytest.mark.parametrize("inventory", list(INVENTORIES))
 def test_helm_lint_and_template_local_charts_as_direct_mode_applies_them(
     inventory: str, helm: str, tmp_path: Path
@@ -359,9 +408,12 @@ def test_helm_lint_and_template_local_charts_as_direct_mode_applies_them(
         expected = {RELEASE_ANNOTATION: name}
         if rel.depends_on:
             expected[DEPENDS_ON_ANNOTATION] = ",".join(rel.depends_on)
+        # compared where each object lands: helm-controller puts a namespaced object without
+        # a namespace into the release namespace, cloudctl's apply into its default one
         assert_same_objects(
-            _docs(out.stdout),
-            [_without_order_annotations(o, expected) for o in applied[name]],
+            [_in_namespace(o, namespace) for o in _docs(out.stdout)],
+            [_in_namespace(_without_order_annotations(o, expected), DIRECT_DEFAULT_NAMESPACE)
+             for o in applied[name]],
             f"{inventory}: helm template of {chart} vs direct mode's {name}",
         )
     assert seen == charts, "a rendered chart no HelmRelease uses"
