@@ -59,12 +59,9 @@ from cloudctl.render.gitops import (
     platform_releases,
     render_gitops,
 )
-from cloudctl.render.gitops.contracts import VENDORED_CRDS
-from cloudctl.render.gitops.flux import vendored_documents
-from cloudctl.render.gitops.localcharts import OPERATORS, operator_documents
+from cloudctl.render.gitops.contracts import crd_registry
 from cloudctl.render.gitops.platform import gitops_path
 from cloudctl.render.output import write_tree
-from cloudctl.resources import read_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "inventory.example.yaml"
@@ -341,15 +338,14 @@ DIRECT_DEFAULT_NAMESPACE = str(
 @functools.cache
 def _namespaced() -> dict[tuple[str, str], bool]:
     """(API group, kind) -> namespaced, for the built-in kinds (the emulator's table) and every
-    CRD cloudctl vendors (Flux, MetalLB, Piraeus, KubeVirt, CDI)."""
+    CRD cloudctl validates rendered objects against (``crd_registry``: Flux, MetalLB, Piraeus,
+    KubeVirt, CDI, ...)."""
     out = {(t.group, t.kind): t.namespaced for t in BUILTIN_TYPES}
-    crds = [*vendored_documents(), *(d for c in OPERATORS for _, d in operator_documents(c))]
-    for rel in VENDORED_CRDS:
-        crds += [d for d in yaml.load_all(read_text("helm-values", rel), Loader=LOADER) if d]
-    for d in crds:
-        if d.get("kind") == "CustomResourceDefinition":
-            spec = d["spec"]
-            out[(str(spec["group"]), str(spec["names"]["kind"]))] = spec["scope"] == "Namespaced"
+    reg = crd_registry()
+    for group, version, kind in reg.kinds():
+        schema = reg.schema(f"{group}/{version}", kind)
+        assert schema is not None
+        out[(group, kind)] = schema.scope == "Namespaced"
     return out
 
 
