@@ -53,7 +53,7 @@ from .kube_store import ApiError, Store, bad_request
 from .kube_tables import table, wants_table
 from .kube_tls import EmulatorPki, make_pki, server_context
 from .kube_types import ResourceType, SelectorError, field_selector, label_selector
-from .kube_watch import Watch, parse_watch
+from .kube_watch import Watch, check_list_version, paginate, parse_watch
 from .kube_workloads import pods_on
 from .linstor_view import LINSTOR_NAMESPACE, LINSTOR_SERVICE, handle_rest
 
@@ -312,9 +312,11 @@ class KubeApi:
         )
         if name is None:
             if method == "GET":
-                listed = self._list(rt, namespace, query)
+                check_list_version(self.store, query)
+                listed = paginate(self.store, self._list(rt, namespace, query), query,
+                                  bool(query.get("labelSelector") or query.get("fieldSelector")))
                 if as_table:
-                    return self._table(rt, listed["items"], query)
+                    return self._table(rt, listed["items"], query, listed["metadata"])
                 return Response.json(200, listed)
             if method == "POST":
                 if rt.namespaced and namespace is None:
@@ -390,12 +392,18 @@ class KubeApi:
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
 
     def _table(
-        self, rt: ResourceType, items: list[dict[str, Any]], query: dict[str, str]
+        self,
+        rt: ResourceType,
+        items: list[dict[str, Any]],
+        query: dict[str, str],
+        list_meta: Mapping[str, Any] | None = None,
     ) -> Response:
-        return Response.json(200, table(
+        doc = table(
             rt.kind, items, self.store.resource_version, self.controllers.wallclock(),
             include_object=query.get("includeObject") or "Metadata",
-        ))
+        )
+        doc["metadata"].update(list_meta or {})
+        return Response.json(200, doc)
 
     def _watch(
         self,

@@ -209,7 +209,7 @@ class Store:
     ) -> None:
         self._wallclock = wallclock or (lambda: dt.datetime.now(dt.UTC))
         self._history: collections.deque[Change] = collections.deque()
-        self._history_size = history
+        self.history_size = history
         self._compacted = 0
         """Changes up to this resourceVersion are no longer in the history."""
         self._listeners: list[Callable[[], None]] = []
@@ -346,7 +346,7 @@ class Store:
         previous: StoredObject | None,
     ) -> None:
         self._history.append(Change(self._rv, kind, (rt.group, rt.plural), key, stored, previous))
-        while len(self._history) > self._history_size:
+        while len(self._history) > self.history_size:
             self._compacted = self._history.popleft().rv
 
     def render(self, rt: ResourceType, stored: StoredObject) -> dict[str, Any]:

@@ -18,12 +18,19 @@ As the API server (its watch cache) serves them:
   ``metadata.resourceVersion``) every ``BOOKMARK_INTERVAL`` seconds and before the stream ends.
 - ``timeoutSeconds``: the stream ends then (default: ``DEFAULT_TIMEOUT``).
 
+Lists (``check_list_version``, ``paginate``): ``resourceVersion``/``resourceVersionMatch`` are
+checked as the server checks them (504 for a version the store has not reached; ``Exact`` only at
+the current version, else 410: no past states are kept), and ``limit``/``continue`` page a list
+with an opaque token and ``remainingItemCount``.
+
 ``Watch`` is driven by the HTTP layer (``kube_api``) under its lock: ``poll(now)`` returns the
 events due, ``wait_time(now)`` how long nothing can happen unless the store changes.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,7 +38,14 @@ from typing import Any
 from .kube_store import ApiError, Change, Store, StoredObject
 from .kube_types import ResourceType
 
-__all__ = ["BOOKMARK_INTERVAL", "DEFAULT_TIMEOUT", "Watch", "parse_watch"]
+__all__ = [
+    "BOOKMARK_INTERVAL",
+    "DEFAULT_TIMEOUT",
+    "Watch",
+    "check_list_version",
+    "paginate",
+    "parse_watch",
+]
 
 BOOKMARK_INTERVAL = 60.0
 DEFAULT_TIMEOUT = 1800.0
@@ -251,3 +265,87 @@ class Watch:
     @staticmethod
     def _error(err: ApiError) -> dict[str, Any]:
         return {"type": "ERROR", "object": err.status()}
+
+
+# --------------------------------------------------------------------------- lists
+
+_CONTINUE_TOO_OLD = (
+    "The provided continue parameter is too old to display a consistent list result. You can "
+    "start a new list without the continue parameter."
+)
+
+
+def _item_key(item: Mapping[str, Any]) -> str:
+    meta = item.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name')}"
+
+
+def encode_continue(rv: str, start: str) -> str:
+    doc = json.dumps({"v": "meta.k8s.io/v1", "rv": int(rv), "start": start},
+                     separators=(",", ":"))
+    return base64.urlsafe_b64encode(doc.encode()).decode()
+
+
+def decode_continue(token: str) -> tuple[int, str]:
+    """(resourceVersion of the first page, key of its last item); 400 when not a token."""
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4)))
+        if doc.get("v") != "meta.k8s.io/v1":
+            raise ValueError("unknown version")
+        return int(doc["rv"]), str(doc["start"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ApiError(400, "BadRequest", f"continue key is not valid: {exc}") from exc
+
+
+def check_list_version(store: Store, query: Mapping[str, str]) -> None:
+    """``resourceVersion``/``resourceVersionMatch`` of a list, as the API server checks them.
+    The store keeps no past states: ``Exact`` can be served only at the current version."""
+    rv_text = query.get("resourceVersion", "")
+    match = query.get("resourceVersionMatch", "")
+    if query.get("continue") and rv_text not in ("", "0"):
+        raise ApiError(400, "BadRequest",
+                       "specifying resource version is not allowed when using continue")
+    if match and not rv_text:
+        raise _invalid_list_options("resourceVersionMatch", f'"{match}"',
+                                    "resourceVersionMatch is forbidden unless resourceVersion "
+                                    "is provided")
+    if match not in ("", "Exact", "NotOlderThan"):
+        raise _invalid_list_options("resourceVersionMatch", f'"{match}"',
+                                    'supported values: "Exact", "NotOlderThan"')
+    if not rv_text:
+        return
+    requested = parse_resource_version(rv_text)
+    if requested > store.revision:
+        raise too_large(requested, store.revision)
+    if match == "Exact" and requested != store.revision:
+        raise expired(requested, store.compacted)
+
+
+def paginate(store: Store, listed: dict[str, Any], query: Mapping[str, str],
+             selected: bool) -> dict[str, Any]:
+    """One page of ``listed`` (every item, in key order) for ``limit`` and ``continue``: the
+    opaque token carries the first page's resourceVersion and the last key served. Later pages
+    are read from the current state (the store keeps no snapshots); a token older than the
+    change history answers 410 Expired. ``remainingItemCount`` is set unless a selector
+    filtered the list (as the API server)."""
+    items = listed["items"]
+    token = query.get("continue")
+    if token:
+        rv, start = decode_continue(token)
+        if rv < store.compacted:
+            raise ApiError(410, "Expired", _CONTINUE_TOO_OLD)
+        items = [i for i in items if _item_key(i) > start]
+        listed["metadata"]["resourceVersion"] = str(rv)
+    try:
+        limit = int(query.get("limit") or 0)
+    except ValueError:
+        limit = 0
+    if limit > 0 and len(items) > limit:
+        page = items[:limit]
+        listed["metadata"]["continue"] = encode_continue(
+            listed["metadata"]["resourceVersion"], _item_key(page[-1]))
+        if not selected:
+            listed["metadata"]["remainingItemCount"] = len(items) - limit
+        items = page
+    listed["items"] = items
+    return listed

@@ -1,0 +1,224 @@
+"""The Kubernetes API emulator in the hands of clients it does not know: the real kubectl (v1.35
+in CI) in its default mode and the official Python client's ``watch.Watch``. Watches
+(``get -w``, ``wait``, ``rollout status``), printed Tables, Events, ``describe``, ``auth``,
+pagination; and cloudctl's own waits watching instead of polling.
+
+kubectl is required in CI (``CI=true``: a missing kubectl fails); elsewhere these tests skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from cloudctl.emulate.kube_api import KubeApiEmulator
+from cloudctl.kube import Kube, ObjectRef, api_client, wait_workloads
+
+KUBECTL = shutil.which("kubectl") or "/usr/local/bin/kubectl"
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def kubectl_bin() -> str:
+    if not os.access(KUBECTL, os.X_OK):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"kubectl is required in CI (not at {KUBECTL}; .ci/run installs it)")
+        pytest.skip(f"kubectl not found at {KUBECTL}; CI installs it (.ci/run)")
+    return KUBECTL
+
+
+@pytest.fixture
+def emulator() -> Iterator[KubeApiEmulator]:
+    with KubeApiEmulator(workload_delay=0.5) as emu:
+        emu.add_node("w1", "10.0.0.11", roles=("control-plane",))
+        yield emu
+
+
+@pytest.fixture
+def kubeconfig(emulator: KubeApiEmulator, tmp_path: Path) -> Path:
+    config = tmp_path / "kubeconfig"
+    config.write_bytes(emulator.kubeconfig())
+    config.chmod(0o600)
+    return config
+
+
+@pytest.fixture
+def kubectl(kubectl_bin: str, kubeconfig: Path, tmp_path: Path) -> Kubectl:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
+
+    def run(*args: str, stdin: str | None = None, timeout: float = 60) -> Any:
+        return subprocess.run([kubectl_bin, *args], env=env, input=stdin, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    run.env = env  # type: ignore[attr-defined]
+    return run
+
+
+def _deployment(name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}},
+    }
+
+
+def _create(emulator: KubeApiEmulator, obj: dict[str, Any]) -> None:
+    api = emulator.api
+    rt = api.store.type_of(obj["apiVersion"], obj["kind"])
+    assert rt is not None
+    with emulator.lock:
+        api.store.create(rt, obj["metadata"].get("namespace"), obj, manager="test")
+
+
+# --------------------------------------------------------------------------- watches
+
+
+def test_kubectl_get_watch_streams_changes(emulator: KubeApiEmulator, kubectl: Kubectl,
+                                           kubectl_bin: str) -> None:
+    proc = subprocess.Popen(
+        [kubectl_bin, "get", "configmaps", "-w", "--output-watch-events", "-l", "app=web"],
+        env=kubectl.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # type: ignore[attr-defined]
+        text=True)
+    try:
+        time.sleep(1.5)  # kubectl listed and is watching
+        for name, app in (("one", "web"), ("two", "db")):
+            _create(emulator, {"apiVersion": "v1", "kind": "ConfigMap",
+                               "metadata": {"name": name, "namespace": "default",
+                                            "labels": {"app": app}}})
+        rt = emulator.store.type_of("v1", "ConfigMap")
+        assert rt is not None
+        with emulator.lock:
+            emulator.store.delete(rt, "default", "one")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and emulator.open_watches == 0:
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    lines = [line.split()[:2] for line in out.splitlines()]
+    assert ["EVENT", "NAME"] in lines, (out, err)
+    assert ["ADDED", "one"] in lines and ["DELETED", "one"] in lines, (out, err)
+    assert not any(line[1:] == ["two"] for line in lines), out  # not selected
+
+
+def test_kubectl_rollout_status_and_wait(emulator: KubeApiEmulator, kubectl: Kubectl) -> None:
+    """``rollout status`` (a watch from a list) and ``wait`` (client-go's watch-list:
+    sendInitialEvents) end as the Deployment rolls out — driven by the controllers' due
+    times, without any other request."""
+    _create(emulator, _deployment("web", 2))
+    started = time.monotonic()
+    out = kubectl("rollout", "status", "deployment/web", "--timeout=20s")
+    assert out.returncode == 0, out.stderr
+    assert 'deployment "web" successfully rolled out' in out.stdout
+    assert time.monotonic() - started < 10
+    out = kubectl("wait", "--for=condition=Available", "deployment/web", "--timeout=20s")
+    assert out.returncode == 0, out.stderr
+    assert "deployment.apps/web condition met" in out.stdout
+    out = kubectl("wait", "--for=condition=Ready", "node/w1", "--timeout=1s")
+    assert out.returncode == 1  # no CNI release: the node stays NotReady
+    assert "timed out waiting for the condition on nodes/w1" in out.stderr
+    out = kubectl("wait", "--for=delete", "configmap/absent", "--timeout=2s")
+    assert out.returncode == 0, out.stderr
+
+
+def test_official_client_watch_stream(emulator: KubeApiEmulator) -> None:
+    with api_client(emulator.kubeconfig()) as api:
+        v1 = client.CoreV1Api(api)
+
+        def writes() -> None:
+            time.sleep(0.3)
+            v1.create_namespaced_config_map(
+                "default", {"metadata": {"name": "a", "labels": {"x": "1"}}, "data": {"k": "v"}})
+            v1.patch_namespaced_config_map("a", "default", {"data": {"k": "w"}})
+            v1.delete_namespaced_config_map("a", "default")
+
+        writer = threading.Thread(target=writes)
+        writer.start()
+        seen = []
+        w = watch.Watch()
+        for event in w.stream(v1.list_namespaced_config_map, "default", timeout_seconds=10):
+            seen.append((event["type"], event["object"].metadata.name))
+            if event["type"] == "DELETED":
+                w.stop()
+        writer.join()
+        assert seen == [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
+        # a version older than the kept history: 410 Expired (the client retries once)
+        emulator.store.history_size = 2
+        for i in range(4):
+            v1.create_namespaced_config_map("default", {"metadata": {"name": f"h{i}"}})
+        with pytest.raises(ApiException) as exc:
+            for _ in watch.Watch().stream(v1.list_namespaced_config_map, "default",
+                                          resource_version="1", timeout_seconds=5):
+                pass
+        assert exc.value.status == 410 and "too old resource version" in str(exc.value.reason)
+
+
+def test_stop_ends_open_watches(emulator: KubeApiEmulator) -> None:
+    with api_client(emulator.kubeconfig()) as api:
+        v1 = client.CoreV1Api(api)
+        ended = threading.Event()
+
+        def watching() -> None:
+            for _ in watch.Watch().stream(v1.list_namespaced_config_map, "default",
+                                          resource_version=emulator.store.resource_version,
+                                          timeout_seconds=600):
+                pass
+            ended.set()
+
+        thread = threading.Thread(target=watching, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while emulator.open_watches == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert emulator.open_watches == 1
+        started = time.monotonic()
+        emulator.stop()
+        assert time.monotonic() - started < 3
+        assert ended.wait(5) and emulator.open_watches == 0
+
+
+def test_cloudctl_waits_watch_instead_of_polling(emulator: KubeApiEmulator) -> None:
+    """A wait for a Deployment that rolls out after 0.5 s sends a handful of requests (look,
+    watch, look again), not one per ``interval``; a watch that fails falls back to polling."""
+    _create(emulator, _deployment("web", 1))
+    ref = ObjectRef("apps/v1", "Deployment", "web", "default")
+    with Kube.from_kubeconfig(emulator.kubeconfig()) as kube:
+        before = emulator.api.requests["GET"]
+        started = time.monotonic()
+        (done,) = wait_workloads(kube, [ref], timeout=20, interval=0.01)
+        assert done.ready and time.monotonic() - started < 5
+        assert emulator.api.requests["GET"] - before < 20
+        assert emulator.open_watches <= 1
+
+
+def test_kubectl_reads_pages(emulator: KubeApiEmulator, kubectl: Kubectl) -> None:
+    for i in range(7):
+        _create(emulator, {"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": f"cm-{i}", "namespace": "default"}})
+    out = kubectl("get", "configmaps", "--chunk-size=3", "-o", "name")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [f"configmap/cm-{i}" for i in range(7)]
+    page = json.loads(kubectl("get", "--raw",
+                              "/api/v1/namespaces/default/configmaps?limit=3").stdout)
+    assert len(page["items"]) == 3 and page["metadata"]["remainingItemCount"] == 4
+    token = page["metadata"]["continue"]
+    rest = json.loads(kubectl("get", "--raw", "/api/v1/namespaces/default/configmaps?limit=10&"
+                              f"continue={token}").stdout)
+    assert [i["metadata"]["name"] for i in rest["items"]] == [f"cm-{i}" for i in range(3, 7)]
+    assert "continue" not in rest["metadata"] or not rest["metadata"]["continue"]
