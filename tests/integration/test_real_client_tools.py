@@ -231,8 +231,8 @@ def _kustomization_dirs(files: Files) -> list[str]:
 def _applied_by_cloudctl(c: Case) -> dict[str, list[dict[str, Any]]]:
     """Rendered directory -> the objects cloudctl applies from it, as the flux and platform
     stages build them (``cloudctl.pipeline.platform``)."""
-    local = [o for objs in local_chart_manifests(c.inv).values() for o in objs]
     if c.mode == "direct":
+        local = [o for objs in local_chart_manifests(c.inv).values() for o in objs]
         flux = flux_objects(c.files)
         platform = platform_objects(c.inv, c.files, direct=True)
         out = {f"{ROOT}/flux-system": flux, f"{ROOT}/platform": platform, ROOT: flux + platform}
