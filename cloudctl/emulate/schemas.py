@@ -24,8 +24,9 @@ validates with ``jsonschema``:
   value constraints (``nullable``, ``x-kubernetes-int-or-string`` translated, the root
   ``metadata`` checked as ObjectMeta) validated with jsonschema, and, separately, a walk of the
   object along the schema finds undeclared keys as the API server's pruning does
-  (``x-kubernetes-preserve-unknown-fields`` and ``additionalProperties`` keep them). CEL rules
-  are not evaluated; formats are not asserted.
+  (``x-kubernetes-preserve-unknown-fields`` and ``additionalProperties`` keep them). The CEL
+  validation rules (``x-kubernetes-validations``) are evaluated by
+  :mod:`cloudctl.emulate.kube_cel` (``rule_problems``); formats are not asserted.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import yaml
 from jsonschema.protocols import Validator
 
 from .. import resources
+from .kube_cel import RuleProblem, RuleSet
 
 __all__ = [
     "UNKNOWN_FIELD",
@@ -380,6 +382,7 @@ class CrdValidators:
         self._schemas: dict[_GVK, dict[str, Any]] = {}
         self._validators: dict[_GVK, Validator] = {}
         self._crds: dict[str, Mapping[str, Any]] = {}
+        self._rules: dict[_GVK, RuleSet] = {}
         self._serial = next(_REGISTRIES)
         self._revision = 0
 
@@ -395,6 +398,7 @@ class CrdValidators:
         for gvk, schema in served_versions(crd).items():
             self._schemas[gvk] = schema
             self._validators.pop(gvk, None)
+            self._rules.pop(gvk, None)
         self._crds[str((crd.get("metadata") or {}).get("name", ""))] = crd
         self._revision += 1
 
@@ -428,3 +432,29 @@ class CrdValidators:
         _unknown_fields(schema, dict(obj), (), unknown, resource_root=True)
         problems.update((_dotted(p), UNKNOWN_FIELD) for p in unknown)
         return sorted(problems)
+
+    def has_rules(self, api_version: str, kind: str) -> bool:
+        """Whether the CRD version serving this kind has ``x-kubernetes-validations``."""
+        rules = self._rule_set(api_version, kind)
+        return rules is not None and not rules.empty
+
+    def rule_problems(
+        self, obj: Mapping[str, Any], old: Mapping[str, Any] | None = None
+    ) -> list[RuleProblem]:
+        """The failed CRD validation rules (CEL, :mod:`cloudctl.emulate.kube_cel`) of an
+        object; ``old``: the stored object on an update (``oldSelf``)."""
+        rules = self._rule_set(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        if rules is None or rules.empty:
+            return []
+        return rules.problems(obj, old)
+
+    def _rule_set(self, api_version: str, kind: str) -> RuleSet | None:
+        group, _, version = api_version.rpartition("/")
+        gvk = (group, version, kind)
+        rules = self._rules.get(gvk)
+        if rules is None:
+            schema = self._schemas.get(gvk)
+            if schema is None:
+                return None
+            rules = self._rules[gvk] = RuleSet(schema)
+        return rules

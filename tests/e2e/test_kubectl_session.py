@@ -121,3 +121,26 @@ def test_explain_reads_builtin_and_crd_schemas(kubectl: Run) -> None:
     out = kubectl("explain", "helmreleases.spec", "--recursive")
     assert "  chart\t<Object>\n" in out.stdout
     assert "      chart\t<string> -required-\n" in out.stdout  # spec.chart.spec.chart
+
+
+HELMRELEASE = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: no-chart, namespace: default}
+spec:
+  interval: 5m
+"""
+
+
+def test_helmrelease_without_chart_is_rejected_with_the_flux_cel_message(
+    kubectl: Run, emulator: KubeApiEmulator
+) -> None:
+    out = kubectl("apply", "-f", "-", stdin=HELMRELEASE, ok=False)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        'The HelmRelease "no-chart" is invalid: spec: Invalid value: "object": '
+        "either chart or chartRef must be set")
+    assert emulator.get("helm.toolkit.fluxcd.io/v2", "HelmRelease", "no-chart", "default") is None
+    chart = "  chart:\n    spec: {chart: podinfo, sourceRef: {kind: HelmRepository, name: p}}\n"
+    out = kubectl("apply", "-f", "-", stdin=HELMRELEASE + chart)
+    assert "helmrelease.helm.toolkit.fluxcd.io/no-chart created" in out.stdout
