@@ -47,6 +47,7 @@ from cloudctl.kube import apply_manifests
 from cloudctl.pipeline.gitpush import push_tree
 from cloudctl.pipeline.platform import (
     flux_objects,
+    kustomize_resources,
     platform_objects,
     sync_objects,
     tree_objects,
@@ -60,7 +61,7 @@ from cloudctl.render.gitops import (
     render_gitops,
 )
 from cloudctl.render.gitops.contracts import crd_registry
-from cloudctl.render.gitops.platform import gitops_path
+from cloudctl.render.gitops.platform import GIT_SOURCE, gitops_path
 from cloudctl.render.output import write_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -225,6 +226,16 @@ def _kustomization_dirs(files: Files) -> list[str]:
                   if posixpath.basename(p) == "kustomization.yaml")
 
 
+def _tree_dirs(files: Files, directory: str) -> list[str]:
+    """``directory`` and the kustomization directories its ``resources:`` reach."""
+    out = [directory]
+    for res in kustomize_resources(files, directory):
+        sub = posixpath.normpath(posixpath.join(directory, res))
+        if f"{sub}/kustomization.yaml" in files:
+            out += _tree_dirs(files, sub)
+    return sorted(out)
+
+
 # --------------------------------------------------------------------------- 1a: kustomize
 
 
@@ -259,11 +270,12 @@ def test_kustomize_builds_every_rendered_tree_as_cloudctl_applies_it(
         if d in applied:
             assert_same_objects(built, applied[d], f"{d}: what cloudctl applies")
     if case.mode == "direct":
-        # everything the two stages apply comes from the tree (nothing applied outside it)
-        assert sorted(applied) == dirs
+        # the flux and platform stages apply every directory of the root's tree (a tree beside
+        # it is compared with cloudctl's reading above)
+        assert sorted(applied) == _tree_dirs(case.files, ROOT)
 
 
-def _checkout(git: str, repo: Path, rev: str, path: str, dest: Path) -> Path:
+def _checkout(git: str, repo: Path, rev: str, path: str, dest: Path) -> None:
     out = subprocess.run([git, "--git-dir", str(repo), "archive", "--format=tar", rev, path],
                          capture_output=True, timeout=TOOL_TIMEOUT, check=True)
     with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
@@ -273,16 +285,15 @@ def _checkout(git: str, repo: Path, rev: str, path: str, dest: Path) -> Path:
                 target = dest / member.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(f.read())
-    return dest / path
 
 
 @pytest.mark.parametrize("inventory", list(INVENTORIES))
 def test_flux_applies_the_pushed_tree_as_kustomize_builds_it(
     inventory: str, kubectl: str, git: str, tmp_path: Path
 ) -> None:
-    """GitOps mode: the tree cloudctl pushes, checked out at the sync Kustomization's path,
-    builds with kustomize into what the emulated kustomize-controller applies from Git and
-    what cloudctl rendered."""
+    """GitOps mode: the tree cloudctl pushes, checked out, builds with kustomize at each sync
+    Kustomization's path into what the emulated kustomize-controller applies from Git there
+    and what cloudctl rendered."""
     case = _rendered(inventory, "gitops")
     assert case.inv.gitops is not None
     remote = tmp_path / "remote.git"
@@ -291,13 +302,21 @@ def test_flux_applies_the_pushed_tree_as_kustomize_builds_it(
         update={"gitops": case.inv.gitops.model_copy(update={"repo": str(remote)})}
     )
     rev = push_tree(case.files, local, cache=tmp_path / "cache.git")
-    (sync,) = [o for o in sync_objects(case.files) if o["kind"] == "Kustomization"]
-    path = posixpath.normpath(str(sync["spec"]["path"]))
-    assert path == gitops_path(case.inv)
-    built = kustomize(kubectl, _checkout(git, remote, rev, path, tmp_path / "checkout"))
-    assert_same_objects(built, read_objects(str(remote), rev, sync["spec"]["path"]),
-                        "pushed tree: the emulated kustomize-controller")
-    assert_same_objects(built, tree_objects(case.files, ROOT), "pushed tree: the render")
+    checkout = tmp_path / "checkout"
+    _checkout(git, remote, rev, gitops_path(case.inv), checkout)
+    kustomizations = [o for o in sync_objects(case.files) if o["kind"] == "Kustomization"]
+    assert GIT_SOURCE in [o["metadata"]["name"] for o in kustomizations]
+    for ks in kustomizations:
+        # each Flux Kustomization builds its path of the repository
+        path = posixpath.normpath(str(ks["spec"]["path"]))
+        rel = posixpath.relpath(path, gitops_path(case.inv))
+        assert not rel.startswith(".."), f"{ks['metadata']['name']}: {path} is outside the tree"
+        what = f"Kustomization {ks['metadata']['name']} ({path})"
+        built = kustomize(kubectl, checkout / path)
+        assert_same_objects(built, read_objects(str(remote), rev, str(ks["spec"]["path"])),
+                            f"{what}: the emulated kustomize-controller")
+        rendered = posixpath.normpath(posixpath.join(ROOT, rel))
+        assert_same_objects(built, tree_objects(case.files, rendered), f"{what}: the render")
 
 
 # --------------------------------------------------------------------------- 1b: helm
@@ -352,16 +371,17 @@ def _namespaced() -> dict[tuple[str, str], bool]:
 def _in_namespace(obj: dict[str, Any], default: str) -> dict[str, Any]:
     """The object with the namespace it lands in: ``default`` for a namespaced object without
     one (Helm: the release namespace; cloudctl: DIRECT_DEFAULT_NAMESPACE), none when
-    cluster-scoped."""
+    cluster-scoped. The scope must be known only for an object without a namespace."""
     group, kind = str(obj["apiVersion"]).rpartition("/")[0], str(obj["kind"])
     namespaced = _namespaced().get((group, kind))
-    assert namespaced is not None, f"{_key(obj)}: scope of {kind} unknown to this test"
     out = dict(obj)
     meta = out["metadata"] = dict(obj["metadata"])
-    if namespaced:
-        meta.setdefault("namespace", default)
-    else:
-        meta.pop("namespace", None)
+    if "namespace" not in meta:
+        assert namespaced is not None, f"{_key(obj)}: no namespace, scope of {kind} unknown"
+        if namespaced:
+            meta["namespace"] = default
+    elif namespaced is False:
+        del meta["namespace"]
     return out
 
 
