@@ -401,6 +401,7 @@ class KubeApi:
         doc = table(
             rt.kind, items, self.store.resource_version, self.controllers.wallclock(),
             include_object=query.get("includeObject") or "Metadata",
+            printer_columns=self.store.printer_columns(rt),
         )
         doc["metadata"].update(list_meta or {})
         return Response.json(200, doc)
@@ -423,7 +424,8 @@ class KubeApi:
 
             def render(obj: dict[str, Any], first: bool) -> Any:
                 doc = table(rt.kind, [obj], str(obj["metadata"].get("resourceVersion", "")),
-                            self.controllers.wallclock(), include_object=include)
+                            self.controllers.wallclock(), include_object=include,
+                            printer_columns=self.store.printer_columns(rt))
                 if not first:  # as the API server: column definitions with the first event
                     doc["columnDefinitions"] = []
                 return doc

@@ -290,6 +290,17 @@ class Store:
     def is_established(self, name: str) -> bool:
         return name in self._established
 
+    def printer_columns(self, rt: ResourceType) -> list[dict[str, Any]] | None:
+        """A custom resource version's ``additionalPrinterColumns`` (empty: none declared);
+        None for a built-in kind."""
+        crd = self._established.get(rt.crd or "")
+        if crd is None:
+            return None
+        for version in (crd.get("spec") or {}).get("versions") or []:
+            if version.get("name") == rt.version:
+                return list(version.get("additionalPrinterColumns") or [])
+        return []
+
     # ------------------------------------------------------------------ reading
 
     def _bucket(self, rt: ResourceType) -> dict[tuple[str, str], StoredObject]:

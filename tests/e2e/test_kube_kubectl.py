@@ -23,7 +23,16 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from cloudctl.emulate.kube_api import KubeApiEmulator
-from cloudctl.kube import Kube, ObjectRef, api_client, wait_workloads
+from cloudctl.kube import (
+    Kube,
+    ObjectRef,
+    api_client,
+    apply_manifests,
+    parse_manifests,
+    wait_helmreleases,
+    wait_workloads,
+)
+from cloudctl.resources import read_text
 
 KUBECTL = shutil.which("kubectl") or "/usr/local/bin/kubectl"
 
@@ -143,8 +152,8 @@ def test_official_client_watch_stream(emulator: KubeApiEmulator) -> None:
 
         def writes() -> None:
             time.sleep(0.3)
-            v1.create_namespaced_config_map(
-                "default", {"metadata": {"name": "a", "labels": {"x": "1"}}, "data": {"k": "v"}})
+            v1.create_namespaced_config_map("default", client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name="a", labels={"x": "1"}), data={"k": "v"}))
             v1.patch_namespaced_config_map("a", "default", {"data": {"k": "w"}})
             v1.delete_namespaced_config_map("a", "default")
 
@@ -161,7 +170,8 @@ def test_official_client_watch_stream(emulator: KubeApiEmulator) -> None:
         # a version older than the kept history: 410 Expired (the client retries once)
         emulator.store.history_size = 2
         for i in range(4):
-            v1.create_namespaced_config_map("default", {"metadata": {"name": f"h{i}"}})
+            v1.create_namespaced_config_map(
+                "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"h{i}")))
         with pytest.raises(ApiException) as exc:
             for _ in watch.Watch().stream(v1.list_namespaced_config_map, "default",
                                           resource_version="1", timeout_seconds=5):
@@ -222,3 +232,65 @@ def test_kubectl_reads_pages(emulator: KubeApiEmulator, kubectl: Kubectl) -> Non
                               f"continue={token}").stdout)
     assert [i["metadata"]["name"] for i in rest["items"]] == [f"cm-{i}" for i in range(3, 7)]
     assert "continue" not in rest["metadata"] or not rest["metadata"]["continue"]
+
+
+# --------------------------------------------------------------------------- Tables
+
+
+def _flux_release(emulator: KubeApiEmulator, name: str = "cilium") -> None:
+    docs = parse_manifests(read_text("flux", "gotk-components-v2.9.3.yaml"), source="gotk")
+    wanted = ("helmreleases.helm.toolkit.fluxcd.io", "helmrepositories.source.toolkit.fluxcd.io")
+    with Kube.from_kubeconfig(emulator.kubeconfig()) as kube:
+        apply_manifests(kube, [d for d in docs if d["kind"] == "Namespace"
+                               or d["metadata"]["name"] in wanted])
+        apply_manifests(kube, [
+            {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+             "metadata": {"name": "charts", "namespace": "flux-system"},
+             "spec": {"url": "https://charts.example.org", "interval": "1h"}},
+            {"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+             "metadata": {"name": name, "namespace": "flux-system"},
+             "spec": {"interval": "10m", "chart": {"spec": {
+                 "chart": name, "version": "1.0.0",
+                 "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}}},
+        ])
+        wait_helmreleases(kube, names=[name], timeout=20)
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.strip().splitlines()]
+
+
+def test_kubectl_get_prints_the_servers_columns(emulator: KubeApiEmulator,
+                                                kubectl: Kubectl) -> None:
+    _flux_release(emulator)
+    out = kubectl("get", "hr", "-A")
+    assert out.returncode == 0, out.stderr
+    head, row = out.stdout.splitlines()[:2]
+    assert head.split() == ["NAMESPACE", "NAME", "AGE", "READY", "STATUS"]
+    assert row.split()[:4] == ["flux-system", "cilium", row.split()[2], "True"]
+    assert "Helm install succeeded for release flux-system/cilium" in row
+    nodes = _rows(kubectl("get", "nodes", "-o", "wide").stdout)
+    assert nodes[0] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP",
+                        "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]
+    assert nodes[1][:3] == ["w1", "Ready", "control-plane"] and "10.0.0.11" in nodes[1]
+    namespaces = _rows(kubectl("get", "namespaces").stdout)
+    assert namespaces[0] == ["NAME", "STATUS", "AGE"]
+    assert ["default", "Active"] in [r[:2] for r in namespaces]
+    _create(emulator, _deployment("web", 2))
+    out = kubectl("rollout", "status", "deployment/web", "--timeout=20s")
+    assert out.returncode == 0, out.stderr
+    deploys = _rows(kubectl("get", "deployments", "-o", "wide").stdout)
+    assert deploys[0] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS",
+                          "IMAGES", "SELECTOR"]
+    assert deploys[1][:4] == ["web", "2/2", "2", "2"]
+    assert deploys[1][5:] == ["c", "nginx:1.27", "app=web"]
+    pods = _rows(kubectl("get", "pods", "-o", "wide").stdout)
+    assert pods[0][:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert all(p[1:3] == ["1/1", "Running"] and "w1" in p for p in pods[1:]) and len(pods) == 3
+    # the scale subresource with kubectl's defaults
+    out = kubectl("scale", "deployment/web", "--replicas=3")
+    assert out.returncode == 0, out.stderr
+    assert "deployment.apps/web scaled" in out.stdout
+    out = kubectl("rollout", "status", "deployment/web", "--timeout=20s")
+    assert out.returncode == 0, out.stderr
+    assert _rows(kubectl("get", "deployment", "web").stdout)[1][1] == "3/3"
