@@ -48,6 +48,7 @@ __all__ = [
     "crd_definition_name",
     "group_version_path",
     "manifest",
+    "swagger_definitions",
 ]
 
 _DATA = "data/kubernetes"
@@ -131,6 +132,12 @@ def builtin_v3(path: str) -> dict[str, Any]:
 def _swagger() -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(_read("openapi/v2/swagger.json"))
     return doc
+
+
+def swagger_definitions() -> dict[str, Any]:
+    """The upstream v2 document's definitions (the built-in types' JSON shapes)."""
+    defs: dict[str, Any] = _swagger()["definitions"]
+    return defs
 
 
 def crd_definition_name(group: str, version: str, kind: str) -> str:

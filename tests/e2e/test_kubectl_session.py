@@ -144,3 +144,80 @@ def test_helmrelease_without_chart_is_rejected_with_the_flux_cel_message(
     chart = "  chart:\n    spec: {chart: podinfo, sourceRef: {kind: HelmRepository, name: p}}\n"
     out = kubectl("apply", "-f", "-", stdin=HELMRELEASE + chart)
     assert "helmrelease.helm.toolkit.fluxcd.io/no-chart created" in out.stdout
+
+
+def test_kubectl_create_sends_protobuf_and_scale_uses_the_subresource(
+    kubectl: Run, emulator: KubeApiEmulator
+) -> None:
+    out = kubectl("create", "deployment", "pb", "--image=registry.k8s.io/pause:3.10",
+                  "--replicas=2", "-v=8")
+    assert "deployment.apps/pb created" in out.stdout
+    # request and response bodies were protobuf (client-go logs both content types)
+    assert out.stderr.count("Content-Type: application/vnd.kubernetes.protobuf") >= 2
+    got = emulator.get("apps/v1", "Deployment", "pb", "default")
+    assert got is not None and got["spec"]["replicas"] == 2
+    assert got["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "registry.k8s.io/pause:3.10")
+    kubectl("create", "secret", "generic", "pb-secret", "--from-literal=token=s3cret")
+    out = kubectl("get", "secret", "pb-secret", "-o", "jsonpath={.data.token}")
+    assert out.stdout == "czNjcmV0"  # base64 of s3cret, through a protobuf bytes map
+    kubectl("scale", "deployment", "pb", "--replicas=3")
+    got = emulator.get("apps/v1", "Deployment", "pb", "default")
+    assert got is not None and got["spec"]["replicas"] == 3
+
+
+def _chart(root: Path) -> Path:
+    chart = root / "tiny"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: tiny\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("greeting: hello\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\n"
+        "data:\n  greeting: {{ .Values.greeting | quote }}\n")
+    return chart
+
+
+def test_helm_install_upgrade_uninstall(
+    helm: Run, emulator: KubeApiEmulator, tmp_path: Path
+) -> None:
+    chart = _chart(tmp_path)
+    helm("install", "tiny", str(chart), "--namespace", "default")
+    cm = emulator.get("v1", "ConfigMap", "tiny-cm", "default")
+    assert cm is not None and cm["data"] == {"greeting": "hello"}
+    helm("upgrade", "tiny", str(chart), "--namespace", "default", "--set", "greeting=bye")
+    cm = emulator.get("v1", "ConfigMap", "tiny-cm", "default")
+    assert cm is not None and cm["data"] == {"greeting": "bye"}
+    releases = json.loads(helm("list", "--namespace", "default", "-o", "json").stdout)
+    assert [(r["name"], r["revision"], r["status"]) for r in releases] == [
+        ("tiny", "2", "deployed")]
+    # the release records are Secrets helm wrote through client-go's protobuf encoding
+    stored = {s["metadata"]["name"] for s in emulator.list("v1", "Secret", "default")}
+    assert {"sh.helm.release.v1.tiny.v1", "sh.helm.release.v1.tiny.v2"} <= stored
+    helm("uninstall", "tiny", "--namespace", "default")
+    assert emulator.get("v1", "ConfigMap", "tiny-cm", "default") is None
+    assert not any(s["metadata"]["name"].startswith("sh.helm.release.v1.tiny.")
+                   for s in emulator.list("v1", "Secret", "default"))
+
+
+def test_chunked_request_body(emulator: KubeApiEmulator, tmp_path: Path) -> None:
+    import http.client
+    import ssl
+
+    for name, data in (("ca.pem", emulator.pki.ca_pem),
+                       ("client.pem", emulator.pki.client_cert_pem),
+                       ("client.key", emulator.pki.client_key_pem)):
+        (tmp_path / name).write_bytes(data)
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    context.load_cert_chain(str(tmp_path / "client.pem"), str(tmp_path / "client.key"))
+    body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "chunked"}, "data": {"k": "v" * 5000}}).encode()
+    chunks = [body[i:i + 1000] for i in range(0, len(body), 1000)]
+    conn = http.client.HTTPSConnection(emulator.host, emulator.port, context=context)
+    conn.request("POST", "/api/v1/namespaces/default/configmaps", body=iter(chunks),
+                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 201, resp.read()
+    resp.read()
+    conn.close()
+    cm = emulator.get("v1", "ConfigMap", "chunked", "default")
+    assert cm is not None and cm["data"]["k"] == "v" * 5000
