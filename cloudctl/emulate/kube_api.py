@@ -48,6 +48,10 @@ import yaml
 from .kube_fields import PatchError, json_patch, merge_patch
 from .kube_helm import HelmInstaller
 from .kube_openapi import OpenApi
+from .kube_protobuf import MEDIA_TYPE as _PROTOBUF
+from .kube_protobuf import ProtobufError, prefers_protobuf
+from .kube_protobuf import decode as decode_protobuf
+from .kube_protobuf import encode as encode_protobuf
 from .kube_reconcile import Controllers, Failure, ValuesValidator
 from .kube_store import ApiError, Store, bad_request
 from .kube_tables import table, wants_table
@@ -135,7 +139,11 @@ class KubeApi:
         parts = [unquote(p) for p in url.path.split("/") if p]
         self.requests[method] += 1
         try:
-            return self._route(method, parts, query, _lower(headers), body)
+            lowered = _lower(headers)
+            resp = self._route(method, parts, query, lowered, body)
+            if prefers_protobuf(lowered.get("accept") or ""):
+                return _as_protobuf(resp)
+            return resp
         except ApiError as err:
             return Response.error(err)
         except SelectorError as exc:
@@ -563,8 +571,25 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
+def _as_protobuf(resp: Response) -> Response:
+    """A JSON answer of a built-in type re-encoded for a client that prefers protobuf (errors,
+    Tables, custom resources and watches stay JSON, which the client accepts as well)."""
+    if resp.content_type != _JSON or resp.watch is not None or not 200 <= resp.code < 300:
+        return resp
+    try:
+        payload = encode_protobuf(json.loads(resp.body))
+    except (ProtobufError, ValueError, TypeError, AttributeError):
+        return resp
+    return Response(resp.code, payload, _PROTOBUF, resp.headers)
+
+
 def _decode(body: bytes, headers: Mapping[str, str], *, yaml_ok: bool = False) -> Any:
     content_type = (headers.get("content-type") or _JSON).split(";")[0].strip()
+    if content_type == _PROTOBUF:
+        try:
+            return decode_protobuf(body)
+        except ProtobufError as exc:
+            raise bad_request(f"the request body could not be decoded: {exc}") from exc
     try:
         text = body.decode("utf-8")
         if content_type.endswith("yaml") and (yaml_ok or content_type == "application/yaml"):
@@ -580,14 +605,30 @@ def _decode(body: bytes, headers: Mapping[str, str], *, yaml_ok: bool = False) -
 # --------------------------------------------------------------------------- the HTTPS server
 
 
+def _read_chunked(stream: Any) -> bytes:
+    """A ``Transfer-Encoding: chunked`` request body (chunk extensions and trailers ignored)."""
+    body = bytearray()
+    while True:
+        size = int(stream.readline(1024).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while stream.readline(1024) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields
+            return bytes(body)
+        body += stream.read(size)
+        stream.readline(1024)  # the CRLF after the chunk
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30
     server: _Server
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            body = _read_chunked(self.rfile)
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
         resp = self.server.emulator.handle(self.command, self.path, dict(self.headers), body)
         if resp.watch is not None:
             self._stream(resp.watch)
