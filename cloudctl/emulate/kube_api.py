@@ -423,7 +423,7 @@ class KubeApi:
         headers: dict[str, str],
     ) -> Response:
         """A watch (``kube_watch``): the HTTP layer streams its events as they come."""
-        selected = self._predicate(query)
+        selected = self._predicate(query, rt.kind)
         predicate = selected if name is None else (
             lambda o: (o.get("metadata") or {}).get("name") == name and selected(o))
         render = None
@@ -535,18 +535,20 @@ class KubeApi:
         code, answer = handle_rest(ctl.storage, method, path, self._multi_query)
         return Response.json(code, answer)
 
-    def _predicate(self, query: dict[str, str]) -> Callable[[Mapping[str, Any]], bool]:
+    def _predicate(
+        self, query: dict[str, str], kind: str | None = None
+    ) -> Callable[[Mapping[str, Any]], bool]:
         preds = []
         if query.get("labelSelector"):
             preds.append(label_selector(query["labelSelector"]))
         if query.get("fieldSelector"):
-            preds.append(field_selector(query["fieldSelector"]))
+            preds.append(field_selector(query["fieldSelector"], kind))
         return lambda o: all(p(o) for p in preds)
 
     def _list(
         self, rt: ResourceType, namespace: str | None, query: dict[str, str]
     ) -> dict[str, Any]:
-        return self.store.list(rt, namespace, self._predicate(query))
+        return self.store.list(rt, namespace, self._predicate(query, rt.kind))
 
 
 _SCALABLE = ("Deployment", "StatefulSet", "ReplicaSet")

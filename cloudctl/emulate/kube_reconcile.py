@@ -75,6 +75,7 @@ import yaml
 
 from ..errors import Problem
 from .kube_fields import clone
+from .kube_events import EventRecorder
 from .kube_helm import HelmAction, HelmInstaller, Outcome
 from .kube_pods import UNSCHEDULABLE_TAINT
 from .kube_store import ApiError, Store, StoredObject
@@ -200,7 +201,11 @@ class Controllers:
     """Node name -> what its kubelet reports (set by the rack from its Talos node); a Node not
     listed has a kubelet that always posts status."""
 
+    events: EventRecorder = field(init=False)
+    """Events of what the passes changed, as the controllers record them (kube_events)."""
+
     def __post_init__(self) -> None:
+        self.events = EventRecorder(self.store, self.wallclock)
         self.pods = PodControllers(
             self.store, self.workload_delay, self._write_status, wallclock=self.wallclock,
             note_due=self.note_due,
@@ -277,6 +282,7 @@ class Controllers:
         self._operators(now)
         self._nodes()
         self._linstor()
+        self.events.observe()
 
     def _crds(self, now: float) -> None:
         rt = self._type("apiextensions.k8s.io/v1", "CustomResourceDefinition")

@@ -93,6 +93,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _t("v1", "ResourceQuota", "resourcequotas", True, short="quota"),
     _t("v1", "LimitRange", "limitranges", True, False, "limits"),
     _t("v1", "Event", "events", True, False, "ev"),
+    _t("events.k8s.io/v1", "Event", "events", True, False, "ev"),
     _t("apps/v1", "Deployment", "deployments", True, short="deploy"),
     _t("apps/v1", "DaemonSet", "daemonsets", True, short="ds"),
     _t("apps/v1", "StatefulSet", "statefulsets", True, short="sts"),
@@ -200,14 +201,55 @@ def label_selector(selector: str) -> Predicate:
     return match
 
 
-_FIELDS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "metadata.name": lambda o: (o.get("metadata") or {}).get("name"),
-    "metadata.namespace": lambda o: (o.get("metadata") or {}).get("namespace"),
-    # pods (kubectl drain lists a node's pods with spec.nodeName=NODE)
-    "spec.nodeName": lambda o: (o.get("spec") or {}).get("nodeName") or "",
-    "status.phase": lambda o: (o.get("status") or {}).get("phase") or "",
-    # nodes
-    "spec.unschedulable": lambda o: str(bool((o.get("spec") or {}).get("unschedulable"))).lower(),
+def _at(*path: str) -> Callable[[Mapping[str, Any]], Any]:
+    def get(obj: Mapping[str, Any]) -> Any:
+        value: Any = obj
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if isinstance(value, bool):
+            return str(value).lower()
+        return "" if value is None else str(value)
+    return get
+
+
+def _either(*getters: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda obj: next((v for v in (g(obj) for g in getters) if v), "")
+
+
+_META: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "metadata.name": _at("metadata", "name"),
+    "metadata.namespace": _at("metadata", "namespace"),
+}
+_INVOLVED = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+_FIELDS_BY_KIND: dict[str, dict[str, Callable[[Mapping[str, Any]], Any]]] = {
+    # the API server's field label conversions (pkg/registry/*/strategy.go ToSelectableFields)
+    "Pod": {
+        "spec.nodeName": _at("spec", "nodeName"),  # kubectl drain, describe node
+        "spec.restartPolicy": _at("spec", "restartPolicy"),
+        "spec.schedulerName": _at("spec", "schedulerName"),
+        "spec.serviceAccountName": _at("spec", "serviceAccountName"),
+        "spec.hostNetwork": lambda o: str(bool((o.get("spec") or {}).get("hostNetwork"))).lower(),
+        "status.phase": _at("status", "phase"),
+        "status.podIP": _at("status", "podIP"),
+        "status.nominatedNodeName": _at("status", "nominatedNodeName"),
+    },
+    "Node": {
+        "spec.unschedulable": lambda o: str(bool((o.get("spec") or {}).get("unschedulable")))
+        .lower(),
+    },
+    "Namespace": {"status.phase": _at("status", "phase")},
+    "Secret": {"type": _at("type")},
+    "ReplicaSet": {"status.replicas": _at("status", "replicas")},
+    "Job": {"status.successful": _at("status", "succeeded")},
+    # core/v1 and events.k8s.io/v1 (one storage; kubectl describe selects involvedObject.*)
+    "Event": {
+        **{f"involvedObject.{k}": _either(_at("involvedObject", k), _at("regarding", k))
+           for k in _INVOLVED},
+        "reason": _at("reason"),
+        "reportingComponent": _either(_at("reportingComponent"), _at("reportingController")),
+        "source": _either(_at("source", "component"), _at("deprecatedSource", "component")),
+        "type": _at("type"),
+    },
 }
 
 
@@ -215,14 +257,25 @@ def _field_is(get: Callable[[Mapping[str, Any]], Any], value: str, equal: bool) 
     return lambda obj: (get(obj) == value) == equal
 
 
-def field_selector(selector: str) -> Predicate:
-    """``metadata.name``, ``metadata.namespace``, ``spec.nodeName``, ``status.phase`` and
-    ``spec.unschedulable`` with ``=``, ``==`` or ``!=`` (not checked per resource type)."""
+def field_selector(selector: str, kind: str | None = None) -> Predicate:
+    """A ``fieldSelector`` with ``=``, ``==`` or ``!=``: ``metadata.name`` and
+    ``metadata.namespace`` for every kind, and the fields the API server supports for ``kind``
+    (Pods: ``spec.nodeName``, ``status.phase``, ...; Events: ``involvedObject.*``, ``reason``,
+    ``source``, ``type``, ...); others are rejected as the server rejects them. Without
+    ``kind``, any known field is accepted."""
+    fields = dict(_META)
+    if kind is None:
+        for more in _FIELDS_BY_KIND.values():
+            fields.update(more)
+    else:
+        fields.update(_FIELDS_BY_KIND.get(kind, {}))
     reqs: list[Predicate] = []
     for raw in _split_requirements(selector):
         m = _EQ_RE.match(raw)
-        if not m or m.group(1) not in _FIELDS:
-            raise SelectorError(f"field label not supported: {raw.strip()!r}")
+        if not m:
+            raise SelectorError(f"invalid selector: {raw.strip()!r}; can't understand it")
+        if m.group(1) not in fields:
+            raise SelectorError(f"field label not supported: {m.group(1)}")
         field, op, value = m.groups()
-        reqs.append(_field_is(_FIELDS[field], value, equal=op != "!="))
+        reqs.append(_field_is(fields[field], value, equal=op != "!="))
     return lambda obj: all(r(obj) for r in reqs)

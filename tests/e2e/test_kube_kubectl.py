@@ -23,6 +23,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from cloudctl.emulate.kube_api import KubeApiEmulator
+from cloudctl.errors import PlatformError
 from cloudctl.kube import (
     Kube,
     ObjectRef,
@@ -294,3 +295,42 @@ def test_kubectl_get_prints_the_servers_columns(emulator: KubeApiEmulator,
     out = kubectl("rollout", "status", "deployment/web", "--timeout=20s")
     assert out.returncode == 0, out.stderr
     assert _rows(kubectl("get", "deployment", "web").stdout)[1][1] == "3/3"
+
+
+# --------------------------------------------------------------------------- Events, describe
+
+
+def test_events_in_get_events_and_describe(emulator: KubeApiEmulator, kubectl: Kubectl) -> None:
+    emulator.fail_release("bad", "InstallFailed", "chart hook failed: boom")
+    _flux_release(emulator)  # cilium: the CNI, the node turns Ready
+    with pytest.raises(PlatformError):
+        _flux_release(emulator, "bad")
+    _create(emulator, _deployment("web", 2))
+    assert kubectl("rollout", "status", "deployment/web", "--timeout=20s").returncode == 0
+    out = kubectl("get", "events", "-A")
+    assert out.returncode == 0, out.stderr
+    rows = _rows(out.stdout)
+    assert rows[0] == ["NAMESPACE", "LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    seen = {(r[2], r[3], r[4]) for r in rows[1:]}
+    assert ("Normal", "NodeReady", "node/w1") in seen
+    assert ("Normal", "InstallSucceeded", "helmrelease/cilium") in seen
+    assert ("Warning", "InstallFailed", "helmrelease/bad") in seen
+    assert ("Normal", "ScalingReplicaSet", "deployment/web") in seen
+    assert kubectl("get", "events.v1.events.k8s.io", "-n", "flux-system",
+                   "-o", "name").stdout.count("event.events.k8s.io/") >= 2
+
+    node = kubectl("describe", "node", "w1")
+    assert node.returncode == 0, node.stderr
+    events = node.stdout.split("Events:", 1)[1]
+    assert "NodeReady" in events and "kubelet" in events
+    assert "Node w1 status is now: NodeReady" in events
+    assert "Non-terminated Pods:" in node.stdout and "web-" in node.stdout
+    hr = kubectl("describe", "helmrelease", "bad", "-n", "flux-system")
+    assert hr.returncode == 0, hr.stderr
+    tail = hr.stdout.split("Events:", 1)[1]
+    assert "Warning  InstallFailed" in tail and "helm-controller" in tail
+    assert "chart hook failed: boom" in tail
+    dep = kubectl("describe", "deployment", "web")
+    assert "Scaled up replica set web-" in dep.stdout.split("Events:", 1)[1]
+    bad = kubectl("get", "pods", "--field-selector", "involvedObject.name=x")
+    assert bad.returncode != 0 and "field label not supported: involvedObject.name" in bad.stderr
