@@ -45,6 +45,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from .kube_auth import (
+    UserInfo,
+    access_review,
+    impersonate,
+    rules_review,
+    self_subject_review,
+    user_from_certificate,
+)
 from .kube_fields import PatchError, json_patch, merge_patch
 from .kube_helm import HelmInstaller
 from .kube_openapi import OpenApi
@@ -127,11 +135,22 @@ class KubeApi:
             lambda: {(rt.group, rt.version) for rt in store.types() if rt.crd is None},
             lambda: store.crds.documents(),
         )
+        self._user = UserInfo.anonymous()
 
     # ------------------------------------------------------------------ entry point
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        user: UserInfo | None = None,
+    ) -> Response:
+        """``user``: who the transport authenticated (None: anonymous)."""
         self.controllers.reconcile(self.clock())
+        self._user = user or UserInfo.anonymous()
         url = urlsplit(target)
         multi = parse_qs(url.query, keep_blank_values=True)
         self._multi_query = multi
@@ -302,6 +321,8 @@ class KubeApi:
                 "NotFound",
                 f"the server could not find the requested resource ({plural}/{subresource})",
             )
+        if rt.verbs == ("create",) and name is None and subresource is None:
+            return self._review(method, rt, headers, body)
         if rt.namespaced and name is not None and namespace is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if query.get("watch") in ("true", "1"):
@@ -413,6 +434,20 @@ class KubeApi:
         )
         doc["metadata"].update(list_meta or {})
         return Response.json(200, doc)
+
+    def _review(
+        self, method: str, rt: ResourceType, headers: dict[str, str], body: bytes
+    ) -> Response:
+        """SelfSubjectReview, SelfSubjectAccessReview, SelfSubjectRulesReview (kube_auth)."""
+        if method != "POST":
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on "
+                           "the requested resource")
+        user = impersonate(self.store, self._user, headers)
+        if rt.kind == "SelfSubjectReview":
+            stamp = self.controllers.wallclock().strftime("%Y-%m-%dT%H:%M:%SZ")
+            return Response.json(201, self_subject_review(user, stamp))
+        review = access_review if rt.kind == "SelfSubjectAccessReview" else rules_review
+        return Response.json(201, review(self.store, user, _decode(body, headers)))
 
     def _watch(
         self,
@@ -631,7 +666,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-        resp = self.server.emulator.handle(self.command, self.path, dict(self.headers), body)
+        user = user_from_certificate(self.connection.getpeercert())
+        resp = self.server.emulator.handle(self.command, self.path, dict(self.headers), body,
+                                           user=user)
         if resp.watch is not None:
             self._stream(resp.watch)
             return
@@ -863,9 +900,17 @@ class KubeApiEmulator:
     ) -> None:
         self.stop()
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        user: UserInfo | None = None,
+    ) -> Response:
         with self._lock:
-            return self.api.handle(method, target, headers, body)
+            return self.api.handle(method, target, headers, body, user=user)
 
     # ------------------------------------------------------------------ client access
 

@@ -31,6 +31,7 @@ class ResourceType:
     has_status: bool = True
     short_names: tuple[str, ...] = ()
     crd: str | None = None  # name of the CRD that defines it
+    verbs: tuple[str, ...] | None = None  # None: the verbs of a stored kind
 
     @property
     def api_version(self) -> str:
@@ -47,7 +48,8 @@ class ResourceType:
 
     def discovery(self) -> list[dict[str, Any]]:
         """APIResource entries for ``/api/v1`` or ``/apis/<group>/<version>``."""
-        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update"]
+        verbs = list(self.verbs) if self.verbs is not None else [
+            "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
         main: dict[str, Any] = {
             "name": self.plural,
             "singularName": self.singular,
@@ -58,7 +60,7 @@ class ResourceType:
         if self.short_names:
             main["shortNames"] = list(self.short_names)
         out = [main]
-        if self.has_status:
+        if self.has_status and self.verbs is None:
             out.append(
                 {
                     "name": f"{self.plural}/status",
@@ -124,6 +126,13 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         False,
         False,
     ),
+    # reviews: created and answered, never stored (kube_auth)
+    ResourceType("authorization.k8s.io", "v1", "SelfSubjectAccessReview",
+                 "selfsubjectaccessreviews", False, False, verbs=("create",)),
+    ResourceType("authorization.k8s.io", "v1", "SelfSubjectRulesReview",
+                 "selfsubjectrulesreviews", False, False, verbs=("create",)),
+    ResourceType("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews",
+                 False, False, verbs=("create",)),
     _t(
         "apiextensions.k8s.io/v1",
         "CustomResourceDefinition",

@@ -334,3 +334,42 @@ def test_events_in_get_events_and_describe(emulator: KubeApiEmulator, kubectl: K
     assert "Scaled up replica set web-" in dep.stdout.split("Events:", 1)[1]
     bad = kubectl("get", "pods", "--field-selector", "involvedObject.name=x")
     assert bad.returncode != 0 and "field label not supported: involvedObject.name" in bad.stderr
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def test_kubectl_auth_can_i_and_whoami(emulator: KubeApiEmulator, kubectl: Kubectl) -> None:
+    out = kubectl("auth", "whoami")
+    assert out.returncode == 0, out.stderr
+    assert _rows(out.stdout) == [["ATTRIBUTE", "VALUE"], ["Username", "admin"],
+                                 ["Groups", "[system:masters", "system:authenticated]"]]
+    for args in (("create", "deployments"), ("delete", "nodes"), ("get", "/healthz"),
+                 ("create", "helmreleases.helm.toolkit.fluxcd.io", "-n", "flux-system")):
+        out = kubectl("auth", "can-i", *args)
+        assert (out.returncode, out.stdout.strip()) == (0, "yes"), (args, out.stderr)
+    rbac = "rbac.authorization.k8s.io/v1"
+    for obj in (
+        {"apiVersion": rbac, "kind": "Role",
+         "metadata": {"name": "cm-reader", "namespace": "default"},
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]},
+        {"apiVersion": rbac, "kind": "RoleBinding",
+         "metadata": {"name": "bob-reads", "namespace": "default"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": "cm-reader"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                       "name": "bob"}]},
+    ):
+        _create(emulator, obj)
+    out = kubectl("auth", "can-i", "list", "configmaps", "--as=bob")
+    assert (out.returncode, out.stdout.strip()) == (0, "yes"), out.stderr
+    out = kubectl("auth", "can-i", "delete", "configmaps", "--as=bob")
+    assert (out.returncode, out.stdout.strip()) == (1, "no"), out.stderr
+    out = kubectl("auth", "can-i", "list", "configmaps", "--as=bob", "-n", "kube-system")
+    assert out.stdout.strip() == "no"
+    out = kubectl("auth", "whoami", "--as=bob", "--as-group=dev", "-o", "json")
+    assert json.loads(out.stdout)["status"]["userInfo"] == {
+        "username": "bob", "groups": ["dev", "system:authenticated"]}
+    listed = kubectl("auth", "can-i", "--list", "--as=bob")
+    assert listed.returncode == 0, listed.stderr
+    assert ["configmaps", "[]", "[]", "[get", "list]"] in _rows(listed.stdout)
