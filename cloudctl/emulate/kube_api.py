@@ -13,7 +13,18 @@ Two layers:
   ``guard_node`` (a pod pinned to a node under a ``maxUnavailable: 0`` budget),
   ``start_linstor``, ``add_storage_resource``, ``set_disk_state`` and ``degrade_storage``.
 
-``kubectl get`` receives server-side printed Tables (:mod:`cloudctl.emulate.kube_tables`).
+``kubectl get`` receives server-side printed Tables (:mod:`cloudctl.emulate.kube_tables`: the
+built-in printers and CRD ``additionalPrinterColumns``). ``watch=1`` on a list answers a
+``Response`` carrying a :class:`cloudctl.emulate.kube_watch.Watch` instead of a body: the server
+thread streams its events (chunked, one JSON event per line), sleeping until the store changes
+(``Store.add_listener``), a controller's timed transition or the watch's next bookmark or timeout
+falls due, and running the reconcile pass a change calls for; ``stop()`` ends open watches
+first. Lists honour ``resourceVersion``/``resourceVersionMatch`` and page with
+``limit``/``continue`` (``remainingItemCount``); field selectors are those the API server
+supports per kind (:mod:`cloudctl.emulate.kube_types`). The controllers record Events
+(:mod:`cloudctl.emulate.kube_events`). ``SelfSubjectReview``, ``SelfSubjectAccessReview`` and
+``SelfSubjectRulesReview`` answer for the user of the client certificate
+(:mod:`cloudctl.emulate.kube_auth`; authorization is not enforced on other requests).
 Subresources served besides ``status``: ``scale`` of Deployments, StatefulSets and
 ReplicaSets (autoscaling/v1, ``kubectl scale``), ``pods/eviction`` (policy/v1 Eviction with
 PodDisruptionBudget semantics, :mod:`cloudctl.emulate.kube_disruption`) and ``services/proxy``
@@ -21,8 +32,10 @@ PodDisruptionBudget semantics, :mod:`cloudctl.emulate.kube_disruption`) and ``se
 other Service answers 503 "no endpoints available", as a Service without ready endpoints
 does).
 
-Not served (answered with an error, never faked): watches, pagination (``limit`` is ignored and
-every item returned), other subresources, aggregated discovery, authorization.
+Not served (answered with an error, never faked): other subresources, aggregated discovery,
+the deprecated ``/watch/`` paths, past states (``resourceVersionMatch=Exact`` of an older
+version: 410). A ``continue`` page reads the current state after the last key served (the
+store keeps no snapshots).
 """
 
 from __future__ import annotations
