@@ -74,11 +74,12 @@ from typing import Any
 import yaml
 
 from ..errors import Problem
-from .kube_fields import clone
 from .kube_events import EventRecorder
+from .kube_fields import clone
 from .kube_helm import HelmAction, HelmInstaller, Outcome
 from .kube_pods import UNSCHEDULABLE_TAINT
 from .kube_store import ApiError, Store, StoredObject
+from .kube_tenants import TenantControllers
 from .kube_types import ResourceType
 from .kube_workloads import PodControllers
 from .linstor_view import LINSTOR_PORT, LINSTOR_SERVICE, StorageTable
@@ -200,12 +201,18 @@ class Controllers:
     kubelets: dict[str, Kubelet] = field(default_factory=dict)
     """Node name -> what its kubelet reports (set by the rack from its Talos node); a Node not
     listed has a kubelet that always posts status."""
+    cni_installed: bool | None = None
+    """Whether the nodes' network plugin runs; None: when a HelmRelease of a ``cni_charts``
+    chart is Ready (a tenant cluster's API is told by its management cluster instead)."""
+    tenants: TenantControllers = field(init=False)
+    """Cluster API, Kamaji and KubeVirt controllers for tenant clusters (kube_tenants)."""
 
     events: EventRecorder = field(init=False)
     """Events of what the passes changed, as the controllers record them (kube_events)."""
 
     def __post_init__(self) -> None:
         self.events = EventRecorder(self.store, self.wallclock)
+        self.tenants = TenantControllers(self.store, self._write_status, is_ready, self._stamp)
         self.pods = PodControllers(
             self.store, self.workload_delay, self._write_status, wallclock=self.wallclock,
             note_due=self.note_due,
@@ -282,6 +289,7 @@ class Controllers:
         self._operators(now)
         self._nodes()
         self._linstor()
+        self.tenants.reconcile()
         self.events.observe()
 
     def _crds(self, now: float) -> None:
@@ -670,9 +678,11 @@ class Controllers:
     ) -> Outcome:
         """Helm's part of the action (render + install the chart's objects) when a
         :class:`~cloudctl.emulate.kube_helm.HelmInstaller` is configured."""
-        if self.helm is None:
-            return Outcome()
         meta, spec = obj["metadata"], obj.get("spec") or {}
+        if self.helm is None or spec.get("kubeConfig"):
+            # no helm, or a release into another cluster (a tenant's API, which the tenant
+            # controllers tell when its CNI release is Ready): nothing lands in this store
+            return Outcome()
         ns = meta.get("namespace", "")
         chart_path = str(((spec.get("chart") or {}).get("spec") or {}).get("chart") or "")
         act = HelmAction(
@@ -697,6 +707,11 @@ class Controllers:
             ref = ((spec.get("chart") or {}).get("spec") or {}).get("sourceRef") or {}
             kind, name = ref.get("kind", ""), ref.get("name", "")
             src_ns = ref.get("namespace") or ns
+        secret_ref = (spec.get("kubeConfig") or {}).get("secretRef") or {}
+        if secret_ref and self._find("Secret", ns, str(secret_ref.get("name", ""))) is None:
+            # a release for a remote cluster (a tenant) waits for that cluster's kubeconfig
+            return (f"could not get KubeConfig secret '{ns}/{secret_ref.get('name')}': "
+                    f"secrets \"{secret_ref.get('name')}\" not found")
         if not kind:
             return None
         src = self._find(kind, src_ns, name)
@@ -860,7 +875,7 @@ class Controllers:
     def _nodes(self) -> None:
         rt = self._type("v1", "Node")
         assert rt is not None
-        cni_ready = any(
+        cni_ready = self.cni_installed if self.cni_installed is not None else any(
             is_ready(hr)
             and (
                 _chart_of(hr.get("spec") or {}, hr["metadata"]["name"])[0] in self.cni_charts

@@ -50,6 +50,7 @@ from typing import Any
 import yaml
 
 from ..atomic import write_atomic
+from ..capi_catalog import capi_catalog
 from ..inventory import load_inventory
 from ..inventory.models import Inventory
 from ..resources import data_dir, read_text
@@ -69,18 +70,20 @@ POLL = 0.05
 IDLE_POLL = 0.8
 """Longest pause between looks at the Talos nodes and Git refs when nothing happens."""
 
-def _chart_crd_files(chart_dir: str) -> tuple[str, ...]:
+def _chart_crd_files(chart_dir: str) -> tuple[tuple[str, str], ...]:
     """The ``crds/`` files of a vendored upstream chart (paths under ``helm-values/``)."""
     root = data_dir("helm-values")
     return tuple(
-        p.relative_to(root).as_posix()
+        ("helm-values", p.relative_to(root).as_posix())
         for p in sorted((root / "_upstream").glob(f"{chart_dir}/*/crds/*.yaml"))
     )
 
 
-CHART_CRDS: dict[str, tuple[str, ...]] = {
+CHART_CRDS: dict[str, tuple[tuple[str, str], ...]] = {
     "metallb": _chart_crd_files("metallb"),
     "piraeus-operator": _chart_crd_files("piraeus"),
+    "kamaji": tuple(("helm-values", f) for f in capi_catalog().kamaji_crds),
+    capi_catalog().operator_release: tuple(("flux", f) for f in capi_catalog().operator_crds),
 }
 """Release -> the vendored CRDs its chart ships (``crds/``): installed by the emulated
 helm-controller's action (before the release is Ready), as Helm would install them, since the
@@ -178,7 +181,10 @@ class RackProcess:
             ready: dict[str, Any] = next((c for c in conds if c.get("type") == "Ready"), {})
             status = hr.get("status") or {}
             stalled: dict[str, Any] = next((c for c in conds if c.get("type") == "Stalled"), {})
-            releases[meta["name"]] = {
+            # flux-system's by name; others (a tenant's CNI release) as <namespace>/<name>
+            key = meta["name"] if meta.get("namespace") == "flux-system" else \
+                f"{meta.get('namespace')}/{meta['name']}"
+            releases[key] = {
                 "uid": meta.get("uid"),
                 "generation": meta.get("generation"),
                 "ready": ready.get("status"),
@@ -329,11 +335,12 @@ def _log(message: str) -> None:
     print(f"rack: {message}", file=sys.stderr, flush=True)
 
 
-def _crds(files: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+def _crds(files: tuple[tuple[str, str], ...]) -> Iterator[dict[str, Any]]:
     import yaml
 
-    for relative in files:
-        for doc in yaml.safe_load_all(read_text("helm-values", relative)):
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for where, relative in files:
+        for doc in yaml.load_all(read_text(where, relative), Loader=loader):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                 yield doc
 

@@ -109,7 +109,8 @@ def _get(doc: Any, *keys: str) -> Any:
 
 
 def releases(files: Mapping[str, bytes]) -> dict[str, Release]:
-    """The HelmReleases in ``files`` by name, with chart and version resolved."""
+    """The HelmReleases in ``files`` by name (``<namespace>/<name>`` outside flux-system, e.g.
+    a tenant's CNI release), with chart and version resolved."""
     helm: list[dict[str, Any]] = []
     oci: dict[str, dict[str, Any]] = {}
     charts: dict[str, tuple[str, str]] = {}
@@ -126,6 +127,9 @@ def releases(files: Mapping[str, bytes]) -> dict[str, Release]:
     out = {}
     for doc in helm:
         name = str(_get(doc, "metadata", "name"))
+        namespace = str(_get(doc, "metadata", "namespace") or "flux-system")
+        if namespace != "flux-system":
+            name = f"{namespace}/{name}"
         spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
         assert isinstance(spec, dict)
         chart, version, chart_dir = "?", "?", ""

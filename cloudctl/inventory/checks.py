@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 
+from ..capi_catalog import capi_catalog, parse_minor
 from ..catalog import TalosCatalog, minor_of, parse_version, talos_catalog
 from ..errors import Problem
 from .models import Inventory
@@ -48,6 +49,7 @@ def check(
     errors.extend(_versions(inv, catalog))
     errors.extend(_node_links(inv))
     errors.extend(_platform(inv))
+    errors.extend(_tenants(inv))
     return errors, warnings
 
 
@@ -340,3 +342,99 @@ def _platform(inv: Inventory) -> Iterable[Problem]:
     for i, name in enumerate(names):
         if name in names[:i]:
             yield Problem(f"platform.metallb.pools[{i}].name", f"duplicate pool name {name!r}")
+
+
+def _management_ranges(inv: Inventory) -> list[tuple[str, Net, str]]:
+    named: list[tuple[str, Net, str]] = [("network.subnet", inv.network.subnet, "node subnet")]
+    for i, n in enumerate(inv.cluster.pod_subnets):
+        named.append((f"cluster.podSubnets[{i}]", n, "management pod subnet"))
+    for i, n in enumerate(inv.cluster.service_subnets):
+        named.append((f"cluster.serviceSubnets[{i}]", n, "management service subnet"))
+    ovn = inv.platform.kube_ovn
+    if ovn.enabled:
+        named.append(("platform.kubeOvn.podCidr", ovn.pod_cidr, "kube-ovn pod CIDR"))
+        named.append(("platform.kubeOvn.joinCidr", ovn.join_cidr, "kube-ovn join CIDR"))
+    return named
+
+
+def _tenants(inv: Inventory) -> Iterator[Problem]:
+    """Tenant clusters: names, the platform they need, supported versions, disjoint CIDRs."""
+    if not inv.tenants:
+        return
+    cat = capi_catalog()
+    p = inv.platform
+    needs = [
+        ("platform.clusterApi.enabled", p.cluster_api.enabled, "the Cluster API providers"),
+        ("platform.kamaji.enabled", p.kamaji.enabled, "Kamaji (tenant control planes)"),
+        ("platform.kubevirt.enabled", p.kubevirt.enabled, "KubeVirt (tenant worker VMs)"),
+        ("platform.kubevirt.cdi.enabled", p.kubevirt.enabled and p.kubevirt.cdi.enabled,
+         "CDI (the Cluster API providers are installed after it)"),
+        ("platform.kubeOvn.enabled", p.kube_ovn.enabled, "Kube-OVN (tenant subnets)"),
+    ]
+    for path, enabled, what in needs:
+        if not enabled:
+            yield Problem(path, f"tenants are defined, so {what} must be enabled")
+    mgmt = parse_minor(inv.cluster.kubernetes_version)
+    if mgmt < parse_minor(cat.management_min):
+        yield Problem(
+            "cluster.kubernetesVersion",
+            f"Cluster API {cat.provider('core').version} (tenants) needs a management cluster "
+            f"of Kubernetes {cat.management_min} or newer",
+        )
+    lo, hi = parse_minor(cat.tenant_min), parse_minor(cat.tenant_max_minor)
+    ranges = _management_ranges(inv)
+    seen: dict[str, int] = {}
+    for t_i, tenant in enumerate(inv.tenants):
+        base = f"tenants[{t_i}]"
+        if tenant.name in seen:
+            yield Problem(f"{base}.name", f"duplicate tenant name {tenant.name!r} "
+                          f"(also tenants[{seen[tenant.name]}])")
+        seen.setdefault(tenant.name, t_i)
+        if len(tenant.namespace) > 63:
+            yield Problem(f"{base}.name", f"{tenant.name!r} is too long: its namespace "
+                          f"{tenant.namespace!r} must fit in 63 characters")
+        minor = parse_minor(tenant.kubernetes_version)
+        if not lo <= minor <= hi:
+            yield Problem(
+                f"{base}.kubernetesVersion",
+                f"{tenant.kubernetes_version} is not supported for tenants: the pinned providers "
+                f"(Cluster API {cat.provider('core').version}, Kamaji control plane "
+                f"{cat.provider('controlPlane').version}) take {cat.tenant_min} to "
+                f"{cat.tenant_max_minor}.x",
+            )
+        if not tenant.addons.kube_proxy:
+            yield Problem(f"{base}.addons.kubeProxy",
+                          "the tenant's Cilium is installed alongside kube-proxy (cloudctl "
+                          "cannot know the tenant API address kube-proxy replacement needs "
+                          "before MetalLB assigns it); keep kubeProxy: true")
+        pools: dict[str, int] = {}
+        for w_i, pool in enumerate(tenant.workers):
+            if pool.name in pools:
+                yield Problem(f"{base}.workers[{w_i}].name",
+                              f"duplicate worker pool name {pool.name!r} in tenant {tenant.name}")
+            pools.setdefault(pool.name, w_i)
+            if len(f"{tenant.name}-{pool.name}") > 63:
+                yield Problem(f"{base}.workers[{w_i}].name",
+                              f"{tenant.name}-{pool.name} (the MachineDeployment name) is longer "
+                              "than 63 characters")
+        own = [
+            (f"{base}.network.subnet", tenant.network.subnet, f"tenant {tenant.name} subnet"),
+            (f"{base}.network.podCidr", tenant.network.pod_cidr,
+             f"tenant {tenant.name} pod CIDR"),
+            (f"{base}.network.serviceCidr", tenant.network.service_cidr,
+             f"tenant {tenant.name} service CIDR"),
+        ]
+        for path, net, what in own:
+            if net.num_addresses < 16:
+                yield Problem(path, f"{net} is too small for the {what} (at least a /28)")
+        for a in range(len(own)):
+            for b in range(a + 1, len(own)):
+                if own[a][1].overlaps(own[b][1]):
+                    yield Problem(own[b][0], f"{own[b][2]} {own[b][1]} overlaps "
+                                  f"{own[a][2]} {own[a][1]} ({own[a][0]})")
+        for path, net, what in own:
+            for other_path, other, other_what in ranges:
+                if net.overlaps(other):
+                    yield Problem(path, f"{what} {net} overlaps the {other_what} {other} "
+                                  f"({other_path})")
+        ranges = ranges + own

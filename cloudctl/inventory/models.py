@@ -559,6 +559,9 @@ class Platform(Model):
     kubevirt: KubeVirt = Field(default_factory=KubeVirt)
     metallb: MetalLB = Field(default_factory=MetalLB)
     kamaji: Component = Field(default_factory=Component)
+    cluster_api: Component = Field(default_factory=Component)
+    """The cluster-api-operator and the Cluster API providers tenants use (core, kubeadm
+    bootstrap, Kamaji control plane, KubeVirt infrastructure)."""
 
 
 class GitOps(Model):
@@ -615,6 +618,93 @@ class Hooks(Model):
     after_platform: list[Hook] = Field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- tenants
+
+_QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+
+
+def _quantity(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _QUANTITY_RE.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity like 4Gi or 2048Mi")
+    return value
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+
+
+class DataVolumeImage(Model):
+    """A disk image CDI imports into a DataVolume per VM (HTTP source)."""
+
+    url: NonEmpty
+
+
+class WorkerImage(Model):
+    """The worker VMs' boot disk: exactly one of ``containerDisk`` (an OCI image KubeVirt
+    boots from) or ``dataVolume`` (CDI imports ``url`` into a PVC of the pool's ``disk`` size)."""
+
+    container_disk: NonEmpty | None = None
+    data_volume: DataVolumeImage | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> WorkerImage:
+        if (self.container_disk is None) == (self.data_volume is None):
+            raise ValueError("set exactly one of containerDisk or dataVolume")
+        return self
+
+
+class WorkerPool(Model):
+    """One MachineDeployment of KubeVirt VMs."""
+
+    name: DnsLabel
+    replicas: int = Field(ge=1, le=500)
+    cpus: int = Field(default=2, ge=1, le=64)
+    memory: Quantity = "4Gi"
+    disk: Quantity = "20Gi"
+    image: WorkerImage
+
+
+class TenantControlPlane(Model):
+    replicas: int = Field(default=2, ge=1, le=7)
+    """Kamaji control-plane pods (API server, controller manager, scheduler) in the management
+    cluster; not VMs."""
+
+
+class TenantNetwork(Model):
+    subnet: IPv4Net
+    """Kube-OVN subnet the worker VMs attach to (rendered as a Subnet bound to the tenant's
+    namespace)."""
+    pod_cidr: IPv4Net
+    """Pod network inside the tenant cluster."""
+    service_cidr: IPv4Net
+    """Service network inside the tenant cluster."""
+
+
+class TenantAddons(Model):
+    """Kamaji addons deployed into the tenant cluster by its control plane."""
+
+    core_dns: bool = True
+    kube_proxy: bool = True
+    konnectivity: bool = True
+
+
+class Tenant(Model):
+    """A tenant Kubernetes cluster: Kamaji control plane, Cluster API KubeVirt workers."""
+
+    name: DnsLabel
+    kubernetes_version: Version
+    control_plane: TenantControlPlane = Field(default_factory=TenantControlPlane)
+    workers: list[WorkerPool] = Field(min_length=1)
+    network: TenantNetwork
+    addons: TenantAddons = Field(default_factory=TenantAddons)
+
+    @property
+    def namespace(self) -> str:
+        """Namespace of the tenant's Cluster API objects in the management cluster."""
+        return f"tenant-{self.name}"
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -628,6 +718,7 @@ class Inventory(Model):
     secrets: Secrets = Field(default_factory=Secrets)
     lab: Lab = Field(default_factory=Lab)
     hooks: Hooks = Field(default_factory=Hooks)
+    tenants: list[Tenant] = Field(default_factory=list)
 
     @property
     def talos_minor(self) -> tuple[int, int]:

@@ -23,7 +23,8 @@ from .plan import StagePlan, Step
 from .stages import STAGE_BY_NAME, STAGE_LIST, Stage
 from .state import STAGES, NodeState, StageState, StageStatus, now
 
-TALOS_STAGES = ("discover", "apply", "bootstrap", "kubeconfig", "flux", "platform", "done")
+TALOS_STAGES = ("discover", "apply", "bootstrap", "kubeconfig", "flux", "platform", "tenants",
+                "done")
 """Stages whose results live on the rack's machines (gone with an emulated rack)."""
 
 

@@ -681,6 +681,73 @@ class Platform(Stage):
         return f"{n} release(s) ready"
 
 
+@dataclass(frozen=True)
+class TenantFacts:
+    live: dict[str, Any] | None
+    """Tenant name -> its TenantStatus on the cluster; None when the API is not reachable."""
+
+
+class Tenants(Stage):
+    name = "tenants"
+
+    async def facts(self, ctx: Context) -> TenantFacts:
+        if not ctx.inventory.tenants or not ctx.kubeconfig_path.is_file():
+            return TenantFacts(None)
+        from ..kube.tenants import read_tenant
+        from .tenants import wants
+
+        try:
+            with _kube(ctx) as kube:
+                return TenantFacts({w.name: read_tenant(kube, w.name, w)
+                                    for w in wants(ctx.inventory)})
+        except CloudctlError:
+            return TenantFacts(None)
+
+    def plan(self, inv: Inventory, facts: TenantFacts) -> StagePlan:
+        direct = inv.gitops is None
+        steps = []
+        for tenant in inv.tenants:
+            live = (facts.live or {}).get(tenant.name)
+            pools = ", ".join(f"{p.name} x{p.replicas}" for p in tenant.workers)
+            if live is not None and live.ready:
+                steps.append(self.step(Action.SKIP, f"Ready ({tenant.kubernetes_version}, "
+                                       f"control plane {live.control_plane}, {pools})",
+                                       tenant.name))
+                continue
+            how = ("apply gitops/tenants/" + tenant.name if direct
+                   else "Flux Kustomization cloudctl-tenants applies it")
+            steps.append(self.step(
+                Action.RUN, f"{how}: Kamaji control plane x{tenant.control_plane.replicas}, "
+                f"KubeVirt workers {pools}, wait Ready", tenant.name))
+        if direct:
+            steps.append(self.step(Action.RUN, "delete tenant objects an earlier render applied "
+                                   "that the inventory no longer has"))
+        return plan_of(self.name, *steps)
+
+    async def run(self, ctx: Context, plan: StagePlan, facts: TenantFacts) -> str:
+        from ..kube.tenants import TenantStatus
+        from .tenants import install_tenants
+
+        def on_status(st: TenantStatus) -> None:
+            ctx.events(self.name, "info" if st.ready else "wait",
+                       f"tenant {st.name}: {st.detail}", node=st.name,
+                       phase="ready" if st.ready else "waiting")
+
+        def on_deleted(ref: Any) -> None:
+            ctx.events(self.name, "info", f"{ref} deleted (no longer in the inventory)")
+
+        with _kube(ctx) as kube:
+            done = install_tenants(kube, ctx.inventory, ctx.files, timeout=ctx.options.timeout,
+                                   poll=ctx.poll, on_applied=_on_applied(ctx, self.name),
+                                   on_deleted=on_deleted, on_status=on_status)
+        if not done:
+            return "no tenants in the inventory"
+        return f"{len(done)} tenant(s) ready: " + ", ".join(
+            f"{t.name} ({t.control_plane} control plane, "
+            + ", ".join(f"{p.name} {p.ready}/{p.desired}" for p in t.pools) + ")"
+            for t in done)
+
+
 class Done(Stage):
     name = "done"
     needs_rack = False
@@ -695,5 +762,5 @@ class Done(Stage):
 
 STAGE_LIST: tuple[Stage, ...] = (Preflight(), Image(), BeforeBootHooks(), Boot(), Discover(),
                                  Apply(), Bootstrap(), AfterBootstrapHooks(), Kubeconfig(),
-                                 Flux(), Platform(), AfterPlatformHooks(), Done())
+                                 Flux(), Platform(), AfterPlatformHooks(), Tenants(), Done())
 STAGE_BY_NAME: dict[str, Stage] = {s.name: s for s in STAGE_LIST}

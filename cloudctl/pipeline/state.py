@@ -30,6 +30,7 @@ STAGES: tuple[str, ...] = (
     "flux",
     "platform",
     "hooks-after-platform",
+    "tenants",
     "done",
 )
 """Every stage in order (``stages.STAGE_LIST`` holds them); the ``hooks-*`` stages run the

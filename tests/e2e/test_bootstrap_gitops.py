@@ -119,7 +119,9 @@ def test_gitops_mode_flux_pulls_the_pushed_tree(
         assert committed == (cluster_dir / "render/gitops/platform/sources.yaml").read_bytes()
 
         rack = json.loads((cluster_dir / "emulator" / "rack.json").read_text())
-        assert rack["gitops"]["applied"] == {"flux-system/cloudctl-platform": head}
+        # the platform and (after it, once the Cluster API kinds exist) the tenants
+        assert rack["gitops"]["applied"] == {"flux-system/cloudctl-platform": head,
+                                             "flux-system/cloudctl-tenants": head}
         assert rack["gitops"]["errors"] == {}
         with Kube.from_kubeconfig(cluster_dir / "kubeconfig") as kube:
             hrs = kube.list("helm.toolkit.fluxcd.io/v2", "HelmRelease", namespace="flux-system")

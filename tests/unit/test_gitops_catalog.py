@@ -92,6 +92,8 @@ DESIGN = {
     "cdi-operator": ("kube-ovn",),
     "cdi": ("cdi-operator",),
     "kamaji": ("cert-manager",),
+    "capi-operator": ("cert-manager",),
+    "capi-providers": ("capi-operator", "kamaji", "kubevirt", "cdi"),
 }
 SWITCH = {
     "cilium": "cilium",
@@ -106,6 +108,8 @@ SWITCH = {
     "cdi-operator": "cdi",
     "cdi": "cdi",
     "kamaji": "kamaji",
+    "capi-operator": "clusterApi",
+    "capi-providers": "clusterApi",
 }
 SWITCHES = sorted(set(SWITCH.values()))
 

@@ -45,6 +45,8 @@ DESIGN_EDGES = {
     "cdi-operator": {"kube-ovn"},
     "cdi": {"cdi-operator"},
     "kamaji": {"cert-manager"},
+    "capi-operator": {"cert-manager"},
+    "capi-providers": {"capi-operator", "kamaji", "kubevirt", "cdi"},
 }
 
 AFTER_KUBE_OVN = [n for n, deps in DESIGN_EDGES.items() if deps == {"kube-ovn"}]
@@ -236,8 +238,12 @@ def test_api_versions_are_the_served_ones(files: Files) -> None:
 
 def test_sync_objects_with_gitops(modified_files: Files, crds: CrdRegistry) -> None:
     docs = _docs(modified_files, "gitops/flux-system/gotk-sync.yaml")
-    assert [d["kind"] for d in docs] == ["GitRepository", "Kustomization"]
-    repo, ks = docs
+    # the example inventory has a tenant: its Kustomization follows the platform's
+    assert [d["kind"] for d in docs] == ["GitRepository", "Kustomization", "Kustomization"]
+    repo, ks, tenants = docs
+    assert tenants["spec"]["path"] == "./clusters/rack2/gitops/tenants"
+    assert tenants["spec"]["dependsOn"] == [{"name": ks["metadata"]["name"]}]
+    assert tenants["spec"]["prune"] is True
     assert repo["spec"]["url"] == "ssh://git@git.example.com/infra/racks.git"
     assert repo["spec"]["ref"] == {"branch": "prod"}
     assert repo["spec"]["secretRef"] == {"name": "flux-git-auth"}
@@ -545,15 +551,35 @@ def _disable(*components: str) -> Callable[[dict[str, Any]], None]:
     ("disabled", "absent", "expected"),
     [
         (("kubeOvn",), {"kube-ovn"}, {n: {"cilium"} for n in AFTER_KUBE_OVN}),
-        (("certManager",), {"cert-manager"}, {"kamaji": {"kube-ovn"}}),
+        (
+            ("certManager",),
+            {"cert-manager"},
+            {"kamaji": {"kube-ovn"}, "capi-operator": {"kube-ovn"}},
+        ),
         (
             ("kubeOvn", "certManager"),
             {"kube-ovn", "cert-manager"},
-            {**{n: {"cilium"} for n in AFTER_KUBE_OVN}, "kamaji": {"cilium"}},
+            {
+                **{n: {"cilium"} for n in AFTER_KUBE_OVN},
+                "kamaji": {"cilium"},
+                "capi-operator": {"cilium"},
+            },
         ),
         (("linstor",), {"piraeus-operator", "linstor"}, {}),
-        (("kubevirt",), {"kubevirt-operator", "kubevirt", "cdi-operator", "cdi"}, {}),
-        (("cdi",), {"cdi-operator", "cdi"}, {"kubevirt": {"kubevirt-operator"}}),
+        (
+            ("kubevirt",),
+            {"kubevirt-operator", "kubevirt", "cdi-operator", "cdi"},
+            {"capi-providers": {"capi-operator", "kamaji", "kube-ovn"}},
+        ),
+        (
+            ("cdi",),
+            {"cdi-operator", "cdi"},
+            {
+                "kubevirt": {"kubevirt-operator"},
+                "capi-providers": {"capi-operator", "kamaji", "kubevirt", "kube-ovn"},
+            },
+        ),
+        (("clusterApi",), {"capi-operator", "capi-providers"}, {}),
         (("metallb",), {"metallb", "metallb-config"}, {}),
         (("cilium",), {"cilium"}, {"kube-ovn": set()}),
     ],

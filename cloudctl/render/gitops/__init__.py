@@ -11,11 +11,15 @@ Layout of the output::
 
     gitops/kustomization.yaml        flux-system + platform (+ local in direct mode)
     gitops/README.md
+    gitops/tenants/<name>/           tenant clusters (render/tenants.py); applied by cloudctl after
+                                     the platform (direct mode) or by the Flux Kustomization
+                                     cloudctl-tenants (GitOps mode)
     gitops/flux-system/gotk-components.yaml  gotk-sync.yaml (with inv.gitops)  kustomization.yaml
     gitops/platform/namespaces.yaml  sources.yaml  releases/<release>.yaml
                     cilium-cni-configuration.yaml (chaining after kube-ovn)  kustomization.yaml
     GitOps mode (inv.gitops set):
-    gitops/charts/<local chart>/     kubevirt-operator, kubevirt, cdi-operator, cdi, metallb-config
+    gitops/charts/<local chart>/     kubevirt-operator, kubevirt, cdi-operator, cdi, metallb-config,
+                                     capi-providers
                                      (Helm charts Flux fetches from the GitRepository; not a
                                      kustomize input)
     direct mode (no inv.gitops):
@@ -44,8 +48,9 @@ from ...inventory.models import Inventory
 from ...preset import preset
 from ...util.merge import deep_merge
 from ..files import Files, text_file, yaml_docs_file, yaml_file
+from ..tenants import render_tenants, tenant_problems
 from .catalog import PlatformRelease, component_of, inventory_path, platform_releases
-from .contracts import crd_registry, custom_resource_problems
+from .contracts import custom_resource_problems, registry_for
 from .flux import flux_documents, flux_version, render_flux_install
 from .localcharts import (
     CUSTOM_RESOURCES,
@@ -53,6 +58,7 @@ from .localcharts import (
     cr_defaults,
     cr_object,
     operator_documents,
+    provider_objects,
     render_local_chart,
 )
 from .metallb import metallb_objects
@@ -65,6 +71,7 @@ from .platform import (
     namespaces,
     sources,
     sync_kustomization,
+    tenants_kustomization,
 )
 from .values import release_values, values_problems
 
@@ -113,6 +120,8 @@ def gitops_objects(inv: Inventory) -> GitOpsObjects:
             chart_objects[rel.name] = [cr_object(rel.name, merged, rel.namespace)]
         elif rel.name == "metallb-config":
             chart_objects[rel.name] = metallb_objects(values[rel.name], rel.namespace)
+        elif rel.name == "capi-providers":
+            chart_objects[rel.name] = provider_objects(rel.namespace)
         elif rel.name == "linstor":
             chart_objects[rel.name] = [
                 {
@@ -124,7 +133,11 @@ def gitops_objects(inv: Inventory) -> GitOpsObjects:
                 for item in values[rel.name].get("linstorSatelliteConfigurations") or []
                 if isinstance(item, dict) and "name" in item
             ]
-    sync = [o for o in (git_repository(inv), sync_kustomization(inv)) if o is not None]
+    sync = [
+        o
+        for o in (git_repository(inv), sync_kustomization(inv), tenants_kustomization(inv))
+        if o is not None
+    ]
     return GitOpsObjects(
         releases=releases,
         values=values,
@@ -192,7 +205,7 @@ def check_contracts(inv: Inventory, objs: GitOpsObjects) -> None:
     for chart, chart_docs in objs.chart_objects.items():
         rel = by_name[chart]
         for obj in chart_docs:
-            problems = crd_registry().validate(obj)
+            problems = registry_for(str(obj.get("apiVersion", ""))).validate(obj)
             if not problems:
                 continue
             kind, name = obj["kind"], obj["metadata"]["name"]
@@ -208,6 +221,7 @@ def check_contracts(inv: Inventory, objs: GitOpsObjects) -> None:
                     target.append(Problem(f"{prefix}.{p.path}", f"{p.message} (CRD {kind})"))
                 else:
                     target.append(Problem(f"{prefix} ({kind}/{name}) {p.path}", p.message))
+    rendered += tenant_problems(inv)
     if user:
         raise InputError(user + rendered)
     if rendered:
@@ -268,6 +282,15 @@ def _readme(inv: Inventory, objs: GitOpsObjects) -> str:
                 "them too, but a custom resource is accepted only once its CRD exists: apply "
                 "again after the releases are Ready."
             )
+    if inv.tenants:
+        names = ", ".join(f"`{t.name}`" for t in inv.tenants)
+        how = ("the Flux Kustomization `cloudctl-tenants` (after the platform's) applies it"
+               if inv.gitops else "`cloudctl` applies it after the platform")
+        local_note += (
+            f"- `tenants/` — tenant clusters ({names}): Cluster API objects (Kamaji control "
+            "plane,\n  KubeVirt workers), their DataStore, Kube-OVN subnet and CNI release. "
+            f"Its own kustomize root:\n  {how}, once the Cluster API providers run.\n"
+        )
     prism, flux = preset().kube_prism, flux_version()
     return f"""# GitOps tree of cluster `{inv.cluster.name}`
 
@@ -376,6 +399,8 @@ def render_gitops(inv: Inventory) -> Files:
     files[f"{ROOT}/kustomization.yaml"] = yaml_file(
         _kustomization(root_resources), header=GENERATED
     )
+    # tenants/: not a resource of the root (its kinds exist only once the providers run)
+    files.update(render_tenants(inv, ROOT))
     files[f"{ROOT}/README.md"] = text_file(_readme(inv, objs))
     return dict(sorted(files.items()))
 

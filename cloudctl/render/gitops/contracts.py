@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from ...capi_catalog import capi_catalog
 from ...contracts import CrdRegistry
 from ...errors import Problem
 from ...resources import read_text
@@ -41,14 +42,46 @@ def crd_registry() -> CrdRegistry:
     return reg
 
 
+def _group_files() -> dict[str, tuple[tuple[str, str], ...]]:
+    """API group -> vendored CRD files (data dir, path) of the Cluster API stack and Kamaji,
+    loaded only when an object of that group is validated (several MB of YAML)."""
+    cat = capi_catalog()
+    out: dict[str, list[tuple[str, str]]] = {}
+    files = [("flux", f) for f in cat.operator_crds]
+    files += [("flux", f) for p in cat.providers for f in p.crds]
+    files += [("helm-values", f) for f in cat.kamaji_crds]
+    for where, path in files:
+        group = path.rsplit("/", 1)[-1].split("_", 1)[0]
+        out.setdefault(group, []).append((where, path))
+    return {g: tuple(v) for g, v in out.items()}
+
+
+@functools.cache
+def group_registry(group: str) -> CrdRegistry | None:
+    """The vendored CRDs of one Cluster API / Kamaji group (None: not such a group)."""
+    files = _group_files().get(group)
+    if files is None:
+        return None
+    reg = CrdRegistry()
+    for where, path in files:
+        reg.merge(CrdRegistry.from_documents(yaml.load_all(read_text(where, path), Loader=_LOADER)))
+    return reg
+
+
+def registry_for(api_version: str) -> CrdRegistry:
+    """The registry that validates custom resources of ``api_version``."""
+    group = api_version.rpartition("/")[0]
+    return group_registry(group) or crd_registry()
+
+
 def custom_resource_problems(
     docs: Iterable[tuple[str, dict[str, Any]]],
 ) -> list[Problem]:
     """Validate every (where, object) whose kind a vendored CRD defines."""
-    reg = crd_registry()
     problems: list[Problem] = []
     for where, obj in docs:
         api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+        reg = registry_for(api_version)
         if reg.schema(api_version, kind) is None:
             continue
         name = (obj.get("metadata") or {}).get("name", "?")
@@ -58,6 +91,5 @@ def custom_resource_problems(
 
 
 def is_custom_resource(obj: dict[str, Any]) -> bool:
-    return (
-        crd_registry().schema(str(obj.get("apiVersion", "")), str(obj.get("kind", ""))) is not None
-    )
+    api_version = str(obj.get("apiVersion", ""))
+    return registry_for(api_version).schema(api_version, str(obj.get("kind", ""))) is not None

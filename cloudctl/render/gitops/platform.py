@@ -90,6 +90,32 @@ def sync_kustomization(inv: Inventory) -> dict[str, Any] | None:
     }
 
 
+TENANTS_SYNC = "cloudctl-tenants"
+
+
+def tenants_kustomization(inv: Inventory) -> dict[str, Any] | None:
+    """GitOps mode with tenants: a second Flux Kustomization for ``<path>/tenants``, after the
+    platform's (the Cluster API kinds exist only once the providers run; until then Flux retries
+    it every minute without holding up the platform). Removing the last tenant removes it and
+    Flux prunes what it applied."""
+    if inv.gitops is None or not inv.tenants:
+        return None
+    return {
+        "apiVersion": KUSTOMIZE_API,
+        "kind": "Kustomization",
+        "metadata": {"name": TENANTS_SYNC, "namespace": FLUX_NS, "labels": dict(MANAGED_BY)},
+        "spec": {
+            "dependsOn": [{"name": GIT_SOURCE}],
+            "interval": "10m",
+            "retryInterval": "1m",
+            "path": f"./{gitops_path(inv)}/tenants",
+            "prune": True,
+            "sourceRef": {"kind": "GitRepository", "name": GIT_SOURCE},
+            "timeout": "5m",
+        },
+    }
+
+
 def sources(releases: list[PlatformRelease]) -> list[dict[str, Any]]:
     """One HelmRepository per Helm repository used, one OCIRepository per OCI chart."""
     out: list[dict[str, Any]] = []
