@@ -54,6 +54,23 @@ class Changes:
         self._target = (api_version, kind, namespace, rv) if rv else None
         return items
 
+    def mark(self, api_version: str, kind: str, *, namespace: str | None = None) -> None:
+        """The next ``wait`` watches ``kind`` (in ``namespace``, or everywhere) from now on
+        (a one-item list for the current resourceVersion)."""
+        self._target = None
+        if not self.watching:
+            return
+        kube: Kube = self.kube
+        try:
+            if kube.resource(api_version, kind) is None:
+                return
+            _, rv = kube.list_versioned(api_version, kind, namespace=namespace, limit=1)
+        except CloudctlError as exc:
+            self._failed(str(exc))
+            return
+        if rv:
+            self._target = (api_version, kind, namespace, rv)
+
     def look(self, ref: ObjectRef) -> None:
         """Before reading ``ref`` (and others): the next ``wait`` watches ``ref``'s kind in its
         namespace from now on (one small list for the current resourceVersion)."""

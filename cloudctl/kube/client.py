@@ -263,11 +263,15 @@ class Kube:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        limit: int | None = None,
     ) -> tuple[builtins.list[dict[str, Any]], str]:
-        """The items and the list's ``resourceVersion`` (where a watch of them starts)."""
+        """The items (the first ``limit`` if set) and the list's ``resourceVersion`` (where a
+        watch of them starts)."""
         res = self.resource_for(ObjectRef(api_version, kind, "*", namespace))
         query = {k: v for k, v in (("labelSelector", label_selector),
                                    ("fieldSelector", field_selector)) if v}
+        if limit:
+            query["limit"] = str(limit)
         _, doc = self.request("GET", res.collection(namespace), what=f"list {kind}",
                               query=query or None)
         items = doc.get("items") or []

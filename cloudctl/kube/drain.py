@@ -6,9 +6,13 @@
   server applies the PodDisruptionBudgets — including ``unhealthyPodEvictionPolicy`` — itself.
   Pods owned by a DaemonSet, mirror (static) pods and pods already finished are left alone, as
   ``kubectl drain --ignore-daemonsets`` does. A 429 answer (the eviction would violate a
-  budget) is retried every ``interval`` until ``timeout``; then :class:`DrainBlocked` names the
+  budget) is retried when a PodDisruptionBudget changes (a watch) and at least every
+  ``RETRY`` seconds (kubectl's interval) until ``timeout``; then :class:`DrainBlocked` names the
   pod and the budget the API server named.
-- The drain is over when no evicted pod remains on the node.
+- The drain is over when no evicted pod remains on the node (watched as pods change).
+
+Where a watch fails the waits fall back to polling every ``interval``
+(:mod:`cloudctl.kube.changes`).
 
 Pure helpers (:func:`pods_to_evict`, :func:`eviction_body`) hold the selection rules.
 """
@@ -21,11 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GateRefused
+from .changes import Changes
 from .client import Kube
 from .errors import KubeApiError
 
 MERGE_PATCH = "application/merge-patch+json"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+RETRY = 5.0
+"""Seconds between retries of a refused eviction at most (kubectl drain's interval)."""
 
 
 class DrainBlocked(GateRefused):
@@ -98,7 +105,9 @@ def drain(
     pending = pods_to_evict(_pods(kube), node)
     evicted: list[PodRef] = []
     refused: dict[PodRef, str] = {}
+    budgets = Changes(kube, interval, sleep)
     while pending:
+        budgets.mark("policy/v1", "PodDisruptionBudget")
         still: list[PodRef] = []
         for pod in pending:
             try:
@@ -125,7 +134,7 @@ def drain(
             raise DrainBlocked(f"drain of node {node} blocked after {timeout:g}s by a "
                                f"PodDisruptionBudget: {blocked}; the node stays cordoned "
                                f"(kubectl uncordon {node} to give it back)")
-        sleep(interval)
+        budgets.wait(min(deadline - clock(), RETRY))
     _wait_gone(kube, node, evicted, deadline=deadline, interval=interval, clock=clock,
                sleep=sleep)
     return evicted
@@ -136,13 +145,14 @@ def _wait_gone(
     clock: Callable[[], float], sleep: Callable[[float], None],
 ) -> None:
     names = set(evicted)
+    pods = Changes(kube, interval, sleep)
     while True:
         left = [PodRef(str(p["metadata"].get("namespace")), str(p["metadata"]["name"]))
-                for p in _pods(kube) if (p.get("spec") or {}).get("nodeName") == node]
+                for p in pods.list("v1", "Pod") if (p.get("spec") or {}).get("nodeName") == node]
         left = [p for p in left if p in names]
         if not left:
             return
         if clock() >= deadline:
             raise DrainBlocked(f"drain of node {node}: evicted pods still present after the "
                                f"timeout: {', '.join(map(str, left))}")
-        sleep(interval)
+        pods.wait(deadline - clock())
