@@ -15,6 +15,8 @@ conversion); status writes are not schema-validated and carry no managed fields.
 Every committed change is also kept, in order, in a bounded history (``changes_since``): what
 watches (:mod:`cloudctl.emulate.kube_watch`) are served from. A watch from a resourceVersion older
 than the history answers ``410 Expired`` as the API server does once etcd compacted it.
+Deleting a namespace records a DELETED change per object in it; deleting a CRD drops its objects
+without (watches of them see nothing more).
 Listeners (``add_listener``) are called after every change, besides ``on_write``.
 """
 

@@ -11,7 +11,13 @@ from cloudctl.emulate.kube_api import KubeApi
 from cloudctl.emulate.kube_reconcile import Controllers
 from cloudctl.emulate.kube_store import ApiError, Store
 from cloudctl.emulate.kube_types import ResourceType, label_selector
-from cloudctl.emulate.kube_watch import INITIAL_EVENTS_END, Watch, parse_watch
+from cloudctl.emulate.kube_watch import (
+    INITIAL_EVENTS_END,
+    Watch,
+    check_list_version,
+    paginate,
+    parse_watch,
+)
 
 
 def _cm_type(store: Store) -> ResourceType:
@@ -171,3 +177,54 @@ def test_the_api_answers_a_watch_with_a_stream() -> None:
     assert first["object"]["kind"] == "Table" and first["object"]["columnDefinitions"]
     assert first["object"]["rows"][0]["cells"][0] == "c"
     assert second["object"]["columnDefinitions"] == []
+
+
+def test_list_resource_version_checks() -> None:
+    store = Store()
+    _cm(store, "a")
+    current = store.revision
+    check_list_version(store, {})
+    check_list_version(store, {"resourceVersion": "0"})
+    check_list_version(store, {"resourceVersion": str(current),
+                               "resourceVersionMatch": "Exact"})
+    for query, code, reason in (
+        ({"resourceVersion": str(current + 3)}, 504, "Timeout"),
+        ({"resourceVersion": "1", "resourceVersionMatch": "Exact"}, 410, "Expired"),
+        ({"resourceVersionMatch": "NotOlderThan"}, 422, "Invalid"),
+        ({"resourceVersion": "1", "resourceVersionMatch": "Newest"}, 422, "Invalid"),
+        ({"resourceVersion": "5", "continue": "x"}, 400, "BadRequest"),
+    ):
+        with pytest.raises(ApiError) as exc:
+            check_list_version(store, query)
+        assert (exc.value.code, exc.value.reason) == (code, reason), query
+
+
+def _page(store: Store, query: dict[str, str], selected: bool = False) -> dict[str, Any]:
+    return paginate(store, store.list(_cm_type(store), "default"), query, selected)
+
+
+def test_pages_with_limit_and_continue() -> None:
+    store = Store(history=5)
+    for name in "abcde":
+        _cm(store, name)
+    first = _page(store, {"limit": "2"})
+    assert [i["metadata"]["name"] for i in first["items"]] == ["a", "b"]
+    assert first["metadata"]["remainingItemCount"] == 3
+    rv = first["metadata"]["resourceVersion"]
+    _cm(store, "c2")  # created between the pages: read from the current state
+    second = _page(store, {"limit": "2", "continue": first["metadata"]["continue"]})
+    assert [i["metadata"]["name"] for i in second["items"]] == ["c", "c2"]
+    assert second["metadata"]["resourceVersion"] == rv
+    last = _page(store, {"limit": "2", "continue": second["metadata"]["continue"]},
+                 selected=True)
+    assert [i["metadata"]["name"] for i in last["items"]] == ["d", "e"]
+    assert "continue" not in last["metadata"] and "remainingItemCount" not in last["metadata"]
+    assert "remainingItemCount" not in _page(store, {"limit": "1"}, selected=True)["metadata"]
+    with pytest.raises(ApiError) as bad:
+        _page(store, {"continue": "not-a-token"})
+    assert bad.value.code == 400
+    for name in "vwxyz":  # the first page's version falls out of the history
+        _cm(store, name)
+    with pytest.raises(ApiError) as gone:
+        _page(store, {"limit": "2", "continue": first["metadata"]["continue"]})
+    assert (gone.value.code, gone.value.reason) == (410, "Expired")
