@@ -167,8 +167,9 @@ class Watch:
                 self._pending.append(self._event("ADDED", stored))
             if send_initial:
                 self._pending.append(self._bookmark(initial_end=True))
+        elif requested is None:  # sendInitialEvents=false without a version: from now on
+            self.cursor = store.revision
         else:
-            assert requested is not None
             if requested < store.compacted:
                 self._pending.append(self._error(expired(requested, store.compacted)))
                 self.done = True

@@ -143,6 +143,10 @@ def test_send_initial_events_as_the_watch_list() -> None:
     assert end["type"] == "BOOKMARK"
     assert end["object"]["metadata"]["annotations"] == {INITIAL_EVENTS_END: "true"}
     assert end["object"]["metadata"]["resourceVersion"] == store.resource_version
+    later = Watch(store, rt, None, lambda o: True, **parse_watch({
+        "sendInitialEvents": "false", "resourceVersionMatch": "NotOlderThan"}))
+    _cm(store, "b")
+    assert _seen(later.poll(0)) == [("ADDED", "b")]  # no initial state: changes from now on
     for query, field in (
         ({"sendInitialEvents": "true"}, "resourceVersionMatch"),
         ({"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"},
