@@ -143,8 +143,8 @@ def test_field_selectors_describe_uses() -> None:
            "status": {"phase": "Running"}}
     assert field_selector("spec.nodeName=w1,status.phase!=Succeeded,status.phase!=Failed",
                           "Pod")(pod)
-    with pytest.raises(SelectorError, match="field label not supported: spec.nodeName"):
+    with pytest.raises(SelectorError, match=r"field label not supported: spec\.nodeName"):
         field_selector("spec.nodeName=w1", "ConfigMap")
-    with pytest.raises(SelectorError, match="field label not supported: involvedObject.name"):
+    with pytest.raises(SelectorError, match=r"field label not supported: involvedObject\.name"):
         field_selector("involvedObject.name=x", "Pod")
     assert field_selector("metadata.name=p", "Widget")(pod)
