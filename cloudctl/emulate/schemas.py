@@ -49,6 +49,7 @@ __all__ = [
     "UNKNOWN_FIELD",
     "ConfigRejected",
     "CrdValidators",
+    "builtin_unknown_fields",
     "chart_values_validators",
     "parse_config",
     "served_versions",
@@ -273,6 +274,74 @@ def chart_values_validators() -> dict[str, Any]:
         return check
 
     return {chart: make(chart) for chart, _ in vendored_charts()}
+
+
+# --------------------------------------------------------------------------- built-in types
+
+
+@functools.cache
+def _builtin_definitions() -> dict[tuple[str, str, str], str]:
+    """(group, version, kind) -> the upstream v2 definition of each built-in kind."""
+    from .kube_openapi import swagger_definitions
+
+    out: dict[tuple[str, str, str], str] = {}
+    for name, definition in swagger_definitions().items():
+        gvks = definition.get("x-kubernetes-group-version-kind") or []
+        if len(gvks) == 1:  # shared meta types (DeleteOptions ...) name many
+            g = gvks[0]
+            out[(g.get("group", ""), g.get("version", ""), g.get("kind", ""))] = name
+    return out
+
+
+def _declared(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    from .kube_openapi import swagger_definitions
+
+    while "$ref" in schema:
+        schema = swagger_definitions()[str(schema["$ref"]).rsplit("/", 1)[-1]]
+    return schema
+
+
+def _builtin_unknown(
+    schema: Mapping[str, Any], value: Any, path: str, out: list[str], prune: bool
+) -> None:
+    schema = _declared(schema)
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        if props is None and not isinstance(extra, Mapping):
+            return  # opaque: RawExtension, JSON, FieldsV1 ...
+        dropped = []
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if props is not None and key in props:
+                _builtin_unknown(props[key], item, where, out, prune)
+            elif isinstance(extra, Mapping):
+                _builtin_unknown(extra, item, where, out, prune)
+            elif not schema.get("x-kubernetes-preserve-unknown-fields"):
+                out.append(where)
+                dropped.append(key)
+        if prune:
+            for key in dropped:
+                del value[key]
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            _builtin_unknown(schema["items"], item, f"{path}[{i}]", out, prune)
+
+
+def builtin_unknown_fields(
+    api_version: str, kind: str, obj: dict[str, Any], *, prune: bool = False
+) -> list[str]:
+    """Paths (``spec.containers[0].foo``) of the fields of a built-in object that the upstream
+    Kubernetes v1.35 OpenAPI definition of its kind does not declare: what the API server's
+    strict decoding reports and its decoding drops (``prune``: removed from ``obj`` here, list
+    items keep their other fields); [] for a kind without a vendored definition."""
+    group, _, version = api_version.rpartition("/")
+    name = _builtin_definitions().get((group, version, kind))
+    if name is None:
+        return []
+    out: list[str] = []
+    _builtin_unknown({"$ref": f"#/definitions/{name}"}, obj, "", out, prune)
+    return out
 
 
 # --------------------------------------------------------------------------- CRDs

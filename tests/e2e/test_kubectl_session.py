@@ -221,3 +221,52 @@ def test_chunked_request_body(emulator: KubeApiEmulator, tmp_path: Path) -> None
     conn.close()
     cm = emulator.get("v1", "ConfigMap", "chunked", "default")
     assert cm is not None and cm["data"]["k"] == "v" * 5000
+
+
+STRICT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: strict, namespace: default}
+spec:
+  replicas: 1
+  foo: 1
+  selector: {matchLabels: {app: strict}}
+  template:
+    metadata: {labels: {app: strict}}
+    spec:
+      containers: [{name: app, image: registry.k8s.io/pause:3.10, imagePullPolicyy: x}]
+"""
+
+
+def test_unknown_fields_strict_warn_and_client_side_apply_directives(
+    kubectl: Run, emulator: KubeApiEmulator
+) -> None:
+    out = kubectl("apply", "-f", "-", stdin=STRICT, ok=False)
+    assert out.returncode == 1
+    assert (
+        'Deployment in version "v1" cannot be handled as a Deployment: strict decoding error: '
+        'unknown field "spec.foo", unknown field "spec.template.spec.containers[0]'
+        '.imagePullPolicyy"') in out.stderr
+    assert emulator.get("apps/v1", "Deployment", "strict", "default") is None
+    out = kubectl("apply", "-f", "-", "--validate=warn", stdin=STRICT)
+    assert 'Warning: unknown field "spec.foo"' in out.stderr
+    got = emulator.get("apps/v1", "Deployment", "strict", "default")
+    assert got is not None and "foo" not in got["spec"]
+    assert got["spec"]["template"]["spec"]["containers"] == [
+        {"name": "app", "image": "registry.k8s.io/pause:3.10"}]  # the item keeps its fields
+    # client-side apply: a strategic merge patch with $setElementOrder and deletions
+    two = STRICT.replace("  foo: 1\n", "").replace(", imagePullPolicyy: x}", "}, "
+                                                   "{name: side, image: busybox}")
+    kubectl("apply", "-f", "-", stdin=two)
+    got = emulator.get("apps/v1", "Deployment", "strict", "default")
+    assert got is not None
+    assert [c["name"] for c in got["spec"]["template"]["spec"]["containers"]] == ["app", "side"]
+    kubectl("apply", "-f", "-", stdin=two.replace(", {name: side, image: busybox}", ""))
+    got = emulator.get("apps/v1", "Deployment", "strict", "default")
+    assert got is not None
+    assert [c["name"] for c in got["spec"]["template"]["spec"]["containers"]] == ["app"]
+    kubectl("patch", "deployment", "strict", "-p",
+            '{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"pause:2"}]}}}}')
+    got = emulator.get("apps/v1", "Deployment", "strict", "default")
+    assert got is not None
+    assert got["spec"]["template"]["spec"]["containers"] == [{"name": "app", "image": "pause:2"}]
