@@ -105,7 +105,8 @@ class Response:
 
     @classmethod
     def json(cls, code: int, obj: Any, warnings: tuple[str, ...] = ()) -> Response:
-        headers = tuple(("Warning", f'299 - "{w}"') for w in warnings)
+        headers = tuple(("Warning", '299 - "{}"'.format(
+            w.replace("\\", "\\\\").replace('"', '\\"'))) for w in warnings)
         return cls(code, json.dumps(obj, separators=(",", ":")).encode(), _JSON, headers)
 
     @classmethod

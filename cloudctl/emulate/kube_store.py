@@ -7,10 +7,11 @@ No I/O and no threads: the HTTP layer (``kube_api``) calls these methods under i
 ``managedFields`` per (manager, operation). Custom resources are validated against their CRD's
 ``openAPIV3Schema`` with the emulator's own checks (:mod:`cloudctl.emulate.schemas`).
 
-Simplifications (documented, not hidden): lists are atomic for field ownership; a strategic merge
-patch is applied as a JSON merge patch; deletion is immediate (no finalizers, no graceful
-deletion); objects of a CRD are stored once and served under every served version (no
-conversion); status writes are not schema-validated and carry no managed fields.
+Simplifications (documented, not hidden): lists are atomic for field ownership (a strategic
+merge patch merges lists by their merge key, :mod:`cloudctl.emulate.kube_strategic`); deletion
+is immediate (no finalizers, no graceful deletion); objects of a CRD are stored once and served
+under every served version (no conversion); status writes are not schema-validated and carry no
+managed fields.
 
 Every committed change is also kept, in order, in a bounded history (``changes_since``): what
 watches (:mod:`cloudctl.emulate.kube_watch`) are served from. A watch from a resourceVersion older
@@ -26,7 +27,7 @@ import collections
 import datetime as dt
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,8 +48,9 @@ from .kube_fields import (
     overlaps,
     path_text,
 )
+from .kube_strategic import definition_for, strategic_merge
 from .kube_types import BUILTIN_TYPES, ResourceType
-from .schemas import UNKNOWN_FIELD, CrdValidators, served_versions
+from .schemas import UNKNOWN_FIELD, CrdValidators, builtin_unknown_fields, served_versions
 
 __all__ = ["ApiError", "Change", "Managed", "Store", "StoredObject"]
 
@@ -480,12 +482,16 @@ class Store:
             )
         if rt.crd is not None:
             return self._validate_custom(rt, obj, field_validation)
+        # as the server's strict decoding: fields the upstream OpenAPI schema does not declare
+        unknown = builtin_unknown_fields(rt.api_version, rt.kind, obj,
+                                         prune=field_validation != "Strict")
+        warnings = self._unknown_fields(rt, name, obj, unknown, field_validation, pruned=True)
         check = _BUILTIN_CHECKS.get(rt.kind)
         if check is not None:
             causes = check(obj)
             if causes:
                 raise invalid(rt, name, causes)
-        return ()
+        return warnings
 
     def _validate_custom(
         self, rt: ResourceType, obj: dict[str, Any], field_validation: str
@@ -508,6 +514,13 @@ class Store:
                 + [(p.path, p.detail) for p in failed],
                 ["FieldValueInvalid"] * len(wrong) + [p.reason for p in failed],
             )
+        return self._unknown_fields(rt, name, obj, unknown, field_validation)
+
+    def _unknown_fields(
+        self, rt: ResourceType, name: str, obj: dict[str, Any], unknown: Sequence[str],
+        field_validation: str, *, pruned: bool = False,
+    ) -> tuple[str, ...]:
+        """Strict: 400 naming every undeclared field; else prune them (Warn: warnings)."""
         if not unknown:
             return ()
         if field_validation == "Strict":
@@ -527,8 +540,9 @@ class Store:
                     ],
                 ),
             )
-        for p in unknown:
-            delete_path(obj, _parse_field(p))
+        if not pruned:
+            for p in unknown:
+                delete_path(obj, _parse_field(p))
         if field_validation == "Ignore":
             return ()
         return tuple(f'unknown field "{p}"' for p in unknown)
@@ -760,10 +774,11 @@ class Store:
                 if not isinstance(body, list):
                     raise PatchError("a JSON patch must be a list of operations")
                 new = json_patch(old.obj, body)
-            else:  # merge and strategic-merge (lists replaced; no patch directives)
+            else:
                 if not isinstance(body, dict):
                     raise PatchError("a merge patch must be an object")
-                new = merge_patch(old.obj, body)
+                new = (strategic_merge(old.obj, body, definition_for(rt.api_version, rt.kind))
+                       if patch_type == "strategic" else merge_patch(old.obj, body))
         except (PatchError, ValueError, IndexError, TypeError) as exc:
             raise ApiError(422, "Invalid", f"the patch could not be applied: {exc}") from exc
         if subresource == "status":
