@@ -279,12 +279,46 @@ def field_selector(selector: str, kind: str | None = None) -> Predicate:
     else:
         fields.update(_FIELDS_BY_KIND.get(kind, {}))
     reqs: list[Predicate] = []
-    for raw in _split_requirements(selector):
-        m = _EQ_RE.match(raw)
+    for raw in _split_escaped(selector):
+        m = _FIELD_RE.match(raw)
         if not m:
-            raise SelectorError(f"invalid selector: {raw.strip()!r}; can't understand it")
-        if m.group(1) not in fields:
-            raise SelectorError(f"field label not supported: {m.group(1)}")
-        field, op, value = m.groups()
+            raise SelectorError(f"invalid selector: '{raw}'; can't understand it")
+        field, op, value = m.group(1), m.group(2), _unescape(m.group(3))
+        if field not in fields:
+            raise SelectorError(f"field label not supported: {field}")
         reqs.append(_field_is(fields[field], value, equal=op != "!="))
     return lambda obj: all(r(obj) for r in reqs)
+
+
+_FIELD_RE = re.compile(r"^\s*([A-Za-z0-9./_-]+)\s*(!=|==|=)(.*)$", re.DOTALL)
+
+
+def _split_escaped(selector: str) -> list[str]:
+    """apimachinery's fields.ParseSelector: terms split on commas not escaped with ``\\``."""
+    parts, cur, escaped = [], "", False
+    for ch in selector:
+        if escaped:
+            cur += "\\" + ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ",":
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p for p in parts if p.strip()]
+
+
+def _unescape(value: str) -> str:
+    out, escaped = "", False
+    for ch in value:
+        if escaped:
+            out += ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        else:
+            out += ch
+    return out

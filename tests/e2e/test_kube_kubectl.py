@@ -332,6 +332,9 @@ def test_events_in_get_events_and_describe(emulator: KubeApiEmulator, kubectl: K
     assert "chart hook failed: boom" in tail
     dep = kubectl("describe", "deployment", "web")
     assert "Scaled up replica set web-" in dep.stdout.split("Events:", 1)[1]
+    out = kubectl("events", "--for", "deployment/web")  # involvedObject.apiVersion=apps/v1
+    assert out.returncode == 0, out.stderr
+    assert "ScalingReplicaSet" in out.stdout and "Deployment/web" in out.stdout
     bad = kubectl("get", "pods", "--field-selector", "involvedObject.name=x")
     assert bad.returncode != 0 and "field label not supported: involvedObject.name" in bad.stderr
 

@@ -137,6 +137,12 @@ def test_field_selectors_describe_uses() -> None:
     assert match(event)
     assert not field_selector("involvedObject.uid=other", "Event")(event)
     assert field_selector("source=kubelet,type!=Warning,reason=NodeReady", "Event")(event)
+    deployment_event = {"metadata": {"name": "e"}, "reason": "a,b=c",
+                        "involvedObject": {"kind": "Deployment", "apiVersion": "apps/v1"}}
+    assert field_selector("involvedObject.kind=Deployment,involvedObject.apiVersion=apps/v1,"
+                          "reason=a\\,b\\=c", "Event")(deployment_event)
+    with pytest.raises(SelectorError, match="can't understand it"):
+        field_selector("involvedObject.kind", "Event")
     new_style = {"metadata": {"name": "e"}, "regarding": {"kind": "Node", "name": "w1"}}
     assert field_selector("involvedObject.name=w1", "Event")(new_style)
     pod = {"metadata": {"name": "p"}, "spec": {"nodeName": "w1"},
