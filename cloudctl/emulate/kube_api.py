@@ -738,7 +738,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if _peer_closed(self.connection):
                     self.close_connection = True
                     return
-                emu.await_change(seen, min(max(wait, 0.01), _LIVENESS_CHECK))
+                emu.await_change(seen, min(max(wait, 0.05), _LIVENESS_CHECK))
             self.wfile.write(b"0\r\n\r\n")
             if emu.stopping:
                 self.close_connection = True
