@@ -736,9 +736,12 @@ class Tenants(Stage):
         def on_deleted(ref: Any) -> None:
             ctx.events(self.name, "info", f"{ref} deleted (no longer in the inventory)")
 
+        def on_applied(a: Applied) -> None:  # a tenant's CNI release is not a platform release
+            ctx.events(self.name, "info", f"{a.ref} {a.action}")
+
         with _kube(ctx) as kube:
             done = install_tenants(kube, ctx.inventory, ctx.files, timeout=ctx.options.timeout,
-                                   poll=ctx.poll, on_applied=_on_applied(ctx, self.name),
+                                   poll=ctx.poll, on_applied=on_applied,
                                    on_deleted=on_deleted, on_status=on_status)
         if not done:
             return "no tenants in the inventory"

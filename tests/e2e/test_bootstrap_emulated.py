@@ -175,13 +175,18 @@ def check_final_state(w: Workdir, *, interrupted_apply: bool = False) -> None:
         assert all(2 <= c <= 4 for c in calls.values()), calls
     else:
         assert calls == {n.name: 2 for n in INV.nodes}
-    helm = {r.name for r in RELEASES if r.name not in LOCAL}
+    # the platform's releases, and the example tenant's CNI (into its own API)
+    helm = {r.name for r in RELEASES if r.name not in LOCAL} | \
+        {f"tenant-{t.name}/cilium" for t in INV.tenants}
     assert set(rack["helmreleases"]) == helm
     assert all(r["ready"] == "True" and r["generation"] == 1
                for r in rack["helmreleases"].values()), rack["helmreleases"]
     with _kube(w) as kube:
         hrs = kube.list("helm.toolkit.fluxcd.io/v2", "HelmRelease")
-        assert sorted(h["metadata"]["name"] for h in hrs) == sorted(helm)  # no duplicates
+        assert sorted(  # no duplicates
+            h["metadata"]["name"] if h["metadata"]["namespace"] == "flux-system"
+            else f"{h['metadata']['namespace']}/{h['metadata']['name']}" for h in hrs
+        ) == sorted(helm)
         assert len(kube.list("v1", "Node")) == len(INV.nodes)
         assert len(kube.list("kubevirt.io/v1", "KubeVirt")) == 1
         assert len(kube.list("cdi.kubevirt.io/v1beta1", "CDI")) == 1
@@ -273,7 +278,8 @@ def test_sigkill_at_every_stage_boundary_and_mid_apply_then_resume(work: Workdir
     kill_points.append(("mid apply", lambda e: e["stage"] == "apply" and e["kind"] == "node"
                         and e["phase"] == "applying"))
     kill_points += [(f"after {s}", _boundary(s))
-                    for s in ("apply", "bootstrap", "kubeconfig", "flux", "platform")]
+                    for s in ("apply", "bootstrap", "kubeconfig", "flux", "platform",
+                              "tenants")]
     resumed_from = []
     for i, (label, match) in enumerate(kill_points):
         args = () if i == 0 else ("--resume",)
@@ -290,7 +296,8 @@ def test_sigkill_at_every_stage_boundary_and_mid_apply_then_resume(work: Workdir
             assert plan.code == 0, plan.stderr
             runs = [(e["stage"], e["node"]) for e in plan.events if e["phase"] == "run"]
             assert runs == [("kubeconfig", None), ("flux", None)] + [
-                ("platform", r.name) for r in RELEASES] + [("done", None)]
+                ("platform", r.name) for r in RELEASES] + [
+                ("tenants", t.name) for t in INV.tenants] + [("tenants", None), ("done", None)]
             skipped = {e["stage"] for e in plan.events if e["phase"] == "skip"}
             assert skipped == {"preflight", "image", "hooks-before-boot", "boot", "discover",
                                "apply", "bootstrap", "hooks-after-bootstrap",
@@ -305,8 +312,7 @@ def test_sigkill_at_every_stage_boundary_and_mid_apply_then_resume(work: Workdir
     assert resumed_from[5][1] == "apply"  # killed mid apply -> apply again
     final = work.bootstrap("--resume", "-o", "json")
     assert final.code == 0, final.stderr
-    assert [e["stage"] for e in final.events if e["kind"] == "stage-start"] == [
-        "hooks-after-platform", "done"]
+    assert [e["stage"] for e in final.events if e["kind"] == "stage-start"] == ["done"]
     check_final_state(work, interrupted_apply=True)
     work.assert_no_secret_leaked()
 
