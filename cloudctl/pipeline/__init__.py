@@ -1,7 +1,8 @@
 """``cloudctl bootstrap``: the pipeline from powered-off rack to platform Ready.
 
 Stages (``state.STAGES``): preflight → image → hooks-before-boot → boot → discover → apply →
-bootstrap → hooks-after-bootstrap → kubeconfig → flux → platform → hooks-after-platform → done
+bootstrap → hooks-after-bootstrap → kubeconfig → flux → platform → hooks-after-platform → tenants
+→ done
 (the ``hooks-*`` stages run the inventory's Ansible hooks, ``hooks``). State lives in the
 cluster directory
 (``<inventory dir>/clusters/<cluster>/``): ``state.json``, ``render/``, ``kubeconfig`` (0600),
