@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -769,11 +770,16 @@ class Store:
                 field_validation=field_validation,
             )
         old = self._existing(rt, namespace, name)
+        rewritten: dict[ManagerKey, Managed] | None = None
         try:
             if patch_type == "json":
                 if not isinstance(body, list):
                     raise PatchError("a JSON patch must be a list of operations")
-                new = json_patch(old.obj, body)
+                shown = self.render(rt, old)  # managedFields can be patched, as on a server
+                new = json_patch(shown, body)
+                written = (new.get("metadata") or {}).get("managedFields", MISSING)
+                if written != shown["metadata"].get("managedFields", MISSING):
+                    rewritten = _managers_from(written)
             else:
                 if not isinstance(body, dict):
                     raise PatchError("a merge patch must be an object")
@@ -795,7 +801,8 @@ class Store:
                 new.pop("status", None)
         self._restore_system(old.obj, new, rt)
         warnings = self._validate(rt, new, field_validation) if subresource is None else ()
-        managers = self._update_owners(rt, old, new, manager or "unknown")
+        managers = (self._update_owners(rt, old, new, manager or "unknown") if rewritten is None
+                    else rewritten)
         stored, _ = self._commit(rt, self._key(rt, namespace, name), new, managers, old, dry_run)
         return WriteResult(self.render(rt, stored), False, warnings)
 
@@ -854,6 +861,11 @@ class Store:
             for q in m.fields:
                 if get_path(new, q) != get_path(old.obj, q):
                     conflicts.append((mk, q))
+        if conflicts and not force and me[0] == "kubectl":
+            # the API server's lastAppliedManager: kubectl's server-side apply takes over, without
+            # conflicts, the fields its client-side apply set (last-applied-configuration)
+            allowed = _last_applied_paths(old.obj, rt)
+            force = all(q in allowed for _, q in conflicts)
         if conflicts and not force:
             raise _conflict(rt, name, conflicts)
         managers = {}
@@ -912,6 +924,50 @@ class Store:
             "status": "Success",
             "details": _details(rt, name, uid=stored.obj["metadata"].get("uid")),
         }
+
+
+def _fields_v1_paths(tree: Mapping[str, Any], prefix: FieldPath = ()) -> set[FieldPath]:
+    """The owned paths of a ``fieldsV1`` tree (list element keys own their whole list here)."""
+    out: set[FieldPath] = set()
+    for key, sub in tree.items():
+        if not key.startswith("f:"):  # ".", "k:{...}", "v:...", "i:N"
+            if prefix:
+                out.add(prefix)
+            continue
+        path = (*prefix, key[2:])
+        if isinstance(sub, Mapping) and sub:
+            out |= _fields_v1_paths(sub, path)
+        else:
+            out.add(path)
+    return out
+
+
+def _managers_from(entries: Any) -> dict[ManagerKey, Managed]:
+    """``metadata.managedFields`` written by a client (kubectl's client-side to server-side
+    apply migration) as the store's managers; a malformed list is a 422."""
+    if entries is MISSING or entries is None:
+        return {}
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+        raise PatchError("metadata.managedFields must be a list of ManagedFieldsEntry")
+    out: dict[ManagerKey, Managed] = {}
+    for e in entries:
+        fields = e.get("fieldsV1") or {}
+        if not isinstance(fields, Mapping):
+            raise PatchError("metadata.managedFields[].fieldsV1 must be an object")
+        key = (str(e.get("manager", "")), str(e.get("operation", "Update")))
+        out[key] = Managed(str(e.get("apiVersion", "")), str(e.get("time", "")),
+                           _fields_v1_paths(fields))
+    return out
+
+
+def _last_applied_paths(obj: Mapping[str, Any], rt: ResourceType) -> set[FieldPath]:
+    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(
+        "kubectl.kubernetes.io/last-applied-configuration")
+    try:
+        applied = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return set()
+    return ownable_paths(applied, rt) if isinstance(applied, dict) else set()
 
 
 def _conflict(

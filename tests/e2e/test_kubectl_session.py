@@ -270,3 +270,71 @@ def test_unknown_fields_strict_warn_and_client_side_apply_directives(
     got = emulator.get("apps/v1", "Deployment", "strict", "default")
     assert got is not None
     assert got["spec"]["template"]["spec"]["containers"] == [{"name": "app", "image": "pause:2"}]
+
+
+SESSION_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop, namespace: session, labels: {app: shop}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec:
+      containers: [{name: web, image: registry.k8s.io/pause:3.10, ports: [{containerPort: 80}]}]
+"""
+
+
+def test_scripted_session_as_on_a_real_server(
+    kubectl: Run, helm: Run, emulator: KubeApiEmulator, tmp_path: Path
+) -> None:
+    """One operator session, every step in kubectl's and helm's default modes."""
+    assert "namespace/session created" in kubectl("create", "namespace", "session").stdout
+    # --dry-run=server: validated and answered, nothing stored
+    out = kubectl("apply", "-f", "-", "--dry-run=server", stdin=SESSION_DEPLOYMENT)
+    assert "deployment.apps/shop created (server dry run)" in out.stdout
+    assert emulator.get("apps/v1", "Deployment", "shop", "session") is None
+    # client-side apply, then server-side apply of a change
+    kubectl("apply", "-f", "-", stdin=SESSION_DEPLOYMENT)
+    out = kubectl("apply", "--server-side", "-f", "-",
+                  stdin=SESSION_DEPLOYMENT.replace("replicas: 2", "replicas: 3"))
+    assert "deployment.apps/shop serverside-applied" in out.stdout
+    assert out.stderr == ""  # no conflict and kubectl's managed-fields migration accepted
+    got = emulator.get("apps/v1", "Deployment", "shop", "session")
+    assert got is not None and got["spec"]["replicas"] == 3
+    owners = {(m["manager"], m["operation"]) for m in got["metadata"]["managedFields"]}
+    assert ("kubectl", "Apply") in owners  # migrated from client-side apply by kubectl
+    assert ("kubectl-client-side-apply", "Update") not in owners
+    kubectl("rollout", "status", "deployment/shop", "-n", "session", "--timeout=60s")
+    kubectl("wait", "--for=condition=Available", "deployment/shop", "-n", "session",
+            "--timeout=60s")
+    out = kubectl("get", "deployment", "shop", "-n", "session", "-o", "wide")
+    header, row = out.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS",
+                              "IMAGES", "SELECTOR"]
+    assert row.split()[:4] == ["shop", "3/3", "3", "3"] and "app=shop" in row
+    kubectl("scale", "deployment", "shop", "-n", "session", "--replicas=1")
+    kubectl("rollout", "status", "deployment/shop", "-n", "session", "--timeout=60s")
+    got = emulator.get("apps/v1", "Deployment", "shop", "session")
+    assert got is not None and got["spec"]["replicas"] == 1
+    out = kubectl("explain", "deployment.spec.strategy.type")
+    assert "FIELD: type <string>" in out.stdout
+    assert kubectl("auth", "can-i", "create", "deployments", "-n", "session").stdout.strip() == (
+        "yes")
+    out = kubectl("describe", "node", "w1")
+    assert "Name:               w1" in out.stdout
+    out = kubectl("get", "events", "-n", "session")
+    assert "ScalingReplicaSet" in out.stdout
+    # helm, in its default mode, into the same namespace
+    chart = _chart(tmp_path)
+    helm("install", "shop-config", str(chart), "-n", "session")
+    helm("upgrade", "shop-config", str(chart), "-n", "session", "--set", "greeting=hi")
+    cm = emulator.get("v1", "ConfigMap", "shop-config-cm", "session")
+    assert cm is not None and cm["data"] == {"greeting": "hi"}
+    helm("uninstall", "shop-config", "-n", "session")
+    assert emulator.get("v1", "ConfigMap", "shop-config-cm", "session") is None
+    # what a real server refuses is refused the same way
+    out = kubectl("apply", "-f", "-", stdin=HELMRELEASE.replace("default", "session"), ok=False)
+    assert out.returncode == 1 and "either chart or chartRef must be set" in out.stderr
+    kubectl("delete", "namespace", "session")

@@ -150,3 +150,39 @@ def test_kubectl_style_patch_through_the_api(api: KubeApi) -> None:
     assert resp.code == 200, resp.body
     assert json.loads(resp.body)["spec"]["template"]["spec"]["containers"] == [
         {"name": "app", "image": "n:2"}]
+
+
+def test_server_side_apply_takes_over_client_side_apply_fields(api: KubeApi) -> None:
+    """kubectl apply --server-side after kubectl apply: no conflict for fields the
+    last-applied-configuration annotation holds (the server's lastAppliedManager), and the
+    managedFields kubectl then writes with a JSON patch replace the managers."""
+    body = _deployment()
+    del body["spec"]["template"]["spec"]["containers"][0]["bogus"]
+    body["spec"]["replicas"] = 1
+    body["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(body)}
+    resp = api.handle("POST", f"{DEPLOY}?fieldManager=kubectl-client-side-apply",
+                      {"Content-Type": "application/json"}, json.dumps(body).encode())
+    assert resp.code == 201
+    applied = {**body, "spec": {**body["spec"], "replicas": 3}}
+    del applied["metadata"]["annotations"]
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+    resp = api.handle("PATCH", f"{DEPLOY}/web?fieldManager=other", headers,
+                      json.dumps(applied).encode())
+    assert resp.code == 409  # another manager conflicts as before
+    resp = api.handle("PATCH", f"{DEPLOY}/web?fieldManager=kubectl", headers,
+                      json.dumps(applied).encode())
+    assert resp.code == 200 and json.loads(resp.body)["spec"]["replicas"] == 3
+    api.handle("GET", f"{DEPLOY}/web", {}, b"")  # the controllers settle the status
+    live = json.loads(api.handle("GET", f"{DEPLOY}/web", {}, b"").body)
+    kept = [m for m in live["metadata"]["managedFields"] if m["manager"] == "kubectl"]
+    patch = [{"op": "test", "path": "/metadata/resourceVersion",
+              "value": live["metadata"]["resourceVersion"]},
+             {"op": "replace", "path": "/metadata/managedFields", "value": kept}]
+    resp = api.handle("PATCH", f"{DEPLOY}/web", {"Content-Type": "application/json-patch+json"},
+                      json.dumps(patch).encode())
+    assert resp.code == 200, resp.body
+    owners = [(m["manager"], m["operation"])
+              for m in json.loads(resp.body)["metadata"]["managedFields"]]
+    assert owners == [("kubectl", "Apply")]
+    assert kept[0]["fieldsV1"]["f:spec"]["f:replicas"] == {}
