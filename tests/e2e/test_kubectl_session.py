@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ def _runner(tool: str, emulator: KubeApiEmulator, home: Path) -> Run:
             assert out.returncode == 0, f"{tool} {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
         return out
 
+    run.env = env  # type: ignore[attr-defined]
+    run.tool = tool  # type: ignore[attr-defined]
     return run
 
 
@@ -314,8 +317,24 @@ def test_scripted_session_as_on_a_real_server(
     assert header.split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS",
                               "IMAGES", "SELECTOR"]
     assert row.split()[:4] == ["shop", "3/3", "3", "3"] and "app=shop" in row
-    kubectl("scale", "deployment", "shop", "-n", "session", "--replicas=1")
-    kubectl("rollout", "status", "deployment/shop", "-n", "session", "--timeout=60s")
+    before = emulator.open_watches
+    watcher = subprocess.Popen(  # kubectl get -w sees the scale-down as it happens
+        [kubectl.tool, "get", "deployment", "shop", "-n", "session", "-w",  # type: ignore[attr-defined]
+         "--output-watch-events"], env=kubectl.env,  # type: ignore[attr-defined]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while emulator.open_watches <= before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kubectl("scale", "deployment", "shop", "-n", "session", "--replicas=1")
+        kubectl("rollout", "status", "deployment/shop", "-n", "session", "--timeout=60s")
+        time.sleep(0.5)
+    finally:
+        watcher.terminate()
+        watched, _ = watcher.communicate(timeout=10)
+    events = [line.split()[:3] for line in watched.splitlines()]
+    assert ["EVENT", "NAME", "READY"] in events, watched
+    assert ["ADDED", "shop", "3/3"] in events and ["MODIFIED", "shop", "1/1"] in events, watched
     got = emulator.get("apps/v1", "Deployment", "shop", "session")
     assert got is not None and got["spec"]["replicas"] == 1
     out = kubectl("explain", "deployment.spec.strategy.type")
