@@ -37,7 +37,8 @@ Real kubectl and helm run in their default modes. ``/openapi/v3`` and ``/openapi
 registered CRDs' schemas: ``kubectl apply`` sees ``fieldValidation`` on the PATCH operations and
 leaves validation to the server, ``kubectl explain`` reads the component schemas. Built-in
 objects are checked against the upstream definitions (unknown fields: 400 under
-``fieldValidation=Strict``, pruned with a Warning under Warn; :mod:`cloudctl.emulate.schemas`),
+``fieldValidation=Strict``, pruned with a Warning under Warn; :mod:`cloudctl.emulate.schemas`;
+keys a JSON body repeats likewise),
 strategic merge patches follow their patch strategies (:mod:`cloudctl.emulate.kube_strategic`),
 custom resources their CRD's structural schema and CEL rules (:mod:`cloudctl.emulate.kube_cel`).
 Request bodies may be ``application/vnd.kubernetes.protobuf`` (built-in types,
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import dataclasses
 import json
 import re
 import select
@@ -95,6 +97,7 @@ from .kube_types import ResourceType, SelectorError, field_selector, label_selec
 from .kube_watch import Watch, check_list_version, paginate, parse_watch
 from .kube_workloads import pods_on
 from .linstor_view import LINSTOR_NAMESPACE, LINSTOR_SERVICE, handle_rest
+from .schemas import builtin_unknown_fields, duplicate_fields
 
 __all__ = ["KubeApi", "KubeApiEmulator", "Response"]
 
@@ -187,7 +190,12 @@ class KubeApi:
         self.requests[method] += 1
         try:
             lowered = _lower(headers)
+            duplicates = self._duplicates(method, parts, query, lowered, body)
             resp = self._route(method, parts, query, lowered, body)
+            if duplicates and 200 <= resp.code < 300:  # fieldValidation=Warn
+                warned = Response.json(200, None, tuple(f'duplicate field "{p}"'
+                                                        for p in duplicates))
+                resp = dataclasses.replace(resp, headers=resp.headers + warned.headers)
             if prefers_protobuf(lowered.get("accept") or ""):
                 return _as_protobuf(resp)
             return resp
@@ -195,6 +203,40 @@ class KubeApi:
             return Response.error(err)
         except SelectorError as exc:
             return Response.error(bad_request(f"unable to parse selector: {exc}"))
+
+    def _duplicates(
+        self,
+        method: str,
+        parts: list[str],
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> list[str]:
+        """Keys a JSON body repeats (the API server's strict decoding): a 400 under
+        ``fieldValidation=Strict`` naming them and the unknown fields of a built-in object,
+        else the paths to warn about (none under Ignore)."""
+        validation = query.get("fieldValidation") or "Warn"
+        content_type = (headers.get("content-type") or _JSON).split(";")[0].strip()
+        if (method not in ("POST", "PUT", "PATCH") or validation == "Ignore" or not body
+                or "json" not in content_type or content_type == "application/json-patch+json"
+                or len(parts) < 3 or parts[0] not in ("api", "apis")):
+            return []
+        duplicates = duplicate_fields(body)
+        if not duplicates or validation != "Strict":
+            return duplicates
+        group, version, rest = ("", parts[1], parts[2:]) if parts[0] == "api" else (
+            parts[1], parts[2], parts[3:])
+        plural = rest[2] if len(rest) >= 3 and rest[0] == "namespaces" else (rest or [""])[0]
+        rt = self.store.resource_type(group, version, plural)
+        kind = rt.kind if rt is not None else "Object"
+        errors = [f'duplicate field "{p}"' for p in duplicates]
+        if rt is not None and rt.crd is None and method != "PATCH":
+            obj = json.loads(body)
+            if isinstance(obj, dict):
+                errors += [f'unknown field "{p}"'
+                           for p in builtin_unknown_fields(rt.api_version, rt.kind, obj)]
+        raise bad_request(f'{kind} in version "{version}" cannot be handled as a {kind}: '
+                          f"strict decoding error: {', '.join(errors)}")
 
     def _route(
         self,
@@ -896,12 +938,12 @@ class KubeApiEmulator:
 
     def settle(self) -> None:
         """The controllers' pass a watch would otherwise wait for: when the store changed
-        since the last one, or a timed transition fell due."""
+        since the last pass (a request's, the rack's or a watch's), or a timed transition fell
+        due."""
         with self._lock:
             if self.store.revision == self._settled and \
                     self.api.clock() < self.controllers.next_due:
                 return
-            self._settled = self.store.revision
             self.reconcile()
 
     def watch_opened(self) -> None:
@@ -938,6 +980,7 @@ class KubeApiEmulator:
         user: UserInfo | None = None,
     ) -> Response:
         with self._lock:
+            self._settled = self.store.revision  # the request runs a pass first
             return self.api.handle(method, target, headers, body, user=user)
 
     # ------------------------------------------------------------------ client access
@@ -1004,6 +1047,7 @@ class KubeApiEmulator:
 
     def reconcile(self) -> None:
         with self._lock:
+            self._settled = self.store.revision  # what this pass sees (watches: see settle)
             self.controllers.reconcile(self.api.clock())
             if any(g[3] and n not in self._unready_guards for n, g in self._guards.items()):
                 self._make_guards()  # an unhealthy guard pod, once its pod exists
