@@ -51,6 +51,7 @@ __all__ = [
     "CrdValidators",
     "builtin_unknown_fields",
     "chart_values_validators",
+    "duplicate_fields",
     "parse_config",
     "served_versions",
     "talos_config_problems",
@@ -342,6 +343,50 @@ def builtin_unknown_fields(
     out: list[str] = []
     _builtin_unknown({"$ref": f"#/definitions/{name}"}, obj, "", out, prune)
     return out
+
+
+def duplicate_fields(body: bytes) -> list[str]:
+    """Paths (``spec.replicas``, ``spec.containers[0].name``) of the keys a JSON request body
+    repeats within one object, as the API server's strict decoding names them ([] for a body
+    that is not a JSON object or array)."""
+    marked: dict[int, tuple[dict[str, Any], list[str]]] = {}  # the dict kept alive: ids stay
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) != len(items):
+            seen: set[str] = set()
+            repeated = []
+            for key, _ in items:
+                if key in seen:
+                    repeated.append(key)
+                seen.add(key)
+            marked[id(out)] = (out, repeated)
+        return out
+
+    stripped = body.lstrip()
+    if stripped[:1] not in (b"{", b"["):
+        return []
+    try:
+        root = json.loads(body, object_pairs_hook=pairs)
+    except ValueError:
+        return []
+    if not marked:
+        return []
+    found: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            entry = marked.get(id(value))
+            for key in entry[1] if entry is not None and entry[0] is value else ():
+                found.append(f"{path}.{key}" if path else key)
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else key)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+
+    walk(root, "")
+    return found
 
 
 # --------------------------------------------------------------------------- CRDs

@@ -186,3 +186,30 @@ def test_server_side_apply_takes_over_client_side_apply_fields(api: KubeApi) -> 
               for m in json.loads(resp.body)["metadata"]["managedFields"]]
     assert owners == [("kubectl", "Apply")]
     assert kept[0]["fieldsV1"]["f:spec"]["f:replicas"] == {}
+
+
+RAW_DUPLICATES = (b'{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", '
+                  b'"name": "dup"}, "spec": {"replicas": 1, "replicas": 2, "foo": 1, '
+                  b'"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": '
+                  b'{"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", '
+                  b'"image": "nginx", "image": "nginx:2"}]}}}}')
+
+
+def test_duplicate_fields_strict_warn_and_ignore(api: KubeApi) -> None:
+    json_headers = {"Content-Type": "application/json"}
+    resp = api.handle("POST", f"{DEPLOY}?fieldValidation=Strict", json_headers, RAW_DUPLICATES)
+    assert resp.code == 400
+    assert json.loads(resp.body)["message"] == (
+        'Deployment in version "v1" cannot be handled as a Deployment: strict decoding error: '
+        'duplicate field "metadata.name", duplicate field "spec.replicas", '
+        'duplicate field "spec.template.spec.containers[0].image", unknown field "spec.foo"')
+    resp = api.handle("POST", DEPLOY, json_headers, RAW_DUPLICATES)  # Warn by default
+    assert resp.code == 201
+    warnings = [v for k, v in resp.headers if k == "Warning"]
+    assert '299 - "duplicate field \\"spec.replicas\\""' in warnings
+    assert '299 - "unknown field \\"spec.foo\\""' in warnings
+    created = json.loads(resp.body)
+    assert created["metadata"]["name"] == "dup" and created["spec"]["replicas"] == 2  # last wins
+    api.handle("DELETE", f"{DEPLOY}/dup", {}, b"")
+    resp = api.handle("POST", f"{DEPLOY}?fieldValidation=Ignore", json_headers, RAW_DUPLICATES)
+    assert resp.code == 201 and not [v for k, v in resp.headers if k == "Warning"]
