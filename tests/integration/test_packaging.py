@@ -65,6 +65,13 @@ def test_wheel_installs_and_runs_outside_checkout(tmp_path: Path) -> None:
          "print(playbook('prepare-hypervisor.yml').is_file())"],
         cwd=work, capture_output=True, text=True, check=True)
     assert shipped.stdout.strip() == "True"  # the Ansible playbooks ship as package data
+    emulator_data = subprocess.run(  # the Kubernetes emulator's vendored OpenAPI and .proto
+        [str(py), "-c", "from cloudctl.emulate import kube_openapi, kube_protobuf; "
+         "print(len(kube_openapi.builtin_v3('api/v1')['paths']), "
+         "kube_protobuf.has_type('apps/v1', 'Deployment'))"],
+        cwd=work, capture_output=True, text=True, check=True)
+    paths, has_deployment = emulator_data.stdout.split()
+    assert int(paths) > 100 and has_deployment == "True"
     for name in ("templates", "flux", "helm-values"):
         subprocess.run(
             [str(py), "-c", f"import cloudctl.resources as r; r.data_dir({name!r})"],
