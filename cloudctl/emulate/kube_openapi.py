@@ -7,9 +7,12 @@ The custom resources registered at run time are added as kube-apiserver's CRD Op
 adds them:
 
 - ``/openapi/v3`` is the index ``{"paths": {"apis/<group>/<version>": {"serverRelativeURL":
-  "/openapi/v3/apis/<group>/<version>?hash=<SHA-512>"}}}`` of the served group-versions that
-  have a document (the vendored built-ins the store serves, every CRD group-version);
-  ``/openapi/v3/<path>`` is one document. A CRD group-version's document has the
+  "/openapi/v3/apis/<group>/<version>?hash=<SHA-512>"}}}`` of the served group-versions (the
+  built-ins the store serves, every CRD group-version); ``/openapi/v3/<path>`` is one document.
+  A built-in group-version without a vendored v3 file (``scheduling.k8s.io/v1``) gets one made
+  from the upstream v2 document (:func:`v3_from_swagger`: the same paths, operations, parameters,
+  media types and schemas as the upstream v3 files have, tested against them; v2 lacks only
+  their ``default`` values). A CRD group-version's document has the
   collection/item/status paths (operations tagged with ``x-kubernetes-group-version-kind`` and
   the ``dryRun``/``fieldManager``/``fieldValidation``/``force`` query parameters, derived from
   the upstream CustomResourceDefinition operations, no strategic merge patch) and component
@@ -49,6 +52,7 @@ __all__ = [
     "group_version_path",
     "manifest",
     "swagger_definitions",
+    "v3_from_swagger",
 ]
 
 _DATA = "data/kubernetes"
@@ -170,6 +174,106 @@ def _closure(defs: Mapping[str, Any], roots: Iterable[str]) -> dict[str, Any]:
         _refs(defs[name], found)
         todo.extend(n for n in found if n in defs and n not in out)
     return out
+
+
+# --------------------------------------------------------------------------- v3 from v2
+
+_V2_REF = "#/definitions/"
+_V3_REF = "#/components/schemas/"
+_OPERATIONS = ("get", "put", "post", "delete", "options", "head", "patch")
+
+
+def _v3_refs(node: Any) -> Any:
+    """A v2 schema in v3 form: references into components, a ``$ref`` with siblings wrapped in
+    ``allOf`` (as the server's v3 documents write them)."""
+    if isinstance(node, list):
+        return [_v3_refs(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _v3_refs(v) for k, v in node.items() if k != "$ref"}
+    if "$ref" in node:
+        ref = str(node["$ref"]).replace(_V2_REF, _V3_REF)
+        if not out:
+            return {"$ref": ref}
+        out["allOf"] = [{"$ref": ref}]
+    return out
+
+
+def _v3_parameter(param: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: param[k] for k in ("description", "in", "name", "required") if k in param}
+    schema = {k: v for k, v in param.items()
+              if k not in ("description", "in", "name", "required")}
+    out["schema"] = _v3_refs(schema)
+    return out
+
+
+def _v3_operation(op: Mapping[str, Any], shared: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in op.items()
+                           if k not in ("consumes", "produces", "schemes", "parameters",
+                                        "responses")}
+    params = []
+    for param in op.get("parameters") or []:
+        if "$ref" in param:
+            param = shared[str(param["$ref"]).rsplit("/", 1)[-1]]
+        if param.get("in") == "body":
+            body: dict[str, Any] = {"content": {
+                media: {"schema": _v3_refs(param.get("schema") or {})}
+                for media in op.get("consumes") or ["*/*"]}}
+            if param.get("required"):
+                body["required"] = True
+            out["requestBody"] = body
+        else:
+            params.append(_v3_parameter(param))
+    if params:
+        out["parameters"] = params
+    responses = {}
+    for code, response in (op.get("responses") or {}).items():
+        converted: dict[str, Any] = {"description": response.get("description", "")}
+        if "schema" in response:
+            converted["content"] = {media: {"schema": _v3_refs(response["schema"])}
+                                    for media in op.get("produces") or ["application/json"]}
+        responses[code] = converted
+    out["responses"] = responses
+    return out
+
+
+@functools.cache
+def v3_from_swagger(path: str) -> dict[str, Any]:
+    """The v3 document of a built-in group-version (``apis/<group>/<version>``) made from the
+    upstream v2 document, for a group-version whose v3 file is not vendored: the same paths and
+    operations (body parameters as request bodies, media types per response), definitions as
+    component schemas."""
+    swagger = _swagger()
+    prefix = f"/{path}/"
+    shared = swagger.get("parameters") or {}
+    paths: dict[str, Any] = {}
+    for route, item in swagger["paths"].items():
+        if not (route.startswith(prefix) or route == prefix):
+            continue
+        converted: dict[str, Any] = {}
+        for key, value in item.items():
+            if key in _OPERATIONS:
+                converted[key] = _v3_operation(value, shared)
+            elif key == "parameters":
+                converted[key] = [_v3_parameter(shared[str(p["$ref"]).rsplit("/", 1)[-1]]
+                                                if "$ref" in p else p) for p in value]
+        paths[route] = converted
+    found: set[str] = set()
+    _refs(paths, found)
+    schemas = {name: _v3_refs(definition) for name, definition in
+               _closure(swagger["definitions"], sorted(found)).items()}
+    return {
+        "components": {"schemas": dict(sorted(schemas.items())),
+                       "securitySchemes": copy.deepcopy(swagger.get("securityDefinitions", {}))},
+        "info": {"title": "Kubernetes", "version": "unversioned"},
+        "openapi": "3.0.0",
+        "paths": dict(sorted(paths.items())),
+    }
+
+
+@functools.cache
+def v3_from_swagger_bytes(path: str) -> bytes:
+    return json.dumps(v3_from_swagger(path), separators=(",", ":"), sort_keys=True).encode()
 
 
 # --------------------------------------------------------------------------- CRD schemas
@@ -414,6 +518,9 @@ class OpenApi:
             path = group_version_path(group, version)
             if path in builtins:
                 out[path] = (None, manifest()[builtins[path]]["sha512"])
+            elif any(route.startswith(f"/{path}/") for route in _swagger()["paths"]):
+                body = v3_from_swagger_bytes(path)
+                out[path] = (body, hashlib.sha512(body).hexdigest().upper())
         for path, body in self._crd_docs.items():
             out[path] = (body, hashlib.sha512(body).hexdigest().upper())
         return out

@@ -357,3 +357,19 @@ def test_scripted_session_as_on_a_real_server(
     out = kubectl("apply", "-f", "-", stdin=HELMRELEASE.replace("default", "session"), ok=False)
     assert out.returncode == 1 and "either chart or chartRef must be set" in out.stderr
     kubectl("delete", "namespace", "session")
+
+
+PRIORITY_CLASS = """\
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: platform-critical}
+value: 1000000
+globalDefault: false
+"""
+
+
+def test_apply_and_explain_of_a_group_without_a_vendored_v3_document(kubectl: Run) -> None:
+    out = kubectl("apply", "-f", "-", stdin=PRIORITY_CLASS)
+    assert "priorityclass.scheduling.k8s.io/platform-critical created" in out.stdout
+    out = kubectl("explain", "priorityclass.value")
+    assert "FIELD: value <integer>" in out.stdout

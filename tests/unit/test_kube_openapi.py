@@ -169,3 +169,46 @@ def test_nothing_is_loaded_before_the_first_openapi_request() -> None:
     _get(api, "/openapi/v3/api/v1")
     _get(api, "/openapi/v3/api/v1")
     assert kube_openapi.builtin_v3_bytes.cache_info().currsize == 1
+
+
+def _shape(doc: dict[str, Any]) -> dict[str, Any]:
+    """Paths, operations, parameter names, media types and GVKs of a v3 document."""
+    out: dict[str, Any] = {}
+    for route, item in doc["paths"].items():
+        for method, op in item.items():
+            if method == "parameters":
+                out[(route, "parameters")] = [p["name"] for p in op]
+                continue
+            out[(route, method)] = (
+                [p["name"] for p in op.get("parameters", [])],
+                sorted((op.get("requestBody") or {}).get("content", {})),
+                {code: sorted(r.get("content", {})) for code, r in op["responses"].items()},
+                op.get("x-kubernetes-group-version-kind"), op.get("operationId"),
+            )
+    out["schemas"] = sorted(doc["components"]["schemas"])
+    return out
+
+
+@pytest.mark.parametrize("path", ["apis/apps/v1", "api/v1", "apis/storage.k8s.io/v1"])
+def test_v3_made_from_v2_has_the_shape_of_the_upstream_v3_file(path: str) -> None:
+    made, upstream = kube_openapi.v3_from_swagger(path), kube_openapi.builtin_v3(path)
+    assert _shape(made) == _shape(upstream)
+    # references with siblings are wrapped as the v3 files wrap them
+    meta = made["components"]["schemas"]["io.k8s.apimachinery.pkg.apis.meta.v1.Status"][
+        "properties"]["metadata"]
+    assert meta["allOf"] == [
+        {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"}]
+
+
+def test_a_served_group_without_a_vendored_v3_file_gets_one_from_v2(api: KubeApi) -> None:
+    _, index, _ = _get(api, "/openapi/v3")
+    url = index["paths"]["apis/scheduling.k8s.io/v1"]["serverRelativeURL"]
+    code, doc, _ = _get(api, url)
+    assert code == 200
+    item = doc["paths"]["/apis/scheduling.k8s.io/v1/priorityclasses/{name}"]
+    assert item["patch"]["x-kubernetes-group-version-kind"] == {
+        "group": "scheduling.k8s.io", "version": "v1", "kind": "PriorityClass"}
+    assert "fieldValidation" in {p["name"] for p in item["patch"]["parameters"]}
+    assert doc["components"]["schemas"]["io.k8s.api.scheduling.v1.PriorityClass"][
+        "x-kubernetes-group-version-kind"] == [
+        {"group": "scheduling.k8s.io", "version": "v1", "kind": "PriorityClass"}]
