@@ -34,11 +34,11 @@ does).
 
 Real kubectl and helm run in their default modes. ``/openapi/v3`` and ``/openapi/v2``
 (:mod:`cloudctl.emulate.kube_openapi`) serve the vendored upstream v1.35 documents and the
-registered CRDs' schemas: ``kubectl apply`` sees ``fieldValidation`` on the PATCH operations and
-leaves validation to the server, ``kubectl explain`` reads the component schemas. Built-in
-objects are checked against the upstream definitions (unknown fields: 400 under
-``fieldValidation=Strict``, pruned with a Warning under Warn; :mod:`cloudctl.emulate.schemas`;
-keys a JSON body repeats likewise),
+registered CRDs' schemas (v2 also in the gnostic protobuf encoding client-go asks for):
+``kubectl apply`` sees ``fieldValidation`` on the PATCH operations and leaves validation to the
+server, ``kubectl explain`` reads the component schemas. Built-in objects are checked against
+the upstream definitions (unknown fields: 400 under ``fieldValidation=Strict``, pruned with a
+Warning under Warn; :mod:`cloudctl.emulate.schemas`; keys a JSON body repeats likewise),
 strategic merge patches follow their patch strategies (:mod:`cloudctl.emulate.kube_strategic`),
 custom resources their CRD's structural schema and CEL rules (:mod:`cloudctl.emulate.kube_cel`).
 Request bodies may be ``application/vnd.kubernetes.protobuf`` (built-in types,
@@ -46,8 +46,6 @@ Request bodies may be ``application/vnd.kubernetes.protobuf`` (built-in types,
 first) and chunked (``Transfer-Encoding: chunked``).
 
 Not served (answered with an error, never faked): other subresources, aggregated discovery,
-OpenAPI v2 in the gnostic protobuf encoding (406; kubectl falls back to v3 and only asks for v2
-when v3 fails),
 the deprecated ``/watch/`` paths, past states (``resourceVersionMatch=Exact`` of an older
 version: 410). A ``continue`` page reads the current state after the last key served (the
 store keeps no snapshots).

@@ -23,10 +23,10 @@ adds them:
   ``kubectl explain`` reads the component schemas.
 - ``/openapi/v2`` is the upstream swagger document plus each CRD version's definitions (v2
   cannot express ``nullable``, ``oneOf``/``anyOf``/``not`` or int-or-string types: dropped, as
-  the server's v2 conversion does) and paths. It is served as JSON; client-go asks for the
-  gnostic protobuf encoding only (``application/com.github.proto-openapi.spec.v2@v1.0+protobuf``)
-  and is answered 406 Not Acceptable, so it falls back as it does on servers without v2 (kubectl
-  reads v3 first, and reaches v2 only when v3 fails).
+  the server's v2 conversion does) and paths, as JSON or, when the client asks for it first, in
+  the gnostic protobuf encoding client-go's ``OpenAPISchema()`` requests
+  (:func:`cloudctl.emulate.kube_protobuf.openapi_v2_protobuf`): kubectl validates a ``List`` and
+  objects of kinds no CRD serves yet on the client with it, as against a real server.
 
 Loading is lazy: nothing is read until the first ``/openapi`` request, each vendored file is
 decompressed once, and the documents of custom resources are rebuilt only when the registered
@@ -494,6 +494,7 @@ class OpenApi:
         self._crd_docs: dict[str, bytes] = {}
         self._crd_list: list[_Crd] = []
         self._v2: tuple[Any, bytes] | None = None
+        self._v2_pb: tuple[Any, bytes, str] | None = None
 
     def _refresh(self) -> None:
         crds, key = self._crds()
@@ -556,11 +557,18 @@ class OpenApi:
         return 200, body, "application/json", (("Cache-Control", cache), ("Etag", f'"{digest}"'))
 
     def _v2_reply(self, accept: str) -> Reply:
+        if _V2_PB in accept.split(",")[0]:
+            if self._v2_pb is None or self._v2_pb[0] != self._crd_key:
+                from .kube_protobuf import OPENAPI_V2_MEDIA_TYPE, openapi_v2_protobuf
+
+                self._v2_pb = (self._crd_key, openapi_v2_protobuf(self._v2_document()),
+                               OPENAPI_V2_MEDIA_TYPE)
+            return 200, self._v2_pb[1], self._v2_pb[2], ()
         if not _accepts_json(accept):
             return (406, json.dumps(_status(
                 406, "NotAcceptable",
-                "only the following media types are accepted: application/json")).encode(),
-                "application/json", ())
+                "only the following media types are accepted: application/json, "
+                f"{_V2_PB}@v1.0+protobuf")).encode(), "application/json", ())
         if self._v2 is None or self._v2[0] != self._crd_key:
             self._v2 = (self._crd_key, json.dumps(self._v2_document(),
                                                    separators=(",", ":")).encode())

@@ -1,8 +1,9 @@
 """A parser for the subset of the protobuf language the Kubernetes ``generated.proto`` files use.
 
 ``syntax``, ``package``, ``import`` and ``option`` statements; messages (nested too) of fields
-``[optional|repeated|required] <type> <name> = <number> [options];`` and ``map<K, V> <name> =
-<number>;``; ``enum`` blocks are read and kept as int32. Comments are dropped. Type names are
+``[optional|repeated|required] <type> <name> = <number> [options];``, ``map<K, V> <name> =
+<number>;`` and ``oneof`` groups (their fields are the message's on the wire); ``enum`` blocks
+are read and kept as int32. Comments are dropped. Type names are
 resolved as protoc resolves them (innermost scope outwards, a leading ``.`` is absolute), so each
 :class:`Field` of the result names its message type by full name.
 """
@@ -129,7 +130,17 @@ class _Parser:
                 self.skip_statement()
             elif tok == ";":
                 self.take()
-            elif tok in ("oneof", "extend", "group", "service"):
+            elif tok == "oneof":  # its fields are fields of the message on the wire
+                self.take()
+                self.take()
+                self.take("{")
+                while self.peek() != "}":
+                    if self.peek() == "option":
+                        self.skip_statement()
+                    else:
+                        self.field(full, msg)
+                self.take("}")
+            elif tok in ("extend", "group", "service"):
                 raise ProtoError(f"{tok} is outside the supported subset ({full})")
             else:
                 self.field(full, msg)

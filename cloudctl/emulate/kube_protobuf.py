@@ -33,16 +33,20 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
+import yaml
+
 from .kube_openapi import manifest, swagger_definitions
 from .kube_proto import Field, Message, parse_files
 
 __all__ = [
     "MAGIC",
     "MEDIA_TYPE",
+    "OPENAPI_V2_MEDIA_TYPE",
     "ProtobufError",
     "decode",
     "encode",
     "has_type",
+    "openapi_v2_protobuf",
     "prefers_protobuf",
 ]
 
@@ -64,12 +68,18 @@ class ProtobufError(ValueError):
 # --------------------------------------------------------------------------- schema
 
 
+_ANY = """syntax = "proto3"; package google.protobuf;
+message Any { string type_url = 1; bytes value = 2; }"""
+"""The protobuf well-known type ``google/protobuf/any.proto`` (the gnostic OpenAPI v2 messages
+import it; it ships with protoc, not with the Kubernetes files)."""
+
+
 @functools.cache
 def _messages() -> dict[str, Message]:
     base = resources.files("cloudctl.emulate").joinpath("data/kubernetes")
     texts = [gzip.decompress(base.joinpath(f"{name}.gz").read_bytes()).decode("utf-8")
              for name in manifest() if name.endswith(".proto")]
-    return parse_files(texts)
+    return parse_files([*texts, _ANY])
 
 
 def _definition(full_name: str) -> Mapping[str, Any] | None:
@@ -508,3 +518,115 @@ def encode(obj: Mapping[str, Any]) -> bytes:
     _put_bytes(3, b"", out)
     _put_bytes(4, b"", out)
     return bytes(out)
+
+
+# --------------------------------------------------------------------------- OpenAPI v2 (gnostic)
+
+OPENAPI_V2_MEDIA_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+"""What kube-openapi answers (clients ask for the older ``...spec.v2@v1.0+protobuf``, which
+is not a valid media type in a response)."""
+_OA = "openapi.v2."
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _yaml(value: Any) -> str:
+    return str(yaml.dump(value, Dumper=_Dumper, default_flow_style=False, sort_keys=False))
+
+
+def _snake(key: str) -> str:
+    if key == "$ref":
+        return "_ref"
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+
+
+def _named(value_type: str, obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": _gnostic(value_type, v)} for k, v in obj.items()]
+
+
+def _extensions(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": {"yaml": _yaml(v)}} for k, v in obj.items()
+            if k.startswith("x-")]
+
+
+def _gnostic(name: str, value: Any) -> Any:
+    """A value of an OpenAPI v2 document as the gnostic message ``name`` (a dict keyed by proto
+    field names), as gnostic's compiler builds it: maps as lists of named values, ``x-``
+    keys as vendor extensions, free values as YAML, each oneof chosen by the JSON's shape."""
+    short = name.removeprefix(_OA)
+    if short == "Any":
+        return {"yaml": _yaml(value)}
+    if short in ("TypeItem", "StringArray"):
+        return {"value": list(value) if isinstance(value, list) else [value]}
+    if short == "ItemsItem":
+        items = value if isinstance(value, list) else [value]
+        return {"schema": [_gnostic(_OA + "Schema", v) for v in items]}
+    if short == "AdditionalPropertiesItem":
+        if isinstance(value, bool):
+            return {"boolean": value}
+        return {"schema": _gnostic(_OA + "Schema", value)}
+    if short in ("ParametersItem", "ResponseValue"):
+        if "$ref" in value:
+            return {"json_reference": {"_ref": value["$ref"],
+                                       **({"description": value["description"]}
+                                          if "description" in value else {})}}
+        inner = "parameter" if short == "ParametersItem" else "response"
+        return {inner: _gnostic(_OA + inner.capitalize(), value)}
+    if short == "Parameter":
+        if value.get("in") == "body":
+            return {"body_parameter": _gnostic(_OA + "BodyParameter", value)}
+        return {"non_body_parameter": _gnostic(_OA + "NonBodyParameter", value)}
+    if short == "NonBodyParameter":
+        kind = {"header": "header", "formData": "form_data", "query": "query",
+                "path": "path"}.get(str(value.get("in")), "query")
+        field = f"{kind}_parameter_sub_schema"
+        return {field: _gnostic(_messages()[name].by_name[field].type, value)}
+    if short == "SchemaItem":
+        if value.get("type") == "file":
+            return {"file_schema": _gnostic(_OA + "FileSchema", value)}
+        return {"schema": _gnostic(_OA + "Schema", value)}
+    if short == "SecurityDefinitionsItem":
+        flows = {"implicit": "oauth2_implicit_security", "password": "oauth2_password_security",
+                 "application": "oauth2_application_security",
+                 "accessCode": "oauth2_access_code_security"}
+        field = {"apiKey": "api_key_security", "basic": "basic_authentication_security"}.get(
+            str(value.get("type")), flows.get(str(value.get("flow")), "api_key_security"))
+        return {field: _gnostic(_messages()[name].by_name[field].type, value)}
+    if short == "SecurityRequirement":
+        return {"additional_properties": [
+            {"name": k, "value": {"value": list(v)}} for k, v in value.items()]}
+    if short == "Paths":
+        return {"vendor_extension": _extensions(value),
+                "path": _named(_OA + "PathItem",
+                               {k: v for k, v in value.items() if not k.startswith("x-")})}
+    if short == "Responses":
+        return {"response_code": _named(_OA + "ResponseValue",
+                                        {k: v for k, v in value.items()
+                                         if not k.startswith("x-")}),
+                "vendor_extension": _extensions(value)}
+    msg = _messages()[name]
+    if [f.name for f in msg.fields] == ["additional_properties"]:  # Definitions, Properties ...
+        named = _messages()[msg.fields[0].type]
+        return {"additional_properties": _named(named.by_name["value"].type, value)}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key.startswith("x-"):
+            continue
+        f = msg.by_name.get(_snake(key))
+        if f is None or item is None:
+            continue
+        if f.type in _messages():
+            out[f.name] = ([_gnostic(f.type, v) for v in item] if f.repeated
+                           else _gnostic(f.type, item))
+        elif f.type == "double":
+            out[f.name] = float(item)
+        else:
+            out[f.name] = item
+    if "vendor_extension" in msg.by_name:
+        out["vendor_extension"] = _extensions(value)
+    return out
+
+
+def openapi_v2_protobuf(document: Mapping[str, Any]) -> bytes:
+    """An OpenAPI v2 document in the gnostic ``openapi.v2.Document`` encoding that client-go's
+    ``OpenAPISchema()`` requests and decodes."""
+    return _encode_message(_OA + "Document", _gnostic(_OA + "Document", document))

@@ -373,3 +373,47 @@ def test_apply_and_explain_of_a_group_without_a_vendored_v3_document(kubectl: Ru
     assert "priorityclass.scheduling.k8s.io/platform-critical created" in out.stdout
     out = kubectl("explain", "priorityclass.value")
     assert "FIELD: value <integer>" in out.stdout
+
+
+LIST = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed-a, namespace: default}
+  data: {k: v}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed-b, namespace: default}
+  data: {k: v}
+"""
+
+NO_CRD = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: before-crd, namespace: default}
+---
+apiVersion: kubevirt.io/v1
+kind: KubeVirt
+metadata: {name: kubevirt, namespace: default}
+spec: {}
+"""
+
+
+def test_openapi_v2_protobuf_for_client_side_schema_validation(
+    kubectl: Run, emulator: KubeApiEmulator
+) -> None:
+    """kubectl validates a List, and objects of a kind no CRD serves yet, on the client with
+    the v2 document (gnostic protobuf), as against a real server."""
+    out = kubectl("apply", "-f", "-", stdin=LIST)
+    assert "configmap/listed-a created" in out.stdout and "configmap/listed-b created" in out.stdout
+    out = kubectl("apply", "-f", "-", stdin=LIST.replace("data: {k: v}", "data: {k: v}\n  bogus: 1",
+                                                          1), ok=False)
+    assert out.returncode == 1
+    assert 'unknown field "bogus"' in out.stderr  # client-side schema validation of the item
+    out = kubectl("apply", "-f", "-", stdin=NO_CRD, ok=False)
+    assert "configmap/before-crd created" in out.stdout
+    assert 'no matches for kind "KubeVirt" in version "kubevirt.io/v1"' in out.stderr
+    out = kubectl("explain", "deployment.spec.replicas", "--output=plaintext-openapiv2")
+    assert "FIELD:    replicas <integer>" in out.stdout

@@ -141,7 +141,7 @@ def test_crd_document_changes_when_crds_change(api: KubeApi) -> None:
     assert not any(k.startswith("apis/example.org/") for k in gone["paths"])
 
 
-def test_v2_is_json_with_crd_definitions_and_protobuf_only_is_not_acceptable(
+def test_v2_is_json_with_crd_definitions_and_other_encodings_are_not_acceptable(
     api: KubeApi,
 ) -> None:
     code, doc, _ = _get(api, "/openapi/v2", "application/json")
@@ -154,8 +154,7 @@ def test_v2_is_json_with_crd_definitions_and_protobuf_only_is_not_acceptable(
     assert "anyOf" not in port and "type" not in port  # v2 cannot say int-or-string
     patch = doc["paths"]["/apis/example.org/v1/namespaces/{namespace}/widgets/{name}"]["patch"]
     assert "application/strategic-merge-patch+json" not in patch["consumes"]
-    code, status, _ = _get(
-        api, "/openapi/v2", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+    code, status, _ = _get(api, "/openapi/v2", "application/vnd.kubernetes.protobuf")
     assert code == 406 and status["reason"] == "NotAcceptable"
 
 

@@ -253,3 +253,52 @@ def test_first_use_loads_the_definitions_once(tmp_path: Path) -> None:
     kp.encode(DEPLOYMENT)
     kp.encode(DEPLOYMENT)
     assert kp._messages.cache_info().misses == 1
+
+
+def test_openapi_v2_in_the_gnostic_encoding_client_go_decodes(tmp_path: Path) -> None:
+    """/openapi/v2 as client-go's OpenAPISchema() asks for it, read back with protoc's code
+    generated from the vendored gnostic OpenAPIv2.proto (google/protobuf/any.proto from
+    grpcio-tools)."""
+    grpc_tools = pytest.importorskip("grpc_tools", reason="grpcio-tools is a test dependency")
+    name = "proto/github.com/google/gnostic-models/openapiv2/OpenAPIv2.proto"
+    base = resources.files("cloudctl.emulate").joinpath("data/kubernetes")
+    src = tmp_path / "src"
+    target = src / name.removeprefix("proto/")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(gzip.decompress(base.joinpath(f"{name}.gz").read_bytes()))
+    out = tmp_path / "out"
+    out.mkdir()
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(src), "-I",
+                    str(include), f"--python_out={out}", name.removeprefix("proto/")],
+                   check=True, capture_output=True)
+    sys.path.insert(0, str(out))
+    try:
+        gnostic = importlib.import_module(
+            "github.com.google.gnostic_models.openapiv2.OpenAPIv2_pb2")
+    finally:
+        sys.path.remove(str(out))
+    store = Store()
+    api = KubeApi(store, Controllers(store), clock=lambda: 0.0)
+    resp = api.handle("GET", "/openapi/v2", {
+        "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"}, b"")
+    assert resp.code == 200 and resp.content_type == kp.OPENAPI_V2_MEDIA_TYPE
+    doc = gnostic.Document()
+    doc.ParseFromString(resp.body)
+    assert doc.swagger == "2.0" and len(doc.definitions.additional_properties) > 700
+    paths = {p.name: p.value for p in doc.paths.path}
+    patch = paths["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"].patch
+    extensions = {e.name: e.value.yaml for e in patch.vendor_extension}
+    assert extensions["x-kubernetes-group-version-kind"] == (
+        "group: apps\nkind: Deployment\nversion: v1\n")
+    query = [p.parameter.non_body_parameter.query_parameter_sub_schema.name
+             for p in patch.parameters]
+    assert "fieldValidation" in query and "dryRun" in query
+    assert "#/parameters/body-78PwaGsr" in [p.json_reference._ref for p in patch.parameters]
+    definitions = {d.name: d.value for d in doc.definitions.additional_properties}
+    spec = {p.name: p.value for p in
+            definitions["io.k8s.api.apps.v1.DeploymentSpec"].properties.additional_properties}
+    assert list(spec["replicas"].type.value) == ["integer"]
+    assert spec["selector"]._ref == (
+        "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")
+    assert definitions["io.k8s.api.apps.v1.DeploymentSpec"].required == ["selector", "template"]
