@@ -12,8 +12,15 @@ Established, a namespace not there yet). Other URLs are left alone (the emulator
 reaches beyond loopback). Flux's CRD only admits http/https/ssh URLs, so a lab serves its
 repository over HTTP on loopback (``git http-backend``).
 
+With ``spec.prune: true`` (Flux's garbage collection) the objects a Kustomization applied at
+its previous revision and no longer has are deleted once the new revision is applied, and all
+of its objects when the Kustomization itself is deleted (Flux's finalizer); objects annotated
+``kustomize.toolkit.fluxcd.io/prune: disabled`` are kept. The inventory of what each applied
+lives in this controller (Flux keeps it in ``status.inventory``), so it starts empty with the
+rack.
+
 Not done: kustomize patches/generators/images (cloudctl's tree uses plain ``resources:``),
-pruning, health checks (the emulator's own Kustomization reconciler sets Ready).
+health checks (the emulator's own Kustomization reconciler sets Ready).
 
 :class:`GitChartLocator` is the emulated source-controller's chart artifact for the emulated
 helm-controller (:mod:`cloudctl.emulate.kube_helm`): a HelmRelease chart at a path of a local
@@ -139,6 +146,10 @@ class FileGitKustomizeController:
         """Kustomization namespace/name -> last revision fully applied."""
         self.errors: dict[str, str] = {}
         self.objects_applied = 0
+        self.inventory: dict[str, dict[tuple[str, str, str, str], bool]] = {}
+        """Kustomization namespace/name -> (apiVersion, kind, namespace, name) of each object
+        applied -> whether it may be pruned; with ``prune`` on (Flux's garbage collection)."""
+        self.objects_pruned = 0
         self._heads: dict[tuple[str, str], tuple[tuple[int, ...], str | None]] = {}
         """(repo, branch) -> (what the ref files looked like, the branch head then)."""
 
@@ -198,7 +209,25 @@ class FileGitKustomizeController:
             return None
         return str(mirror)
 
+    def _prune(self, entries: list[tuple[str, str, str, str]]) -> None:
+        """Delete objects (owners last: the reverse of apply order)."""
+        for api_version, kind, ns, name in reversed(entries):
+            obj = {"apiVersion": api_version, "kind": kind,
+                   "metadata": {"name": name, "namespace": ns or None}}
+            target = _item_path(self.emu, obj)
+            if target is None:
+                continue
+            resp = self.emu.handle("DELETE", target, {"user-agent": f"{MANAGER}/emulated"}, b"")
+            if resp.code < 300:
+                self.objects_pruned += 1
+
     def reconcile(self) -> None:
+        present = set()
+        for ks in self.emu.list("kustomize.toolkit.fluxcd.io/v1", "Kustomization"):
+            present.add(f"{ks['metadata'].get('namespace')}/{ks['metadata']['name']}")
+        for gone in [k for k in self.inventory if k not in present]:
+            # a deleted Kustomization with prune on: Flux's finalizer deletes what it applied
+            self._prune([e for e, prunable in self.inventory.pop(gone).items() if prunable])
         for ks in self.emu.list("kustomize.toolkit.fluxcd.io/v1", "Kustomization"):
             meta, spec = ks["metadata"], ks.get("spec") or {}
             ref = spec.get("sourceRef") or {}
@@ -222,12 +251,27 @@ class FileGitKustomizeController:
             except (GitError, yaml.YAMLError) as exc:
                 self.errors[key] = str(exc)
                 continue
-            problems = [p for p in (self.apply(o) for o in order_for_apply(objs)) if p]
+            ordered = order_for_apply(objs)
+            problems = [p for p in (self.apply(o) for o in ordered) if p]
             if problems:
                 self.errors[key] = "; ".join(problems[:3])
-            else:
-                self.applied[key] = rev
-                self.errors.pop(key, None)
+                continue
+            self.applied[key] = rev
+            self.errors.pop(key, None)
+            if not spec.get("prune"):
+                self.inventory.pop(key, None)
+                continue
+            now: dict[tuple[str, str, str, str], bool] = {}
+            for o in ordered:
+                meta = o.get("metadata") or {}
+                annotations = meta.get("annotations") or {}
+                rt = self.emu.store.type_of(str(o.get("apiVersion")), str(o.get("kind")))
+                ns = str(meta.get("namespace") or "default") if rt and rt.namespaced else ""
+                now[(str(o.get("apiVersion")), str(o.get("kind")), ns, str(meta.get("name")))] \
+                    = annotations.get("kustomize.toolkit.fluxcd.io/prune") != "disabled"
+            before = self.inventory.get(key, {})
+            self._prune([e for e, prunable in before.items() if prunable and e not in now])
+            self.inventory[key] = now
 
 
 class GitChartLocator:

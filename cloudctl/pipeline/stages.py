@@ -715,13 +715,16 @@ class Tenants(Stage):
                                        tenant.name))
                 continue
             how = ("apply gitops/tenants/" + tenant.name if direct
-                   else "Flux Kustomization cloudctl-tenants applies it")
+                   else "push gitops/, the Flux Kustomization cloudctl-tenants applies it")
             steps.append(self.step(
                 Action.RUN, f"{how}: Kamaji control plane x{tenant.control_plane.replicas}, "
                 f"KubeVirt workers {pools}, wait Ready", tenant.name))
         if direct:
             steps.append(self.step(Action.RUN, "delete tenant objects an earlier render applied "
                                    "that the inventory no longer has"))
+        else:
+            steps.append(self.step(Action.RUN, "push gitops/ (no commit when unchanged): Flux "
+                                   "prunes what left the tree"))
         return plan_of(self.name, *steps)
 
     async def run(self, ctx: Context, plan: StagePlan, facts: TenantFacts) -> str:
@@ -739,6 +742,14 @@ class Tenants(Stage):
         def on_applied(a: Applied) -> None:  # a tenant's CNI release is not a platform release
             ctx.events(self.name, "info", f"{a.ref} {a.action}")
 
+        inv = ctx.inventory
+        if inv.gitops is not None:
+            # the tree with this inventory's tenants (the platform stage pushes only when a
+            # release changed); an unchanged tree makes no commit
+            from .gitpush import push_tree
+
+            rev = push_tree(ctx.files, inv, cache=ctx.cluster_dir / "gitops.git")
+            ctx.events(self.name, "info", f"gitops/ at {inv.gitops.repo} is {rev}")
         with _kube(ctx) as kube:
             done = install_tenants(kube, ctx.inventory, ctx.files, timeout=ctx.options.timeout,
                                    poll=ctx.poll, on_applied=on_applied,

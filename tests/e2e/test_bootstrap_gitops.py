@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,6 +207,71 @@ def test_gitops_upgrade_one_chart_is_one_commit_of_that_helmrelease(
         assert record["previous"]["releases"]["cilium"]["version"] == "1.19.6"
         plan = cli("upgrade", "--emulate", "--plan")
         assert plan.returncode == 0 and "nothing to do" in plan.stdout, plan.stdout
+    finally:
+        subprocess.run([*CLI, "emulate", "stop", "-i", str(inv_path)], cwd=tmp_path,
+                       capture_output=True, timeout=60)
+
+
+def test_gitops_tenants_scale_and_removal_converge_through_flux(
+    tmp_path: Path, git_server: tuple[str, Path]
+) -> None:
+    """Issue 12: in GitOps mode a tenant is an inventory edit too: bootstrap pushes the tree,
+    the Flux Kustomization cloudctl-tenants applies it; scaling is one more push; removing the
+    tenant removes that Kustomization and Flux's garbage collection deletes what it applied."""
+    import yaml
+
+    from cloudctl.emulate.kube_helm import find_helm
+
+    helm, how = find_helm()
+    if helm is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"helm is required in CI ({how})")
+        pytest.skip(f"needs helm ({how})")
+    url, _ = git_server
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(EXAMPLE.read_text().replace("# gitops:", "gitops:").replace(
+        "#   repo: ssh://git@git.example.com/infra/rack1.git", f"  repo: {url}").replace(
+        "#   branch: main", "  branch: main").replace(
+        "#   path: clusters/{cluster}", "  path: clusters/{cluster}"))
+    env = {**os.environ, "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.postBuffer",
+           "GIT_CONFIG_VALUE_0": "200000000"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args, "-i", str(inv_path)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=240)
+
+    def edit(fn: Any) -> None:
+        data = yaml.safe_load(inv_path.read_text())
+        fn(data)
+        inv_path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def tenants() -> list[dict[str, Any]]:
+        listed = cli("tenant", "list", "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        return list(json.loads(listed.stdout))
+
+    try:
+        assert (run := cli("bootstrap", "--emulate", "--timeout", "60")).returncode == 0, \
+            run.stderr
+        assert [(t["name"], t["ready"], t["pools"][0]["ready"]) for t in tenants()] == \
+            [("team-a", True, 3)]
+        edit(lambda d: d["tenants"][0]["workers"][0].update(replicas=4))
+        assert (run := cli("bootstrap", "--emulate", "--timeout", "60")).returncode == 0, \
+            run.stderr
+        assert "md-0 4/4" in run.stderr
+        edit(lambda d: d.pop("tenants"))
+        assert (run := cli("bootstrap", "--emulate", "--timeout", "60")).returncode == 0, \
+            run.stderr
+        deadline = time.monotonic() + 30
+        while tenants() and time.monotonic() < deadline:  # Flux prunes on its next pass
+            time.sleep(0.3)
+        assert tenants() == []
+        with Kube.from_kubeconfig(tmp_path / "clusters" / "rack1" / "kubeconfig") as kube:
+            names = [k["metadata"]["name"] for k in
+                     kube.list("kustomize.toolkit.fluxcd.io/v1", "Kustomization")]
+            assert names == ["cloudctl-platform"]
+            assert [n["metadata"]["name"] for n in kube.list("v1", "Namespace")
+                    if n["metadata"]["name"].startswith("tenant-")] == []
     finally:
         subprocess.run([*CLI, "emulate", "stop", "-i", str(inv_path)], cwd=tmp_path,
                        capture_output=True, timeout=60)
