@@ -60,6 +60,7 @@ import yaml
 
 from ..capi_catalog import capi_catalog
 from ..resources import read_text
+from ..util.yamlcache import load_documents
 from .kube_store import ApiError, Store, StoredObject
 from .kube_types import ResourceType
 
@@ -118,7 +119,7 @@ KUBE_OVN_CRDS = (_open_crd("kubeovn.io", "v1", "Subnet", "subnets", [], scope="C
 @functools.cache
 def _vendored_crds(where: str, path: str) -> tuple[dict[str, Any], ...]:
     return tuple(
-        d for d in yaml.load_all(read_text(where, path), Loader=_LOADER)
+        d for d in load_documents(read_text(where, path))
         if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"
     )
 

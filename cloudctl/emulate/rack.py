@@ -336,11 +336,10 @@ def _log(message: str) -> None:
 
 
 def _crds(files: tuple[tuple[str, str], ...]) -> Iterator[dict[str, Any]]:
-    import yaml
+    from ..util.yamlcache import load_documents
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     for where, relative in files:
-        for doc in yaml.load_all(read_text(where, relative), Loader=loader):
+        for doc in load_documents(read_text(where, relative)):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                 yield doc
 

@@ -12,6 +12,7 @@ from ...capi_catalog import capi_catalog
 from ...contracts import CrdRegistry
 from ...errors import Problem
 from ...resources import read_text
+from ...util.yamlcache import load_documents
 from .flux import vendored_documents
 from .localcharts import OPERATORS, operator_documents
 
@@ -33,9 +34,7 @@ def crd_registry() -> CrdRegistry:
     reg = CrdRegistry.from_documents(vendored_documents())
     for relative in VENDORED_CRDS:
         reg.merge(
-            CrdRegistry.from_documents(
-                yaml.load_all(read_text("helm-values", relative), Loader=_LOADER)
-            )
+            CrdRegistry.from_documents(load_documents(read_text("helm-values", relative)))
         )
     for chart in OPERATORS:
         reg.merge(CrdRegistry.from_documents(doc for _, doc in operator_documents(chart)))
@@ -64,7 +63,7 @@ def group_registry(group: str) -> CrdRegistry | None:
         return None
     reg = CrdRegistry()
     for where, path in files:
-        reg.merge(CrdRegistry.from_documents(yaml.load_all(read_text(where, path), Loader=_LOADER)))
+        reg.merge(CrdRegistry.from_documents(load_documents(read_text(where, path))))
     return reg
 
 

@@ -41,11 +41,10 @@ import copy
 import functools
 from typing import Any
 
-import yaml
-
 from ...errors import RenderError
 from ...preset import preset
 from ...resources import read_text
+from ...util.yamlcache import load_documents
 from ..files import RenderedFile, text_file, to_yaml_docs
 from .catalog import load_catalog
 
@@ -138,9 +137,8 @@ PSA_PRIVILEGED = {
 
 @functools.cache
 def _parsed() -> tuple[dict[str, Any], ...]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     manifest = manifest_name()
-    docs = [d for d in yaml.load_all(read_text("flux", manifest), Loader=loader) if d]
+    docs = [d for d in load_documents(read_text("flux", manifest)) if d]
     if not any(d.get("kind") == "Deployment" for d in docs):
         raise RenderError(f"flux/{manifest}: no Deployments (not a Flux install manifest)")
     return tuple(docs)
