@@ -162,7 +162,8 @@ def bootstrap(
     is saved after every step in the cluster directory (state.json, render/, kubeconfig
     (0600), events.jsonl), so a rerun is idempotent and --resume continues where a run
     stopped. etcd is bootstrapped exactly once. Each stage gathers facts, plans and runs its
-    plan; --plan prints those plans without changing anything. -o json streams events as JSON lines on stdout. With --emulate
+    plan; --plan prints those plans without changing anything. -o json streams events as JSON
+    lines on stdout. With --emulate
     the rack is the emulated one: its machines boot themselves and there is no host network to
     check. Ctrl-C records the interrupted stage and exits 130; --resume continues.
 
