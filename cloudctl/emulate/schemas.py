@@ -329,6 +329,46 @@ def _builtin_unknown(
             _builtin_unknown(schema["items"], item, f"{path}[{i}]", out, prune)
 
 
+_Node = tuple[Any, Any, Any, bool]  # (properties, additionalProperties, items, keep unknown)
+_NODES: dict[int, _Node] = {}
+
+
+def _node(schema: Mapping[str, Any]) -> _Node:
+    """A schema's resolved parts, once per schema object (the definitions are loaded once)."""
+    found = _NODES.get(id(schema))
+    if found is None:
+        resolved = _declared(schema)
+        extra = resolved.get("additionalProperties")
+        items = resolved.get("items")
+        found = _NODES[id(schema)] = (
+            resolved.get("properties"), extra if isinstance(extra, Mapping) else None,
+            items if isinstance(items, Mapping) else None,
+            bool(resolved.get("x-kubernetes-preserve-unknown-fields")))
+    return found
+
+
+def _any_unknown(schema: Mapping[str, Any], value: Any) -> bool:
+    """Whether ``value`` has a field the schema does not declare (the fast check; the paths are
+    only worked out when it says so)."""
+    props, extra, items, keep = _node(schema)
+    if type(value) is dict:
+        if props is None and extra is None:
+            return False
+        for key, item in value.items():
+            sub = props.get(key) if props is not None else None
+            if sub is None:
+                if extra is None:
+                    if keep:
+                        continue
+                    return True
+                sub = extra
+            if type(item) in (dict, list) and _any_unknown(sub, item):
+                return True
+    elif type(value) is list and items is not None:
+        return any(type(v) in (dict, list) and _any_unknown(items, v) for v in value)
+    return False
+
+
 def builtin_unknown_fields(
     api_version: str, kind: str, obj: dict[str, Any], *, prune: bool = False
 ) -> list[str]:
@@ -340,9 +380,17 @@ def builtin_unknown_fields(
     name = _builtin_definitions().get((group, version, kind))
     if name is None:
         return []
+    root = _ROOTS.get(name)
+    if root is None:
+        root = _ROOTS[name] = {"$ref": f"#/definitions/{name}"}
+    if not _any_unknown(root, obj):
+        return []
     out: list[str] = []
-    _builtin_unknown({"$ref": f"#/definitions/{name}"}, obj, "", out, prune)
+    _builtin_unknown(root, obj, "", out, prune)
     return out
+
+
+_ROOTS: dict[str, Mapping[str, Any]] = {}
 
 
 def duplicate_fields(body: bytes) -> list[str]:
