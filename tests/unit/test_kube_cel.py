@@ -200,3 +200,48 @@ def test_store_and_api_reject_a_helmrelease_without_chart_with_the_cel_message()
     resp = api.handle("PUT", f"/apis/{HR}/namespaces/default/helmreleases/r",
                       {"Content-Type": "application/json"}, json.dumps(broken).encode())
     assert resp.code == 422 and json.loads(resp.body)["details"]["causes"][0]["field"] == "spec"
+
+
+def test_store_runs_transition_rules_against_the_stored_object() -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "volumes.example.org"},
+        "spec": {"group": "example.org", "scope": "Namespaced",
+                 "names": {"plural": "volumes", "singular": "volume", "kind": "Volume"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {
+                                   "type": "object", "properties": {"spec": {
+                                       "type": "object",
+                                       "properties": {"size": {"type": "integer"},
+                                                      "class": {"type": "string"}},
+                                       "x-kubernetes-validations": [
+                                           {"rule": "self.class == oldSelf.class",
+                                            "message": "class is immutable"},
+                                           {"rule": "self.size >= oldSelf.size",
+                                            "messageExpression":
+                                                "'size may not shrink below ' + "
+                                                "string(oldSelf.size)"}]}}}}}]}}
+    store = Store()
+    store.register_crd(crd)
+    api = KubeApi(store, Controllers(store), clock=lambda: 0.0)
+    url = "/apis/example.org/v1/namespaces/default/volumes"
+    headers = {"Content-Type": "application/json"}
+
+    def volume(size: int, klass: str) -> bytes:
+        return json.dumps({"apiVersion": "example.org/v1", "kind": "Volume",
+                           "metadata": {"name": "v"},
+                           "spec": {"size": size, "class": klass}}).encode()
+
+    assert api.handle("POST", url, headers, volume(10, "fast")).code == 201  # no oldSelf
+    assert api.handle("PUT", f"{url}/v", headers, volume(20, "fast")).code == 200
+    resp = api.handle("PUT", f"{url}/v", headers, volume(5, "slow"))
+    assert resp.code == 422
+    causes = json.loads(resp.body)["details"]["causes"]
+    assert causes == [
+        {"reason": "FieldValueInvalid", "field": "spec",
+         "message": 'Invalid value: "object": class is immutable'},
+        {"reason": "FieldValueInvalid", "field": "spec",
+         "message": 'Invalid value: "object": size may not shrink below 20'}]
+    resp = api.handle("PATCH", f"{url}/v", {"Content-Type": "application/merge-patch+json"},
+                      json.dumps({"spec": {"size": 30}}).encode())
+    assert resp.code == 200
