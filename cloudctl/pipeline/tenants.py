@@ -6,9 +6,9 @@ inventory no longer has: objects labelled ``cloudctl.io/tenant`` of the kinds th
 renders (a removed worker pool, a removed tenant with its namespace). The controllers delete
 what those owned (machines, VMs, the tenant control plane).
 
-GitOps mode: the platform stage pushed the tree; the Flux Kustomization ``cloudctl-tenants``
-applies it (and prunes what left the tree). cloudctl waits for that Kustomization, then for
-the tenants.
+GitOps mode: the stage pushes the tree (as the platform stage does; no commit when nothing
+changed); the Flux Kustomization ``cloudctl-tenants`` applies it (and prunes what left the
+tree). cloudctl waits for that Kustomization, then for the tenants.
 
 Either way the stage ends when every tenant is Ready as the inventory asks
 (:func:`cloudctl.kube.tenants.wait_tenants`).
