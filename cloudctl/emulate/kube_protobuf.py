@@ -17,7 +17,9 @@ codec converts between that and the JSON object shape the store keeps:
   empty strings and zero times are dropped (gogo writes every non-pointer field), numbers and
   booleans are kept (a pointer field's zero value is meaningful).
 
-Everything is loaded on first use and once.
+The same codec writes ``/openapi/v2`` in the gnostic ``openapi.v2.Document`` encoding that
+client-go requests (:func:`openapi_v2_protobuf`; ``OpenAPIv2.proto`` of gnostic-models vendored
+beside the Kubernetes files). Everything is loaded on first use and once.
 """
 
 from __future__ import annotations
