@@ -234,7 +234,7 @@ def bootstrap(
 def status_report(ctx: Any) -> dict[str, Any]:
     """State file + live facts (nodes over mTLS, HelmReleases) where reachable."""
     from ..kube import release_status
-    from ..pipeline.stages import live_releases, running_nodes
+    from ..pipeline.stages import live_releases, live_tenants, running_nodes
 
     st = ctx.state
     try:
@@ -274,6 +274,7 @@ def status_report(ctx: Any) -> dict[str, Any]:
         "bootstrap_node": marker.get("bootstrapped"),
         "nodes": nodes,
         "releases": releases,
+        "tenants": live_tenants(ctx),
         "live": {"nodes": running is not None, "kubernetes": releases_live is not None},
     }
 
@@ -318,6 +319,13 @@ def status(
         for name, r in report["releases"].items():
             why = f" ({r['reason']}: {r['message']})" if r.get("reason") else ""
             click.echo(f"  {name:18} {r['state'] or '-':12} live: {r['live'] or '-'}{why}")
+    if ctx.inventory.tenants:
+        click.echo("tenants:")
+        for t in ctx.inventory.tenants:
+            live_t = (report["tenants"] or {}).get(t.name)
+            state = "unknown (API not reachable)" if live_t is None else (
+                "Ready" if live_t["ready"] else f"not ready: {live_t['detail']}")
+            click.echo(f"  {t.name:18} {state}")
 
 
 COMMANDS = [bootstrap, status]

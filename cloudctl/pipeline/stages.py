@@ -65,6 +65,23 @@ def live_releases(ctx: Context) -> dict[str, dict[str, Any]] | None:
     return {str(o["metadata"]["name"]): o for o in objs}
 
 
+def live_tenants(ctx: Context) -> dict[str, dict[str, Any]] | None:
+    """The inventory's tenants as the cluster shows them (``TenantStatus.as_dict``), or None
+    when the API is not reachable."""
+    if not ctx.inventory.tenants or not ctx.kubeconfig_path.is_file() or \
+            not ctx.rack.reachable():
+        return None
+    from ..kube.tenants import read_tenant
+    from .tenants import wants
+
+    try:
+        with Kube.from_kubeconfig(ctx.kubeconfig_path, timeout=3) as kube:
+            return {w.name: read_tenant(kube, w.name, w).as_dict()
+                    for w in wants(ctx.inventory)}
+    except CloudctlError:
+        return None
+
+
 def _phases(ctx: Context) -> dict[str, NodePhase]:
     return {n.name: ctx.state.node(n.name).phase for n in ctx.inventory.nodes}
 
@@ -683,25 +700,16 @@ class Platform(Stage):
 
 @dataclass(frozen=True)
 class TenantFacts:
-    live: dict[str, Any] | None
-    """Tenant name -> its TenantStatus on the cluster; None when the API is not reachable."""
+    live: dict[str, dict[str, Any]] | None
+    """Tenant name -> its status on the cluster (``TenantStatus.as_dict``); None when the API
+    is not reachable."""
 
 
 class Tenants(Stage):
     name = "tenants"
 
     async def facts(self, ctx: Context) -> TenantFacts:
-        if not ctx.inventory.tenants or not ctx.kubeconfig_path.is_file():
-            return TenantFacts(None)
-        from ..kube.tenants import read_tenant
-        from .tenants import wants
-
-        try:
-            with _kube(ctx) as kube:
-                return TenantFacts({w.name: read_tenant(kube, w.name, w)
-                                    for w in wants(ctx.inventory)})
-        except CloudctlError:
-            return TenantFacts(None)
+        return TenantFacts(live_tenants(ctx))
 
     def plan(self, inv: Inventory, facts: TenantFacts) -> StagePlan:
         direct = inv.gitops is None
@@ -709,9 +717,10 @@ class Tenants(Stage):
         for tenant in inv.tenants:
             live = (facts.live or {}).get(tenant.name)
             pools = ", ".join(f"{p.name} x{p.replicas}" for p in tenant.workers)
-            if live is not None and live.ready:
+            if live is not None and live["ready"]:
                 steps.append(self.step(Action.SKIP, f"Ready ({tenant.kubernetes_version}, "
-                                       f"control plane {live.control_plane}, {pools})",
+                                       f"control plane {live['controlPlane']['replicas']}, "
+                                       f"{pools})",
                                        tenant.name))
                 continue
             how = ("apply gitops/tenants/" + tenant.name if direct
