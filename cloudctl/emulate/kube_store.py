@@ -515,7 +515,9 @@ class Store:
                 + [(p.path, p.detail) for p in failed],
                 ["FieldValueInvalid"] * len(wrong) + [p.reason for p in failed],
             )
-        return self._unknown_fields(rt, name, obj, unknown, field_validation)
+        if unknown and field_validation != "Strict":
+            self.crds.prune(obj)  # list items keep their other fields
+        return self._unknown_fields(rt, name, obj, unknown, field_validation, pruned=True)
 
     def _unknown_fields(
         self, rt: ResourceType, name: str, obj: dict[str, Any], unknown: Sequence[str],

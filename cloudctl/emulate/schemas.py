@@ -505,13 +505,13 @@ _META_KEYS = {"name", "generateName", "namespace", "labels", "annotations", "fin
 
 def _unknown_fields(
     schema: Mapping[str, Any], value: Any, path: tuple[str | int, ...], out: list[tuple[Any, ...]],
-    *, resource_root: bool = False,
+    *, resource_root: bool = False, prune: bool = False,
 ) -> None:
     if isinstance(value, list):
         items = schema.get("items")
         if isinstance(items, Mapping):
             for i, item in enumerate(value):
-                _unknown_fields(items, item, (*path, i), out)
+                _unknown_fields(items, item, (*path, i), out, prune=prune)
         return
     if not isinstance(value, dict):
         return
@@ -519,18 +519,25 @@ def _unknown_fields(
     extra = schema.get("additionalProperties")
     keep = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
     embedded = resource_root or bool(schema.get("x-kubernetes-embedded-resource"))
+    dropped: list[str] = []
     for key, item in value.items():
         if embedded and key == "metadata":
             if isinstance(item, dict):
-                out.extend((*path, key, k) for k in item if k not in _META_KEYS)
+                extra_meta = [k for k in item if k not in _META_KEYS]
+                out.extend((*path, key, k) for k in extra_meta)
+                for k in extra_meta if prune else ():
+                    del item[k]
         elif key in props:
-            _unknown_fields(props[key], item, (*path, key), out)
+            _unknown_fields(props[key], item, (*path, key), out, prune=prune)
         elif isinstance(extra, Mapping):
-            _unknown_fields(extra, item, (*path, key), out)
+            _unknown_fields(extra, item, (*path, key), out, prune=prune)
         elif embedded and key in ("apiVersion", "kind"):
             continue
         elif not keep and extra is not True and (props or schema.get("type") == "object"):
             out.append((*path, key))
+            dropped.append(key)
+    for key in dropped if prune else ():
+        del value[key]
 
 
 def _dotted(path: Iterable[str | int]) -> str:
@@ -594,6 +601,18 @@ class CrdValidators:
         _unknown_fields(schema, dict(obj), (), unknown, resource_root=True)
         problems.update((_dotted(p), UNKNOWN_FIELD) for p in unknown)
         return sorted(problems)
+
+    def prune(self, obj: dict[str, Any]) -> None:
+        """Remove the fields the object's CRD schema does not declare, as the API server's
+        pruning does (a list item loses only its unknown fields; ``status`` is left alone)."""
+        group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
+        schema = self._schemas.get((group, version, str(obj.get("kind", ""))))
+        if schema is None:
+            return
+        body = {k: v for k, v in obj.items() if k != "status"}
+        _unknown_fields(schema, body, (), [], resource_root=True, prune=True)
+        for key in [k for k in obj if k != "status" and k not in body]:
+            del obj[key]
 
     def has_rules(self, api_version: str, kind: str) -> bool:
         """Whether the CRD version serving this kind has ``x-kubernetes-validations``."""

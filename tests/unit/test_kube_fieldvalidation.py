@@ -213,3 +213,31 @@ def test_duplicate_fields_strict_warn_and_ignore(api: KubeApi) -> None:
     api.handle("DELETE", f"{DEPLOY}/dup", {}, b"")
     resp = api.handle("POST", f"{DEPLOY}?fieldValidation=Ignore", json_headers, RAW_DUPLICATES)
     assert resp.code == 201 and not [v for k, v in resp.headers if k == "Warning"]
+
+
+def test_custom_resources_are_pruned_field_by_field() -> None:
+    port = {"type": "object",
+            "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}
+    spec = {"type": "object", "properties": {"ports": {"type": "array", "items": port}}}
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.org"},
+        "spec": {"group": "example.org", "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {
+                                   "type": "object", "properties": {"spec": spec}}}}]}}
+    store = Store()
+    store.register_crd(crd)
+    api = KubeApi(store, Controllers(store), clock=lambda: 0.0)
+    body = {"apiVersion": "example.org/v1", "kind": "Widget",
+            "metadata": {"name": "w", "bogusMeta": 1},
+            "spec": {"ports": [{"name": "http", "port": 80, "typo": True}]}, "extra": 1}
+    resp = api.handle("POST", "/apis/example.org/v1/namespaces/default/widgets",
+                      {"Content-Type": "application/json"}, json.dumps(body).encode())
+    assert resp.code == 201
+    created = json.loads(resp.body)
+    assert created["spec"] == {"ports": [{"name": "http", "port": 80}]}
+    assert "extra" not in created and "bogusMeta" not in created["metadata"]
+    warnings = [v for k, v in resp.headers if k == "Warning"]
+    assert '299 - "unknown field \\"spec.ports[0].typo\\""' in warnings
