@@ -70,7 +70,7 @@ def test_stage_selection(tmp_path: Path) -> None:
     assert select_stages(ctx, resume=True)[0] == "discover"
     assert select_stages(ctx, only="flux") == ["flux"]
     assert select_stages(ctx, from_stage="platform") == ["platform", "hooks-after-platform",
-                                                         "done"]
+                                                         "tenants", "done"]
     with pytest.raises(InputError) as exc:
         select_stages(ctx, only="nope")
     assert "--only 'nope'" in str(exc.value)
@@ -143,7 +143,8 @@ def test_rendered_tree_as_apply_sets() -> None:
     direct = platform_objects(INV, files, direct=True)
     releases = [o["metadata"]["name"] for o in direct if o["kind"] == "HelmRelease"]
     local = set(local_chart_manifests(INV))
-    assert local == {"kubevirt-operator", "kubevirt", "cdi-operator", "cdi", "metallb-config"}
+    assert local == {"kubevirt-operator", "kubevirt", "cdi-operator", "cdi", "metallb-config",
+                     "capi-providers"}
     assert releases == [r.name for r in platform_releases(INV) if r.name not in local]
     assert direct[0]["kind"] == "Namespace"
     # direct mode: the local charts are plain manifests in gitops/local/, no HelmRelease
