@@ -105,7 +105,10 @@ def test_kubectl_get_watch_streams_changes(emulator: KubeApiEmulator, kubectl: K
         env=kubectl.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # type: ignore[attr-defined]
         text=True)
     try:
-        time.sleep(1.5)  # kubectl listed and is watching
+        deadline = time.monotonic() + 20
+        while emulator.open_watches == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until kubectl listed and watches
+        assert emulator.open_watches == 1, "kubectl get -w did not start watching"
         for name, app in (("one", "web"), ("two", "db")):
             _create(emulator, {"apiVersion": "v1", "kind": "ConfigMap",
                                "metadata": {"name": name, "namespace": "default",
@@ -114,10 +117,7 @@ def test_kubectl_get_watch_streams_changes(emulator: KubeApiEmulator, kubectl: K
         assert rt is not None
         with emulator.lock:
             emulator.store.delete(rt, "default", "one")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and emulator.open_watches == 0:
-            time.sleep(0.05)
-        time.sleep(1.0)
+        time.sleep(1.5)  # kubectl prints the events
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=10)
