@@ -52,6 +52,7 @@ from cloudctl.pipeline.platform import (
     sync_objects,
     tree_objects,
 )
+from cloudctl.pipeline.tenants import TENANTS, tenant_tree
 from cloudctl.render.files import Files
 from cloudctl.render.gitops import (
     DEPENDS_ON_ANNOTATION,
@@ -240,8 +241,8 @@ def _tree_dirs(files: Files, directory: str) -> list[str]:
 
 
 def _applied_by_cloudctl(c: Case) -> dict[str, list[dict[str, Any]]]:
-    """Rendered directory -> the objects cloudctl applies from it, as the flux and platform
-    stages build them (``cloudctl.pipeline.platform``)."""
+    """Rendered directory -> the objects cloudctl applies from it, as the flux, platform and
+    tenants stages build them (``cloudctl.pipeline.platform``, ``cloudctl.pipeline.tenants``)."""
     if c.mode == "direct":
         local = [o for objs in local_chart_manifests(c.inv).values() for o in objs]
         flux = flux_objects(c.files)
@@ -250,6 +251,9 @@ def _applied_by_cloudctl(c: Case) -> dict[str, list[dict[str, Any]]]:
         if local:
             out[f"{ROOT}/local"] = local
             out[ROOT] = out[ROOT] + local
+        tenants = tenant_tree(c.files)
+        if tenants:  # its own root, applied by the tenants stage
+            out[TENANTS] = tenants
         return out
     # GitOps mode: cloudctl applies the Flux install (flux stage) and the sync objects
     # (platform stage); Flux applies the rest from Git (test_flux_applies_the_pushed_tree...)
@@ -270,9 +274,10 @@ def test_kustomize_builds_every_rendered_tree_as_cloudctl_applies_it(
         if d in applied:
             assert_same_objects(built, applied[d], f"{d}: what cloudctl applies")
     if case.mode == "direct":
-        # the flux and platform stages apply every directory of the root's tree (a tree beside
-        # it is compared with cloudctl's reading above)
-        assert sorted(applied) == _tree_dirs(case.files, ROOT)
+        # the flux and platform stages apply every directory of the root's tree, the tenants
+        # stage the tenants root
+        roots = sorted(_tree_dirs(case.files, ROOT) + ([TENANTS] if TENANTS in applied else []))
+        assert sorted(applied) == roots
 
 
 def _checkout(git: str, repo: Path, rev: str, path: str, dest: Path) -> None:
