@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 _DIRS = {
     "templates": ("templates", "templates"),
@@ -42,3 +43,15 @@ def read_bytes(name: str, relative: str) -> bytes:
 
 def read_text(name: str, relative: str) -> str:
     return data_path(name, relative).read_text(encoding="utf-8")
+
+
+@functools.cache
+def vendored_crds(name: str, relative: str) -> tuple[dict[str, Any], ...]:
+    """The CustomResourceDefinitions of a vendored data file (parsed once per process, and
+    across processes through :mod:`cloudctl.util.yamlcache`). Shared: do not mutate."""
+    from .util.yamlcache import load_documents
+
+    return tuple(
+        d for d in load_documents(read_text(name, relative))
+        if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"
+    )

@@ -28,6 +28,7 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..util.conditions import condition
 from .kube_store import ApiError, Change, Store, StoredObject
 from .kube_types import ResourceType
 
@@ -48,13 +49,6 @@ HELM_REASONS = {
     "InitFailed": "Warning",
 }
 _FAILURE_COUNTERS = ("failures", "installFailures", "upgradeFailures")
-
-
-def _condition(obj: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any] | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return c  # type: ignore[no-any-return]
-    return None
 
 
 def _controller_owner(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -99,7 +93,7 @@ class EventRecorder:
         if change.kind == "DELETED":
             return
         obj, old = change.stored.obj, change.previous.obj if change.previous else None
-        ready, before = _condition(obj, "Ready"), _condition(old, "Ready")
+        ready, before = condition(obj, "Ready"), condition(old or {}, "Ready")
         if ready is None or ready.get("reason") not in HELM_REASONS:
             return
         status, old_status = obj.get("status") or {}, (old or {}).get("status") or {}
@@ -117,8 +111,8 @@ class EventRecorder:
     def _node(self, change: Change) -> None:
         if change.kind == "DELETED":
             return
-        ready = _condition(change.stored.obj, "Ready")
-        before = _condition(change.previous.obj if change.previous else None, "Ready")
+        ready = condition(change.stored.obj, "Ready")
+        before = condition(change.previous.obj if change.previous else {}, "Ready")
         now_ready = ready is not None and ready.get("status") == "True"
         was_ready = before is not None and before.get("status") == "True"
         name = change.stored.obj["metadata"]["name"]

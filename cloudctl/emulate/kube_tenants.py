@@ -48,19 +48,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import hashlib
 import ipaddress
+import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from ..capi_catalog import capi_catalog
-from ..resources import read_text
-from ..util.yamlcache import load_documents
+from ..resources import vendored_crds
+from ..util.conditions import condition
 from .kube_store import ApiError, Store, StoredObject
 from .kube_types import ResourceType
 
@@ -69,7 +67,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TenantApi", "TenantControllers"]
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 CAPI = "cluster.x-k8s.io/v1beta2"
 CLUSTER_LABEL = "cluster.x-k8s.io/cluster-name"
@@ -116,19 +113,11 @@ CDI_CRDS = (_open_crd("cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes",
 KUBE_OVN_CRDS = (_open_crd("kubeovn.io", "v1", "Subnet", "subnets", [], scope="Cluster"),)
 
 
-@functools.cache
-def _vendored_crds(where: str, path: str) -> tuple[dict[str, Any], ...]:
-    return tuple(
-        d for d in load_documents(read_text(where, path))
-        if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"
-    )
-
-
 def provider_crds(kind: str, name: str) -> tuple[dict[str, Any], ...]:
     """The CRDs the pinned provider ``name`` of operator kind ``kind`` installs."""
     for p in capi_catalog().providers:
         if p.kind == kind and p.name == name:
-            return tuple(c for f in p.crds for c in _vendored_crds("flux", f))
+            return tuple(c for f in p.crds for c in vendored_crds("flux", f))
     return ()
 
 
@@ -560,10 +549,8 @@ class TenantControllers:
             })
 
     def _machine_ready(self, machine: Mapping[str, Any]) -> bool:
-        for c in (machine.get("status") or {}).get("conditions") or []:
-            if c.get("type") == "Ready":
-                return bool(c.get("status") == "True")
-        return False
+        ready = condition(machine, "Ready")
+        return ready is not None and ready.get("status") == "True"
 
     def _machine_sets(self) -> None:
         for _, stored in self._objs(CAPI, "MachineSet"):
@@ -663,12 +650,12 @@ class TenantControllers:
             spec = stored.obj.get("spec") or {}
             if ns in (spec.get("namespaces") or []):
                 net = ipaddress.IPv4Network(spec["cidrBlock"])
-                for host in list(net.hosts())[1:]:
+                for host in itertools.islice(net.hosts(), 1, None):  # .1 is the gateway
                     if str(host) not in used:
                         return str(host)
         # no Kube-OVN Subnet for the namespace (the subnet CRD is not served): ovn-default
         net = ipaddress.IPv4Network("10.16.0.0/16")
-        for host in list(net.hosts())[1:]:
+        for host in itertools.islice(net.hosts(), 1, None):
             if str(host) not in used:
                 return str(host)
         raise RuntimeError("no address left")

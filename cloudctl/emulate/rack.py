@@ -53,7 +53,7 @@ from ..atomic import write_atomic
 from ..capi_catalog import capi_catalog
 from ..inventory import load_inventory
 from ..inventory.models import Inventory
-from ..resources import data_dir, read_text
+from ..resources import data_dir, vendored_crds
 from ..secrets import SecretsStore
 from ..util.images import tag_of
 from .faults import NODE_KINDS, FaultSet, parse_faults_document
@@ -336,12 +336,8 @@ def _log(message: str) -> None:
 
 
 def _crds(files: tuple[tuple[str, str], ...]) -> Iterator[dict[str, Any]]:
-    from ..util.yamlcache import load_documents
-
     for where, relative in files:
-        for doc in load_documents(read_text(where, relative)):
-            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                yield doc
+        yield from vendored_crds(where, relative)
 
 
 async def serve(args: argparse.Namespace) -> None:

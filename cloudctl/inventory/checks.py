@@ -142,11 +142,8 @@ def _addresses(inv: Inventory) -> Iterator[Problem]:
             yield Problem(pools[a][0], "overlaps the DHCP dynamic range")
 
 
-def metallb_enabled(inv: Inventory) -> bool:
-    return inv.platform.metallb.enabled
-
-
-def _cidrs(inv: Inventory) -> Iterator[Problem]:
+def _cluster_ranges(inv: Inventory) -> list[tuple[str, Net, str]]:
+    """(field path, network, what it is) of every range the cluster's own addressing uses."""
     named: list[tuple[str, Net, str]] = [("network.subnet", inv.network.subnet, "node subnet")]
     for i, n in enumerate(inv.cluster.pod_subnets):
         named.append((f"cluster.podSubnets[{i}]", n, "Talos pod subnet"))
@@ -156,6 +153,15 @@ def _cidrs(inv: Inventory) -> Iterator[Problem]:
     if ovn.enabled:
         named.append(("platform.kubeOvn.podCidr", ovn.pod_cidr, "kube-ovn pod CIDR"))
         named.append(("platform.kubeOvn.joinCidr", ovn.join_cidr, "kube-ovn join CIDR"))
+    return named
+
+
+def metallb_enabled(inv: Inventory) -> bool:
+    return inv.platform.metallb.enabled
+
+
+def _cidrs(inv: Inventory) -> Iterator[Problem]:
+    named = _cluster_ranges(inv)
     for a in range(len(named)):
         for b in range(a + 1, len(named)):
             pa, na, wa = named[a]
@@ -344,19 +350,6 @@ def _platform(inv: Inventory) -> Iterable[Problem]:
             yield Problem(f"platform.metallb.pools[{i}].name", f"duplicate pool name {name!r}")
 
 
-def _management_ranges(inv: Inventory) -> list[tuple[str, Net, str]]:
-    named: list[tuple[str, Net, str]] = [("network.subnet", inv.network.subnet, "node subnet")]
-    for i, n in enumerate(inv.cluster.pod_subnets):
-        named.append((f"cluster.podSubnets[{i}]", n, "management pod subnet"))
-    for i, n in enumerate(inv.cluster.service_subnets):
-        named.append((f"cluster.serviceSubnets[{i}]", n, "management service subnet"))
-    ovn = inv.platform.kube_ovn
-    if ovn.enabled:
-        named.append(("platform.kubeOvn.podCidr", ovn.pod_cidr, "kube-ovn pod CIDR"))
-        named.append(("platform.kubeOvn.joinCidr", ovn.join_cidr, "kube-ovn join CIDR"))
-    return named
-
-
 def _tenants(inv: Inventory) -> Iterator[Problem]:
     """Tenant clusters: names, the platform they need, supported versions, disjoint CIDRs."""
     if not inv.tenants:
@@ -382,7 +375,7 @@ def _tenants(inv: Inventory) -> Iterator[Problem]:
             f"of Kubernetes {cat.management_min} or newer",
         )
     lo, hi = parse_minor(cat.tenant_min), parse_minor(cat.tenant_max_minor)
-    ranges = _management_ranges(inv)
+    ranges = _cluster_ranges(inv)
     seen: dict[str, int] = {}
     for t_i, tenant in enumerate(inv.tenants):
         base = f"tenants[{t_i}]"

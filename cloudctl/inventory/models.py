@@ -689,6 +689,11 @@ class TenantAddons(Model):
     konnectivity: bool = True
 
 
+def tenant_namespace(name: str) -> str:
+    """Namespace of tenant ``name``'s objects in the management cluster."""
+    return f"tenant-{name}"
+
+
 class Tenant(Model):
     """A tenant Kubernetes cluster: Kamaji control plane, Cluster API KubeVirt workers."""
 
@@ -702,7 +707,7 @@ class Tenant(Model):
     @property
     def namespace(self) -> str:
         """Namespace of the tenant's Cluster API objects in the management cluster."""
-        return f"tenant-{self.name}"
+        return tenant_namespace(self.name)
 
 
 # --------------------------------------------------------------------------- root

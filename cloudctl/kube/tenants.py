@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RemoteError, Timeout
+from ..inventory.models import tenant_namespace
+from ..render.tenants import CAPI_VERSION, KAMAJI_VERSION, KCP_VERSION, TENANT_LABEL
+from ..util.conditions import condition
 from .client import Kube
 from .objects import ObjectRef
 from .wait import WorkloadStatus, poll_objects
@@ -38,15 +41,7 @@ __all__ = [
     "wait_tenants",
 ]
 
-CAPI = "cluster.x-k8s.io/v1beta2"
-KCP = "controlplane.cluster.x-k8s.io/v1alpha2"
-TCP = "kamaji.clastix.io/v1alpha1"
-TENANT_LABEL = "cloudctl.io/tenant"
-
-
-def tenant_namespace(name: str) -> str:
-    return f"tenant-{name}"
-
+CAPI, KCP, TCP = CAPI_VERSION, KCP_VERSION, KAMAJI_VERSION
 
 @dataclass(frozen=True)
 class TenantWant:
@@ -90,13 +85,6 @@ class TenantStatus:
             "pools": [{"name": p.name, "desired": p.desired, "replicas": p.replicas,
                        "ready": p.ready} for p in self.pools],
         }
-
-
-def _cond(obj: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return c  # type: ignore[no-any-return]
-    return None
 
 
 def _pool_name(tenant: str, md: Mapping[str, Any]) -> str:
@@ -155,7 +143,7 @@ def tenant_status(
     if want is not None and cp_desired != want.control_plane and control_plane is not None:
         waiting.append(f"control plane: {cp_desired} replicas requested, "
                        f"{want.control_plane} in the inventory")
-    available = _cond(cluster, "Available")
+    available = condition(cluster, "Available")
     if control_plane is None:
         waiting.insert(0, "no KamajiControlPlane yet")
     elif not cp_ready:

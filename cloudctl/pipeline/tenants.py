@@ -21,28 +21,13 @@ from typing import Any
 
 from ..inventory.models import Inventory
 from ..kube import Applied, Kube, ObjectRef, apply_manifests, wait_ready
-from ..kube.tenants import TENANT_LABEL, TenantStatus, TenantWant, wait_tenants
+from ..kube.tenants import TenantStatus, TenantWant, wait_tenants
 from ..render.files import Files
+from ..render.tenants import RENDERED_KINDS, TENANT_LABEL
 from .platform import ROOT, tree_objects, wait_kinds_served
 
 TENANTS = f"{ROOT}/tenants"
 TENANTS_SYNC = "cloudctl-tenants"
-
-# every kind the tenants tree renders, in delete order (owners first: their controllers clean
-# up what they own), with the API version cloudctl renders it as
-RENDERED_KINDS: tuple[tuple[str, str], ...] = (
-    ("cluster.x-k8s.io/v1beta2", "MachineHealthCheck"),
-    ("cluster.x-k8s.io/v1beta2", "MachineDeployment"),
-    ("cluster.x-k8s.io/v1beta2", "Cluster"),
-    ("controlplane.cluster.x-k8s.io/v1alpha2", "KamajiControlPlane"),
-    ("infrastructure.cluster.x-k8s.io/v1alpha1", "KubevirtCluster"),
-    ("infrastructure.cluster.x-k8s.io/v1alpha1", "KubevirtMachineTemplate"),
-    ("bootstrap.cluster.x-k8s.io/v1beta2", "KubeadmConfigTemplate"),
-    ("helm.toolkit.fluxcd.io/v2", "HelmRelease"),
-    ("kamaji.clastix.io/v1alpha1", "DataStore"),
-    ("kubeovn.io/v1", "Subnet"),
-    ("v1", "Namespace"),
-)
 
 
 def wants(inv: Inventory) -> list[TenantWant]:

@@ -254,3 +254,12 @@ def yaml_docs_file(
     if header:
         body = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + body
     return text_file(body, secret=secret)
+
+
+def kustomization(resources: list[str]) -> dict[str, Any]:
+    """A plain kustomize ``Kustomization`` listing ``resources`` (files or directories)."""
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": resources,
+    }

@@ -41,13 +41,18 @@ from typing import Any
 
 from ..errors import Problem
 from ..inventory.models import Inventory, Tenant, WorkerPool
-from .files import Files, yaml_docs_file, yaml_file
+from .files import Files, kustomization, yaml_docs_file, yaml_file
 
 __all__ = [
+    "CAPI_VERSION",
     "CLUSTER_NAME_LABEL",
     "DATASTORE_CA_SECRET",
     "DATASTORE_CLIENT_SECRET",
+    "KAMAJI_VERSION",
+    "KCP_VERSION",
+    "RENDERED_KINDS",
     "TENANTS_DIR",
+    "TENANT_LABEL",
     "render_tenants",
     "tenant_objects",
     "tenant_problems",
@@ -65,6 +70,28 @@ BOOTSTRAP_GROUP = "bootstrap.cluster.x-k8s.io"
 CONTROLPLANE_GROUP = "controlplane.cluster.x-k8s.io"
 INFRA_GROUP = "infrastructure.cluster.x-k8s.io"
 KAMAJI_VERSION = "kamaji.clastix.io/v1alpha1"
+KCP_VERSION = f"{CONTROLPLANE_GROUP}/v1alpha2"
+INFRA_VERSION = f"{INFRA_GROUP}/v1alpha1"
+BOOTSTRAP_VERSION = f"{BOOTSTRAP_GROUP}/v1beta2"
+HELMRELEASE_VERSION = "helm.toolkit.fluxcd.io/v2"
+SUBNET_VERSION = "kubeovn.io/v1"
+
+RENDERED_KINDS: tuple[tuple[str, str], ...] = (
+    (CAPI_VERSION, "MachineHealthCheck"),
+    (CAPI_VERSION, "MachineDeployment"),
+    (CAPI_VERSION, "Cluster"),
+    (KCP_VERSION, "KamajiControlPlane"),
+    (INFRA_VERSION, "KubevirtCluster"),
+    (INFRA_VERSION, "KubevirtMachineTemplate"),
+    (BOOTSTRAP_VERSION, "KubeadmConfigTemplate"),
+    (HELMRELEASE_VERSION, "HelmRelease"),
+    (KAMAJI_VERSION, "DataStore"),
+    (SUBNET_VERSION, "Subnet"),
+    ("v1", "Namespace"),
+)
+"""Every (apiVersion, kind) a tenant's directory holds, owners first (the order to delete a
+tenant in: the controllers clean up what those objects own); a unit test holds it to the
+rendered objects."""
 
 KAMAJI_NAMESPACE = "kamaji-system"
 DATASTORE_ENDPOINTS = tuple(
@@ -104,7 +131,7 @@ def namespace_objects(tenant: Tenant) -> list[dict[str, Any]]:
             },
         },
         {
-            "apiVersion": "kubeovn.io/v1",
+            "apiVersion": SUBNET_VERSION,
             "kind": "Subnet",
             "metadata": {"name": tenant.namespace, "labels": {TENANT_LABEL: tenant.name}},
             "spec": {
@@ -172,7 +199,7 @@ def cluster_objects(inv: Inventory, tenant: Tenant) -> list[dict[str, Any]]:
             },
         },
         {
-            "apiVersion": f"{CONTROLPLANE_GROUP}/v1alpha2",
+            "apiVersion": KCP_VERSION,
             "kind": "KamajiControlPlane",
             "metadata": _meta(name, ns, tenant),
             "spec": {
@@ -188,7 +215,7 @@ def cluster_objects(inv: Inventory, tenant: Tenant) -> list[dict[str, Any]]:
             },
         },
         {
-            "apiVersion": f"{INFRA_GROUP}/v1alpha1",
+            "apiVersion": INFRA_VERSION,
             "kind": "KubevirtCluster",
             "metadata": _meta(name, ns, tenant),
             # the control plane is Kamaji's (its Service), not VMs behind a CAPK Service
@@ -213,7 +240,7 @@ def cni_object(tenant: Tenant) -> dict[str, Any]:
     values = {**TENANT_CILIUM_VALUES,
               "ipv4NativeRoutingCIDR": str(tenant.network.pod_cidr)}
     return {
-        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "apiVersion": HELMRELEASE_VERSION,
         "kind": "HelmRelease",
         "metadata": _meta("cilium", tenant.namespace, tenant),
         "spec": {
@@ -279,13 +306,13 @@ def pool_objects(tenant: Tenant, pool: WorkerPool) -> list[dict[str, Any]]:
     labels = {DEPLOYMENT_NAME_LABEL: name}
     return [
         {
-            "apiVersion": f"{INFRA_GROUP}/v1alpha1",
+            "apiVersion": INFRA_VERSION,
             "kind": "KubevirtMachineTemplate",
             "metadata": _meta(name, ns, tenant),
             "spec": {"template": {"spec": {"virtualMachineTemplate": _vm_template(tenant, pool)}}},
         },
         {
-            "apiVersion": f"{BOOTSTRAP_GROUP}/v1beta2",
+            "apiVersion": BOOTSTRAP_VERSION,
             "kind": "KubeadmConfigTemplate",
             "metadata": _meta(name, ns, tenant),
             "spec": {
@@ -407,14 +434,6 @@ def tenant_problems(inv: Inventory) -> list[Problem]:
     return problems
 
 
-def _kustomization(resources: list[str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": resources,
-    }
-
-
 def render_tenants(inv: Inventory, root: str) -> Files:
     """Files under ``<root>/tenants/`` ({} when the inventory has no tenants)."""
     files: Files = {}
@@ -426,9 +445,9 @@ def render_tenants(inv: Inventory, root: str) -> Files:
         for file, objs in per.items():
             files[f"{base}/{tenant.name}/{file}"] = yaml_docs_file(objs, header=GENERATED)
         files[f"{base}/{tenant.name}/kustomization.yaml"] = yaml_file(
-            _kustomization(list(per)), header=GENERATED
+            kustomization(list(per)), header=GENERATED
         )
     files[f"{base}/kustomization.yaml"] = yaml_file(
-        _kustomization([t.name for t in inv.tenants]), header=GENERATED
+        kustomization([t.name for t in inv.tenants]), header=GENERATED
     )
     return files

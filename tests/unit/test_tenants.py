@@ -21,7 +21,12 @@ from cloudctl.inventory import load_inventory, parse_inventory
 from cloudctl.kube.tenants import TenantWant, tenant_status
 from cloudctl.render.gitops import render_gitops
 from cloudctl.render.gitops.contracts import registry_for
-from cloudctl.render.tenants import tenant_files, tenant_objects, tenant_problems
+from cloudctl.render.tenants import (
+    RENDERED_KINDS,
+    tenant_files,
+    tenant_objects,
+    tenant_problems,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "inventory.example.yaml"
@@ -68,6 +73,15 @@ def test_example_tenant_objects_validate_strictly_against_the_vendored_crds() ->
         checked += 1
     assert checked == 9
     assert tenant_problems(inv) == []
+
+
+def test_the_kinds_pruning_looks_at_are_the_rendered_ones() -> None:
+    data = _data()
+    data["tenants"][0]["workers"][0]["image"] = {"dataVolume": {"url": "https://x/img.qcow2"}}
+    inv = parse_inventory(_text(data)).inventory
+    rendered = {(o["apiVersion"], o["kind"]) for o in tenant_objects(inv, inv.tenants[0])}
+    assert rendered == set(RENDERED_KINDS)
+    assert len(RENDERED_KINDS) == len(set(RENDERED_KINDS))
 
 
 def test_rendered_objects_match_the_inventory() -> None:

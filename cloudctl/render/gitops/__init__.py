@@ -47,7 +47,7 @@ from ...errors import InputError, Problem
 from ...inventory.models import Inventory
 from ...preset import preset
 from ...util.merge import deep_merge
-from ..files import Files, text_file, yaml_docs_file, yaml_file
+from ..files import Files, kustomization, text_file, yaml_docs_file, yaml_file
 from ..tenants import render_tenants, tenant_problems
 from .catalog import PlatformRelease, component_of, inventory_path, platform_releases
 from .contracts import custom_resource_problems, registry_for
@@ -325,14 +325,6 @@ def _local_header(rel: PlatformRelease) -> str:
     )
 
 
-def _kustomization(resources: list[str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": resources,
-    }
-
-
 def render_gitops(inv: Inventory) -> Files:
     """Every file under ``gitops/`` for this inventory. Pure; byte-identical for equal input."""
     objs = gitops_objects(inv)
@@ -346,7 +338,7 @@ def render_gitops(inv: Inventory) -> Files:
         files[f"{ROOT}/flux-system/gotk-sync.yaml"] = yaml_docs_file(objs.sync, header=GENERATED)
         flux_resources.append("gotk-sync.yaml")
     files[f"{ROOT}/flux-system/kustomization.yaml"] = yaml_file(
-        _kustomization(flux_resources), header=GENERATED
+        kustomization(flux_resources), header=GENERATED
     )
 
     # platform/
@@ -371,7 +363,7 @@ def render_gitops(inv: Inventory) -> Files:
         files[f"{ROOT}/platform/{path}"] = yaml_file(hr, header=GENERATED)
         platform_resources.append(path)
     files[f"{ROOT}/platform/kustomization.yaml"] = yaml_file(
-        _kustomization(platform_resources), header=GENERATED
+        kustomization(platform_resources), header=GENERATED
     )
 
     root_resources = ["flux-system", "platform"]
@@ -385,7 +377,7 @@ def render_gitops(inv: Inventory) -> Files:
             )
         if local:
             files[f"{ROOT}/{LOCAL_DIR}/kustomization.yaml"] = yaml_file(
-                _kustomization([f"{name}.yaml" for name in local]), header=GENERATED
+                kustomization([f"{name}.yaml" for name in local]), header=GENERATED
             )
             root_resources.append(LOCAL_DIR)
     else:
@@ -397,7 +389,7 @@ def render_gitops(inv: Inventory) -> Files:
                 )
 
     files[f"{ROOT}/kustomization.yaml"] = yaml_file(
-        _kustomization(root_resources), header=GENERATED
+        kustomization(root_resources), header=GENERATED
     )
     # tenants/: not a resource of the root (its kinds exist only once the providers run)
     files.update(render_tenants(inv, ROOT))

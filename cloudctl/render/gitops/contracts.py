@@ -6,17 +6,12 @@ import functools
 from collections.abc import Iterable
 from typing import Any
 
-import yaml
-
 from ...capi_catalog import capi_catalog
 from ...contracts import CrdRegistry
 from ...errors import Problem
-from ...resources import read_text
-from ...util.yamlcache import load_documents
+from ...resources import vendored_crds
 from .flux import vendored_documents
 from .localcharts import OPERATORS, operator_documents
-
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 VENDORED_CRDS = (
     "_upstream/metallb/0.16.1/crds/metallb.io_ipaddresspools.yaml",
@@ -34,7 +29,7 @@ def crd_registry() -> CrdRegistry:
     reg = CrdRegistry.from_documents(vendored_documents())
     for relative in VENDORED_CRDS:
         reg.merge(
-            CrdRegistry.from_documents(load_documents(read_text("helm-values", relative)))
+            CrdRegistry.from_documents(vendored_crds("helm-values", relative))
         )
     for chart in OPERATORS:
         reg.merge(CrdRegistry.from_documents(doc for _, doc in operator_documents(chart)))
@@ -63,7 +58,7 @@ def group_registry(group: str) -> CrdRegistry | None:
         return None
     reg = CrdRegistry()
     for where, path in files:
-        reg.merge(CrdRegistry.from_documents(load_documents(read_text(where, path))))
+        reg.merge(CrdRegistry.from_documents(vendored_crds(where, path)))
     return reg
 
 
