@@ -2,8 +2,10 @@
 
 The listening socket only receives requests; every accepted transfer gets its own ephemeral UDP
 socket (its TID, RFC 1350), so transfers run concurrently and independently. Sockets are plain
-non-blocking sockets driven by ``loop.add_reader`` (cheaper per packet than datagram protocols),
-and each transfer has at most one timer armed at a time.
+non-blocking sockets (cheaper per packet than datagram protocols) in one epoll set of the
+server's own, and only that epoll descriptor is registered with the event loop: one loop wake-up
+serves every transfer with a packet waiting, without a loop callback per transfer per packet.
+Each transfer has at most one timer armed at a time.
 
 Transfer sockets are *connected* to the client: the kernel then picks the reply source address
 and drops datagrams from any other host/port before they reach us. RFC 1350 says such a stray
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import select
 import socket
 import time
 from pathlib import Path
@@ -83,7 +86,7 @@ class _Session:
         self.closed = False
 
     def start(self) -> None:
-        self.loop.add_reader(self.sock.fileno(), self._readable)
+        self.server._watch(self)
         self._apply(self.transfer.start(time.monotonic()))
 
     def _send(self, packets: list[bytes]) -> None:
@@ -154,6 +157,11 @@ class _Session:
                     return
                 if self.timer is None:
                     self._arm()
+                if transfer.window == 1:
+                    # Lockstep: the client cannot ACK the block just sent before it arrives, so
+                    # another recv now would almost always fail with EAGAIN (a syscall and an
+                    # exception per block). The socket is level-triggered: wait for the next wake.
+                    return
                 continue
             self._apply(transfer.receive(data, now))
             if self.closed:
@@ -179,8 +187,7 @@ class _Session:
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(self.sock.fileno())
+        self.server._unwatch(self)
         self.sock.close()
         if isinstance(self.source, FileSource):
             self.source.close()
@@ -247,6 +254,8 @@ class TftpServer:
         self.retries = retries
         self._sock: socket.socket | None = None
         self._sessions: set[_Session] = set()
+        self._epoll: select.epoll | None = None
+        self._by_fd: dict[int, _Session] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._content = _ContentCache()
 
@@ -272,6 +281,8 @@ class TftpServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._loop.add_reader(sock.fileno(), self._on_request)
+        self._epoll = select.epoll()
+        self._loop.add_reader(self._epoll.fileno(), self._on_transfers)
 
     async def stop(self) -> None:
         if self._sock is not None and self._loop is not None:
@@ -280,7 +291,35 @@ class TftpServer:
             self._sock = None
         for s in list(self._sessions):
             s.close()
+        if self._epoll is not None and self._loop is not None:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
         self._content.clear()
+
+    def _watch(self, session: _Session) -> None:
+        assert self._epoll is not None, "TftpServer.start() first"
+        fd = session.sock.fileno()
+        self._epoll.register(fd, select.EPOLLIN)
+        self._by_fd[fd] = session
+
+    def _unwatch(self, session: _Session) -> None:
+        fd = session.sock.fileno()
+        if self._by_fd.get(fd) is session:
+            del self._by_fd[fd]
+            if self._epoll is not None:
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(fd)
+
+    def _on_transfers(self) -> None:
+        """The epoll set has transfers with packets waiting: serve each once."""
+        epoll, by_fd = self._epoll, self._by_fd
+        if epoll is None:
+            return
+        for fd, _ in epoll.poll(0):
+            session = by_fd.get(fd)
+            if session is not None:  # closed by an earlier session's callback in this batch
+                session._readable()
 
     def _emit(
         self,
