@@ -40,7 +40,7 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=10.0)
     a = ap.parse_args()
-    cli = [sys.executable, "-m", "cloudctl.cli"]
+    cli = [sys.executable, "-m", "cloudctl"]
     with tempfile.TemporaryDirectory(prefix="cloudctl-idle-") as tmp:
         inv = Path(tmp) / "inventory.yaml"
         inv.write_text(yaml.safe_dump(synthetic_inventory(a.nodes), sort_keys=False))

@@ -63,9 +63,12 @@ def main() -> None:
 
 
 def _cloudctl(*argv: str, cwd: Path) -> float:
+    # as installed by `pip install .`: with compiled bytecode (pip compiles at install), even
+    # where the environment sets PYTHONDONTWRITEBYTECODE for a source checkout
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     t = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "cloudctl.cli", *argv], cwd=cwd, check=True,
+        [sys.executable, "-m", "cloudctl", *argv], cwd=cwd, check=True, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - t

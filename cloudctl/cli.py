@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,6 +96,17 @@ def main() -> None:
 
 
 # --------------------------------------------------------------------------- validate
+
+
+R = TypeVar("R")
+
+
+def run_async(awaitable: Coroutine[Any, Any, R]) -> R:
+    """``asyncio.run``, with asyncio imported only by the verbs that run something (the verb
+    modules are all imported at start-up to register their commands)."""
+    import asyncio
+
+    return asyncio.run(awaitable)
 
 
 def _load(path: Path) -> Any:

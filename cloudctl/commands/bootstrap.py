@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -22,6 +21,7 @@ from ..cli import (
     format_option,
     handle_errors,
     inventory_option,
+    run_async,
     secrets_option,
 )
 from ..errors import CloudctlError
@@ -195,7 +195,7 @@ def bootstrap(
         if plan:
             if output_format == "json":
                 events.sinks.append(JsonLinesSink(sys.stdout))
-            steps = asyncio.run(plan_pipeline(ctx, resume=resume, from_stage=from_stage,
+            steps = run_async(plan_pipeline(ctx, resume=resume, from_stage=from_stage,
                                               only=only))
             for step in steps:
                 if output_format == "json":
@@ -219,7 +219,7 @@ def bootstrap(
             events.sinks.append(TextSink(sys.stderr))
         try:
             with interrupts_raise():
-                asyncio.run(run_pipeline(ctx, resume=resume, from_stage=from_stage, only=only))
+                run_async(run_pipeline(ctx, resume=resume, from_stage=from_stage, only=only))
         except KeyboardInterrupt:
             stack.close()
             interrupted_exit(ctx)
@@ -238,7 +238,7 @@ def status_report(ctx: Any) -> dict[str, Any]:
 
     st = ctx.state
     try:
-        running = asyncio.run(running_nodes(ctx))
+        running = run_async(running_nodes(ctx))
     except CloudctlError:
         running = None
     live = live_releases(ctx)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..cli import EXIT_CODES, _load, format_option, handle_errors, inventory_option
+from ..cli import EXIT_CODES, _load, format_option, handle_errors, inventory_option, run_async
 from ..errors import InputError, Problem
 
 
@@ -185,7 +184,7 @@ def serve(
         with view:
             try:
                 with interrupts_raise():  # SIGTERM too (a service manager stopping it)
-                    result = asyncio.run(svc.run())
+                    result = run_async(svc.run())
             except KeyboardInterrupt:
                 click.echo("interrupted: servers stopped", err=True)
                 sys.exit(130)

@@ -8,7 +8,6 @@ start``).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from ..cli import (
     format_option,
     handle_errors,
     inventory_option,
+    run_async,
 )
 from ..errors import InputError, Problem
 
@@ -131,7 +131,7 @@ def discover(
 
     inv = _load(inventory_path).inventory
     dial = _dial(inventory_path, inv, emulate)
-    d = asyncio.run(ops.discover(inv, _candidates(inventory_path, inv, scan, emulate), dial=dial))
+    d = run_async(ops.discover(inv, _candidates(inventory_path, inv, scan, emulate), dial=dial))
     payload = {
         "nodes": {
             name: {"address": f.address, "macs": list(f.macs), "disks": len(f.disks)}
@@ -164,7 +164,7 @@ def preflight(inventory_path: Path, scan: tuple[str, ...], emulate: bool) -> Non
 
     inv = _load(inventory_path).inventory
     dial = _dial(inventory_path, inv, emulate)
-    d = asyncio.run(ops.discover(inv, _candidates(inventory_path, inv, scan, emulate), dial=dial))
+    d = run_async(ops.discover(inv, _candidates(inventory_path, inv, scan, emulate), dial=dial))
     ops.check_preflight(inv, d)
     click.echo(f"preflight ok: {len(d.nodes)} node(s) found, install disks and links resolve")
 
@@ -211,7 +211,7 @@ def apply(
             on_event=lambda node, msg: click.echo(f"{node}: {msg}", err=True),
         )
 
-    results = asyncio.run(run())
+    results = run_async(run())
     done = ops.raise_failures(results, "apply")
     for name, outcome in sorted(done.items()):
         click.echo(f"{name}: {outcome.mode_details or 'applied'} — running {outcome.version}")
@@ -245,7 +245,7 @@ def bootstrap(
         inventory_path.resolve().parent / "clusters" / inv.cluster.name / "bootstrap.json"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = asyncio.run(
+    out = run_async(
         ops.bootstrap_once(inv, creds, ops.BootstrapState(path),
                            dial=_dial(inventory_path, inv, emulate))
     )
@@ -274,7 +274,7 @@ def kubeconfig(
 
     inv = _load(inventory_path).inventory
     creds = _creds(inventory_path, inv, secrets_dir)
-    data = asyncio.run(ops.kubeconfig(inv, creds, dial=_dial(inventory_path, inv, emulate)))
+    data = run_async(ops.kubeconfig(inv, creds, dial=_dial(inventory_path, inv, emulate)))
     from ..secrets.store import write_private
 
     write_private(out_path, data)
@@ -295,7 +295,7 @@ def version(
 
     inv = _load(inventory_path).inventory
     creds = _creds(inventory_path, inv, secrets_dir)
-    results = asyncio.run(ops.versions(inv, creds, dial=_dial(inventory_path, inv, emulate)))
+    results = run_async(ops.versions(inv, creds, dial=_dial(inventory_path, inv, emulate)))
     payload = {
         r.node: (r.value.tag if r.ok and r.value else {"error": str(r.error)}) for r in results
     }
@@ -325,7 +325,7 @@ def reboot(
     inv = _load(inventory_path).inventory
     creds = _creds(inventory_path, inv, secrets_dir)
     for node in _nodes(inv, node_names):
-        v = asyncio.run(ops.reboot_node(node, creds, dial=_dial(inventory_path, inv, emulate)))
+        v = run_async(ops.reboot_node(node, creds, dial=_dial(inventory_path, inv, emulate)))
         click.echo(f"{node.name}: rebooted, running {v.tag}")
 
 
@@ -353,7 +353,7 @@ def upgrade(
     target = image or installer_image(inv)
     sub = inv.model_copy(update={"nodes": _nodes(inv, node_names)})
     dial = _dial(inventory_path, inv, emulate)
-    results = asyncio.run(ops.upgrade_all(sub, creds, target, dial=dial))
+    results = run_async(ops.upgrade_all(sub, creds, target, dial=dial))
     for name, v in sorted(ops.raise_failures(results, "upgrade").items()):
         click.echo(f"{name}: running {v.tag}")
 

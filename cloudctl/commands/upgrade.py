@@ -3,7 +3,6 @@ rolling execution (see :mod:`cloudctl.upgrade`)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from contextlib import ExitStack
@@ -18,6 +17,7 @@ from ..cli import (
     format_option,
     handle_errors,
     inventory_option,
+    run_async,
     secrets_option,
 )
 from ..errors import EnvironmentNotReady, InputError, Problem, StateError
@@ -151,7 +151,7 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
     with Kube.from_kubeconfig(ctx.kubeconfig_path) as kube:
         def platform() -> None:
             if rollback_of is None:
-                asyncio.run(_platform(ctx))
+                run_async(_platform(ctx))
                 return
             assert plan is not None
             names = [c.target for c in plan.changes if c.layer == "platform"]
@@ -163,7 +163,7 @@ async def _run(ctx: Any, *, plan_only: bool, resume: bool, force: bool, drain_ti
                             storage=_storage_checks(ctx, kube), say=say,
                             timeout=ctx.options.timeout, drain_timeout=drain_timeout,
                             poll=ctx.poll, platform=platform,
-                            add_nodes=lambda: asyncio.run(_add_nodes(ctx)),
+                            add_nodes=lambda: run_async(_add_nodes(ctx)),
                             extra=dict(facts.extra) if facts is not None else {})
 
         facts = None
@@ -358,7 +358,7 @@ def upgrade(
                 events.sinks.append(TextSink(sys.stderr))
         try:
             with interrupts_raise():
-                code = asyncio.run(_run(ctx, plan_only=plan_only, resume=resume, force=force,
+                code = run_async(_run(ctx, plan_only=plan_only, resume=resume, force=force,
                                         drain_timeout=drain_timeout,
                                         output_format=output_format, rollback=rollback))
         except KeyboardInterrupt:

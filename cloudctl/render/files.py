@@ -8,13 +8,17 @@ their content is never shown by ``--plan``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..util.yamlcache import cached_dump
 
 
 @dataclass(frozen=True)
@@ -226,9 +230,21 @@ def to_yaml(obj: Any) -> str:
     if hit is None:
         if len(_YAML_CACHE) >= _YAML_CACHE_MAX:
             _YAML_CACHE.clear()
-        fast = _fast_dump(obj)
-        hit = _YAML_CACHE[key] = fast if fast is not None else _dump(obj)
+        hit = _YAML_CACHE[key] = cached_dump(key, _dumper_id(), lambda: _dump_any(obj))
     return hit
+
+
+def _dump_any(obj: Any) -> str:
+    fast = _fast_dump(obj)
+    return fast if fast is not None else _dump(obj)
+
+
+@functools.cache
+def _dumper_id() -> str:
+    """What the YAML text depends on besides the document: this module's code and PyYAML's
+    version (the key of ``cached_dump``'s entries for large documents)."""
+    source = Path(__file__).read_bytes()
+    return f"pyyaml {yaml.__version__} {hashlib.sha256(source).hexdigest()}"
 
 
 def to_yaml_docs(docs: Iterable[Any]) -> str:

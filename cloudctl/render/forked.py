@@ -8,16 +8,21 @@ fork, a child that died or raised something other than a CloudctlError, a result
 unpickle) makes ``fn`` run here instead, so the outcome is always what ``fn()`` would give,
 tracebacks of bugs included.
 
-Used by ``render_all`` to load the secrets bundle (cryptography checking the RSA-4096 key holds
-the GIL for ~0.25 s, so a thread would not help) on the second core while the GitOps tree
-renders. The bundle crosses an anonymous pipe between two processes of the same user; it is
-never written anywhere.
+A process with other threads running runs ``fn`` here too: a forked child holds only the
+calling thread, and a lock another thread held at the fork (the import lock, a logging lock)
+would never be released in it.
+
+Used by ``render_all`` to render the machine configs of a large rack on the second core (pure
+Python holding the GIL, so a thread would not help) while the GitOps tree renders. The configs
+and the bundle cross an anonymous pipe between two processes of the same user; they are never
+written anywhere.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -40,7 +45,7 @@ def _child(fn: Callable[[], T], w: int) -> None:
 
 def start(fn: Callable[[], T]) -> Callable[[], T]:
     """Start ``fn`` in a child process; call the returned function for its result."""
-    if not hasattr(os, "fork"):
+    if not hasattr(os, "fork") or threading.active_count() > 1:
         return fn
     try:
         r, w = os.pipe()

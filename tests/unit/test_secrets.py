@@ -147,3 +147,28 @@ def test_secret_strings_cover_keys(bundle: SecretsBundle) -> None:
     s = bundle.secret_strings()
     assert bundle.bootstrap_token in s and bundle.cluster_secret in s
     assert base64.b64encode(bundle.os.key or b"").decode() in s
+
+
+def test_inconsistent_rsa_key_is_refused(bundle: SecretsBundle) -> None:
+    """RSA keys are checked by arithmetic, not by OpenSSL's primality tests: a key whose
+    private exponent belongs to another key (a spliced or damaged file) is still refused,
+    and the bundle's own service-account key still loads."""
+    from cryptography.hazmat.primitives import serialization
+
+    from cloudctl.secrets.pki import load_private_key
+
+    good = load_private_key(bundle.k8s_service_account_key)
+    assert isinstance(good, rsa.RSAPrivateKey)
+    other = rsa.generate_private_key(65537, 2048).private_numbers()
+    mine = good.private_numbers()
+    spliced = rsa.RSAPrivateNumbers(
+        p=mine.p, q=mine.q, d=other.d, dmp1=mine.dmp1, dmq1=mine.dmq1, iqmp=mine.iqmp,
+        public_numbers=mine.public_numbers,
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    pem = spliced.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(SecretsError, match="inconsistent"):
+        load_private_key(pem)

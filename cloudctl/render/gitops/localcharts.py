@@ -27,10 +27,9 @@ import yaml
 from ...capi_catalog import capi_catalog
 from ...errors import RenderError
 from ...resources import read_text
+from ...util.yamlcache import load_documents
 from ..files import Files, text_file, to_yaml
 from .metallb import CHART_TEMPLATE as METALLB_TEMPLATE
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,8 @@ def operator_documents(chart: str) -> tuple[tuple[str, dict[str, Any]], ...]:
     bundle = OPERATORS[chart]
     out: list[tuple[str, dict[str, Any]]] = []
     for raw in split_documents(read_text("flux", bundle.manifest)):
-        doc = yaml.load(raw, Loader=_LOADER)
+        parsed = load_documents(raw)  # the large CRDs parsed once, then read as cached JSON
+        doc = parsed[0] if len(parsed) == 1 else None
         if not isinstance(doc, dict):
             continue
         if doc.get("kind") == "Namespace":
