@@ -15,8 +15,11 @@ from pathlib import Path
 def write_atomic(path: Path, data: bytes | str, *, mode: int = 0o600, fsync: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically; the file gets ``mode`` (default 0600)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except FileNotFoundError:  # the directory is made on the first write only
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:

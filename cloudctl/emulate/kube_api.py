@@ -176,9 +176,14 @@ class KubeApi:
         body: bytes,
         *,
         user: UserInfo | None = None,
+        reconcile: bool = True,
+        incremental: bool = False,
     ) -> Response:
-        """``user``: who the transport authenticated (None: anonymous)."""
-        self.controllers.reconcile(self.clock())
+        """``user``: who the transport authenticated (None: anonymous). ``reconcile``: run the
+        controllers' pass first (the transport skips it when nothing changed since the last),
+        ``incremental`` as ``Controllers.reconcile`` says."""
+        if reconcile:
+            self.controllers.reconcile(self.clock(), incremental=incremental)
         self._user = user or UserInfo.anonymous()
         url = urlsplit(target)
         multi = parse_qs(url.query, keep_blank_values=True)
@@ -825,6 +830,26 @@ class _Server(ThreadingHTTPServer):
         self.emulator.rejected_connections += 1
 
 
+class _PassLock:
+    """The emulator's lock, and whether the controllers' inputs outside the store changed.
+
+    Entered as itself by the methods that change what the controllers read besides the store
+    (kubelets, injected faults, storage, pod readiness, ...): that marks a pass as due. Entered
+    through ``quiet`` (the same lock) by requests, watches and passes, which change controller
+    state only through the store, whose revision says so."""
+
+    def __init__(self) -> None:
+        self.quiet = threading.RLock()
+        self.touched = True
+
+    def __enter__(self) -> None:
+        self.quiet.acquire()
+        self.touched = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.quiet.release()
+
+
 class KubeApiEmulator:
     """A Kubernetes API server stand-in on loopback with real TLS (see the module docstring)."""
 
@@ -874,7 +899,7 @@ class KubeApiEmulator:
         self.rejected_connections = 0
         self._guards: dict[str, tuple[str, str, str | None, bool]] = {}
         self._unready_guards: set[str] = set()
-        self._lock = threading.RLock()
+        self._lock = _PassLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
@@ -920,8 +945,16 @@ class KubeApiEmulator:
 
     @property
     def lock(self) -> threading.RLock:
-        """Held while the API or a controller works on the store."""
-        return self._lock
+        """Held while the API or a controller works on the store. (Store writes made under it
+        are seen by the next pass through the store's revision.)"""
+        return self._lock.quiet
+
+    def _pass_due(self) -> bool:
+        """Whether the controllers have something to do (the lock held): the store changed
+        since the last pass, something else they read changed (see ``_PassLock``), or a timed
+        transition fell due. Otherwise a pass would change nothing."""
+        return (self._lock.touched or self.store.revision != self._settled
+                or self.api.clock() >= self.controllers.next_due)
 
     def _note_change(self) -> None:
         with self._changed:
@@ -938,11 +971,9 @@ class KubeApiEmulator:
         """The controllers' pass a watch would otherwise wait for: when the store changed
         since the last pass (a request's, the rack's or a watch's), or a timed transition fell
         due."""
-        with self._lock:
-            if self.store.revision == self._settled and \
-                    self.api.clock() < self.controllers.next_due:
-                return
-            self.reconcile()
+        with self._lock.quiet:
+            if self._pass_due():
+                self.reconcile()
 
     def watch_opened(self) -> None:
         with self._changed:
@@ -977,9 +1008,14 @@ class KubeApiEmulator:
         *,
         user: UserInfo | None = None,
     ) -> Response:
-        with self._lock:
-            self._settled = self.store.revision  # the request runs a pass first
-            return self.api.handle(method, target, headers, body, user=user)
+        with self._lock.quiet:
+            due = self._pass_due()
+            incremental = not self._lock.touched
+            if due:  # the request runs a pass first, as the controllers would have by now
+                self._lock.touched = False
+                self._settled = self.store.revision
+            return self.api.handle(method, target, headers, body, user=user, reconcile=due,
+                                   incremental=incremental)
 
     # ------------------------------------------------------------------ client access
 
@@ -1044,9 +1080,11 @@ class KubeApiEmulator:
         return self.controllers.next_due
 
     def reconcile(self) -> None:
-        with self._lock:
+        with self._lock.quiet:
+            incremental = not self._lock.touched
+            self._lock.touched = False
             self._settled = self.store.revision  # what this pass sees (watches: see settle)
-            self.controllers.reconcile(self.api.clock())
+            self.controllers.reconcile(self.api.clock(), incremental=incremental)
             if any(g[3] and n not in self._unready_guards for n, g in self._guards.items()):
                 self._make_guards()  # an unhealthy guard pod, once its pod exists
 
@@ -1109,14 +1147,22 @@ class KubeApiEmulator:
             if name in self._guards:
                 self._make_guards()
 
+    def set_cni_installed(self, installed: bool | None) -> None:
+        """Whether the nodes' network plugin runs (see ``Controllers.cni_installed``); the
+        controllers react at once."""
+        with self._lock:
+            self.controllers.cni_installed = installed
+        self.reconcile()
+
     def set_kubelet(self, name: str, *, posting: bool, version: str | None) -> None:
         """What the node's kubelet reports: whether it posts status (False: the Node turns
         Ready=Unknown with the unreachable taint) and its version (``nodeInfo``)."""
         from .kube_reconcile import Kubelet
 
-        with self._lock:
+        with self._lock.quiet:  # called for every node on every rack pass: a change only
             if self.controllers.kubelets.get(name) != Kubelet(posting, version):
                 self.controllers.kubelets[name] = Kubelet(posting, version)
+                self._lock.touched = True
 
     def remove_node(self, name: str) -> None:
         with self._lock:
@@ -1267,13 +1313,13 @@ class KubeApiEmulator:
 
     def storage_view(self) -> list[dict[str, Any]]:
         """What ``GET .../proxy/v1/view/resources`` answers."""
-        with self._lock:
+        with self._lock.quiet:
             return self.controllers.storage.view()
 
     def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> dict[str, Any] | None:
-        with self._lock:
+        with self._lock.quiet:
             rt = self.store.type_of(api_version, kind)
             if rt is None:
                 return None
@@ -1283,7 +1329,7 @@ class KubeApiEmulator:
     def list(
         self, api_version: str, kind: str, namespace: str | None = None
     ) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock.quiet:
             rt = self.store.type_of(api_version, kind)
             if rt is None:
                 return []

@@ -204,6 +204,8 @@ class Controllers:
     cni_installed: bool | None = None
     """Whether the nodes' network plugin runs; None: when a HelmRelease of a ``cni_charts``
     chart is Ready (a tenant cluster's API is told by its management cluster instead)."""
+    _last_run: dict[str, tuple[tuple[int, ...], float]] = field(default_factory=dict)
+    """Controller -> (revisions of the kinds it watches when it last ran, its next due time)."""
     tenants: TenantControllers = field(init=False)
     """Cluster API, Kamaji and KubeVirt controllers for tenant clusters (kube_tenants)."""
 
@@ -276,21 +278,47 @@ class Controllers:
 
     # ------------------------------------------------------------------ passes
 
-    def reconcile(self, now: float) -> None:
+    def reconcile(self, now: float, *, incremental: bool = False) -> None:
         """One pass over every controller. Afterwards ``next_due`` is the earliest moment a
         timed transition (a delay, a retry) falls due, ``math.inf`` when none is pending: until
-        then, or until an object changes, another pass would change nothing."""
+        then, or until an object changes, another pass would change nothing.
+
+        ``incremental``: nothing the controllers read outside the store changed since the last
+        pass, so the controllers that scale with the rack (the workload controllers and the
+        node lifecycle controller, which visit every node and pod) run only when an object of
+        a kind they watch changed since they last ran, or a transition of theirs fell due, as
+        informer-driven controllers do."""
         self.next_due = math.inf
         self._crds(now)
-        self._workloads(now)
+        self._watching("workloads", self._workloads, now, incremental)
         self._sources(now)
         self._kustomizations(now)
         self._helmreleases(now)
         self._operators(now)
-        self._nodes()
+        self._watching("nodes", lambda _: self._nodes(), now, incremental)
         self._linstor()
         self.tenants.reconcile()
         self.events.observe()
+
+    def _watching(
+        self, name: str, controller: Callable[[float], None], now: float, incremental: bool
+    ) -> None:
+        """Run ``controller`` unless, in an incremental pass, none of the kinds it watches
+        changed since it last ran and none of its timed transitions is due (its due time is
+        kept in ``next_due`` either way)."""
+        seen = tuple(self.store.kind_revision(g, k) for g, k in _WATCHED[name])
+        last = self._last_run.get(name)
+        if incremental and last is not None and last[0] == seen and now < last[1]:
+            self.note_due(last[1])
+            return
+        outer, self.next_due = self.next_due, math.inf
+        try:
+            controller(now)
+        finally:
+            mine = self.next_due
+            self.next_due = min(outer, mine)
+            # the revisions from before it ran: its own writes make it look once more
+            self._last_run[name] = (seen, mine)
 
     def _crds(self, now: float) -> None:
         rt = self._type("apiextensions.k8s.io/v1", "CustomResourceDefinition")
@@ -961,6 +989,15 @@ class Controllers:
         ]
         self._write_status(rt, stored, status)
 
+
+_WATCHED: dict[str, tuple[tuple[str, str], ...]] = {
+    "workloads": (
+        ("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
+        ("apps", "DaemonSet"), ("policy", "PodDisruptionBudget"), ("", "Node"), ("", "Pod"),
+    ),
+    "nodes": (("", "Node"), ("helm.toolkit.fluxcd.io", "HelmRelease")),
+}
+"""(group, kind) of the objects each skippable controller reads (Controllers._watching)."""
 
 _NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 _UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"

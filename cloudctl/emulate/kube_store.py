@@ -222,6 +222,7 @@ class Store:
         self._kinds: dict[tuple[str, str, str], ResourceType] = {}
         self._objects: dict[tuple[str, str], dict[tuple[str, str], StoredObject]] = {}
         self._rv = 0
+        self._kind_rv: dict[tuple[str, str], int] = {}
         self.on_write: Callable[[], None] | None = None
         """Called after every change (from whichever thread made it): the rack wakes up."""
         self.crds = CrdValidators()
@@ -329,6 +330,10 @@ class Store:
         """The current resourceVersion as a number."""
         return self._rv
 
+    def kind_revision(self, group: str, kind: str) -> int:
+        """The resourceVersion of the last change to an object of this kind (0: none yet)."""
+        return self._kind_rv.get((group, kind), 0)
+
     @property
     def compacted(self) -> int:
         """The newest resourceVersion whose change is no longer kept: a watch must start at or
@@ -361,6 +366,7 @@ class Store:
         stored: StoredObject,
         previous: StoredObject | None,
     ) -> None:
+        self._kind_rv[(rt.group, rt.kind)] = self._rv
         self._history.append(Change(self._rv, kind, (rt.group, rt.plural), key, stored, previous))
         while len(self._history) > self.history_size:
             self._compacted = self._history.popleft().rv

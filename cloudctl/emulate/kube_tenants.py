@@ -814,8 +814,7 @@ class TenantControllers:
             cluster = self._owner_cluster_of_tcp(tcp) if tcp is not None else None
             installed = cluster is not None and (ns, f"{cluster}-kubeconfig") in ready_secrets
             if api.emulator.controllers.cni_installed != installed:
-                api.emulator.controllers.cni_installed = installed
-                api.emulator.reconcile()
+                api.emulator.set_cni_installed(installed)
 
     def _owner_cluster_of_tcp(self, tcp: Mapping[str, Any]) -> str | None:
         labels = tcp["metadata"].get("labels") or {}

@@ -90,9 +90,13 @@ helm-controller's action (before the release is Ready), as Helm would install th
 chart itself is not available offline."""
 
 
+def _rack_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     # rewritten on every counter change: atomic, but not worth an fsync each time
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True), mode=0o600, fsync=False)
+    write_atomic(path, _rack_json(data), mode=0o600, fsync=False)
 
 
 NODE_SLOW_DEFAULT = 2.0
@@ -264,10 +268,10 @@ class RackProcess:
         return cached[1]
 
     def publish(self) -> None:
-        snap = self.snapshot()
-        text = json.dumps(snap, sort_keys=True)
+        text = _rack_json(self.snapshot())
         if text != self._last:
-            write_json_atomic(self.directory / RACK_FILE, snap)
+            # rewritten after every pass that changed a counter: atomic, not worth an fsync
+            write_atomic(self.directory / RACK_FILE, text, mode=0o600, fsync=False)
             self._last = text
 
     def fingerprint(self) -> tuple[Any, ...]:

@@ -83,8 +83,11 @@ class Context:
             self._state = self.statefile.load()
         return self._state
 
-    def save(self) -> None:
-        self.statefile.save(self.state)
+    def save(self, *, durable: bool = True) -> None:
+        """Write the state now. ``durable=False`` skips the fsync: per-node progress of many
+        nodes at once is written before each event that reports it (a killed run leaves it on
+        disk), and the stage's closing ``save`` makes it durable."""
+        self.statefile.save(self.state, fsync=durable)
 
     @property
     def render_dir(self) -> Path:

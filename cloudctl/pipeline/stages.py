@@ -417,6 +417,8 @@ class Apply(NodeStage):
         creds = ctx.credentials
         wanted = set(plan.targets())
 
+        slots = ops.ApplySlots()
+
         def on_event(node: str, message: str) -> None:
             ctx.events(self.name, "info", message, node=node)
 
@@ -426,28 +428,32 @@ class Apply(NodeStage):
                 d = found.nodes.get(node.name)
                 if d is None:
                     ep = ctx.rack.dial(str(node.ip)).named(node.name)
-                    version = await ops.wait_running(ep, creds, timeout=ctx.options.timeout,
-                                                     poll=0.1)
+                    async with slots.wait:
+                        version = await ops.wait_running(ep, creds, timeout=ctx.options.timeout,
+                                                         poll=0.1)
                     what = f"already configured, running {version.tag}"
                 else:
                     ns.phase = NodePhase.APPLYING
-                    ctx.save()
+                    ctx.save(durable=False)
                     ctx.events(self.name, "node", f"applying config at {d.address}",
                                node=node.name, phase="applying")
                     out = await ops.apply_node(node, d, configs[node.name], creds,
                                                dial=ctx.rack.dial, timeout=ctx.options.timeout,
-                                               on_event=on_event)
+                                               on_event=on_event, slots=slots)
                     what = f"applied, running {out.version} on {out.address}"
                 if ns.phase in (NodePhase.PENDING, NodePhase.DISCOVERED, NodePhase.APPLYING):
                     ns.phase = NodePhase.APPLIED
                 ns.endpoint = str(node.ip)
                 ns.error = None
-                ctx.save()
+                ctx.save(durable=False)
                 ctx.events(self.name, "node", what, node=node.name, phase="applied")
                 return what
             return run
 
-        results = await ops.fan_out((n.name, job(n)) for n in inv.nodes if n.name in wanted)
+        todo = [n for n in inv.nodes if n.name in wanted]
+        # every node's task runs at once; the slots bound the sends and the watches
+        results = await ops.fan_out(((n.name, job(n)) for n in todo),
+                                    concurrency=max(1, len(todo)))
         for r in results:
             if not r.ok:
                 ctx.state.node(r.node).error = str(r.error)

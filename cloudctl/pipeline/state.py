@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,12 @@ class PipelineState:
         return None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        # what asdict() gives, without its deep copy of every plan line: written after each
+        # node's progress, this is on the apply stage's path a hundred times per rack
+        doc = _fields(self)
+        doc["stages"] = {k: _fields(v) for k, v in self.stages.items()}
+        doc["nodes"] = {k: _fields(v) for k, v in self.nodes.items()}
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> PipelineState:
@@ -153,6 +158,10 @@ class PipelineState:
         return st
 
 
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
 class StateFile:
     """Atomic load/save of a PipelineState."""
 
@@ -179,8 +188,8 @@ class StateFile:
             )
         return st
 
-    def save(self, state: PipelineState) -> None:
-        write_atomic(self.path, state.to_json(), mode=0o600)
+    def save(self, state: PipelineState, *, fsync: bool = True) -> None:
+        write_atomic(self.path, state.to_json(), mode=0o600, fsync=fsync)
 
 
 def now() -> float:

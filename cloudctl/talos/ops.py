@@ -58,6 +58,20 @@ Events = Callable[[str, str], None]
 """``on_event(node, message)`` progress callback."""
 
 DEFAULT_CONCURRENCY = 32
+"""Nodes talked to at once where each talk is one exchange (probe, send a config, query)."""
+WAIT_CONCURRENCY = 512
+"""Nodes watched at once while they install (each watch holds one connection): a config is
+sent to every node without waiting for the ones before it to finish installing."""
+MAX_POLL = 2.0
+"""Polls of an installing node start at ``poll`` and back off to this."""
+
+
+class ApplySlots:
+    """How many nodes get their config sent, and are then watched, at the same time."""
+
+    def __init__(self, send: int = DEFAULT_CONCURRENCY, wait: int = WAIT_CONCURRENCY) -> None:
+        self.send = asyncio.Semaphore(send)
+        self.wait = asyncio.Semaphore(wait)
 
 
 def _noop(node: str, message: str) -> None:
@@ -326,10 +340,12 @@ async def wait_running(
             except (TalosApiError, Timeout) as exc:
                 last = str(exc)
                 c.close()
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise Timeout(f"Talos node {endpoint.label}: not running in normal mode after "
                               f"{timeout:g}s (last: {last})")
-            await asyncio.sleep(poll)
+            await asyncio.sleep(min(poll, left))
+            poll = min(poll * 1.5, max(poll, MAX_POLL))  # a real install takes minutes
 
 
 async def running_version(
@@ -354,24 +370,31 @@ async def apply_node(
     dial: Dial,
     timeout: float = 600.0,
     on_event: Events = _noop,
+    slots: ApplySlots | None = None,
 ) -> ApplyOutcome:
     """Dry run, apply with mode AUTO over the maintenance API, wait for normal mode.
 
     The maintenance connection is pinned to the certificate key seen at discovery, so the
-    config (which holds secrets) goes to the machine that was matched by MAC.
+    config (which holds secrets) goes to the machine that was matched by MAC. With ``slots``
+    (shared by the nodes applied together), the send and the wait each take a slot of their
+    own: the next node's config goes out while this one installs.
     """
+    if slots is None:
+        slots = ApplySlots()
     foreign = foreign_macs(config, found.macs)
     if foreign:
         raise InputError(Problem(f"nodes.{node.name}", f"config for node {node.name} selects "
                                  f"MAC(s) {', '.join(foreign)} that the machine at "
                                  f"{found.address} does not have ({', '.join(found.macs)})"))
     pins = (found.spki,) if found.spki else ()
-    async with TalosClient(dial(found.address).named(node.name), spki_pins=pins) as c:
+    async with slots.send, TalosClient(dial(found.address).named(node.name),
+                                       spki_pins=pins) as c:
         dry = await c.apply_configuration(config, dry_run=True)
         on_event(node.name, f"dry run: {redact_text(dry.mode_details)}")
         res = await c.apply_configuration(config)
         on_event(node.name, f"applied ({res.mode}): {res.mode_details}")
-    version = await wait_running(_ep(dial, node), creds, timeout=timeout)
+    async with slots.wait:
+        version = await wait_running(_ep(dial, node), creds, timeout=timeout)
     on_event(node.name, f"running {version.tag} on {node.ip}")
     return ApplyOutcome(str(node.ip), redact_text(dry.mode_details), res.mode_details, version.tag)
 
@@ -392,11 +415,14 @@ async def apply_all(
     A node not found in maintenance mode but already answering over mTLS on its configured
     address (a resumed run) counts as applied; its config is not sent again.
     """
+    slots = ApplySlots(send=concurrency)
+
     def job(node: Node) -> Callable[[], Awaitable[ApplyOutcome]]:
         async def run() -> ApplyOutcome:
             found = discovery.nodes.get(node.name)
             if found is None:
-                running = await running_version(_ep(dial, node), creds)
+                async with slots.send:
+                    running = await running_version(_ep(dial, node), creds)
                 if running is not None:
                     on_event(node.name, f"already configured, running {running.tag}")
                     return ApplyOutcome(str(node.ip), "", "already configured", running.tag)
@@ -405,10 +431,12 @@ async def apply_all(
             if node.name not in configs:
                 raise InputError(f"no machine config for node {node.name}")
             return await apply_node(node, found, configs[node.name], creds, dial=dial,
-                                    timeout=timeout, on_event=on_event)
+                                    timeout=timeout, on_event=on_event, slots=slots)
         return run
 
-    return await fan_out(((n.name, job(n)) for n in inv.nodes), concurrency=concurrency)
+    # every node's task runs at once; the slots bound what they do
+    return await fan_out(((n.name, job(n)) for n in inv.nodes),
+                         concurrency=max(1, len(inv.nodes)))
 
 
 # --------------------------------------------------------------------------- bootstrap
