@@ -1089,9 +1089,12 @@ class KubeApiEmulator:
                 self._make_guards()  # an unhealthy guard pod, once its pod exists
 
     def add_node(
-        self, name: str, ip: str, roles: tuple[str, ...] | list[str] = ("worker",)
+        self, name: str, ip: str, roles: tuple[str, ...] | list[str] = ("worker",), *,
+        settle: bool = True,
     ) -> None:
-        """A node joins (kubelet registered): NotReady until the CNI release is Ready."""
+        """A node joins (kubelet registered): NotReady until the CNI release is Ready.
+        ``settle=False``: the caller runs the controllers' pass itself once every node of a
+        batch has joined (the rack: a pass per node would be a hundred passes)."""
         labels = {
             "kubernetes.io/hostname": name,
             "kubernetes.io/os": "linux",
@@ -1143,7 +1146,8 @@ class KubeApiEmulator:
                     "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
                 },
             )
-            self.controllers.reconcile(self.api.clock())
+            if settle:
+                self.controllers.reconcile(self.api.clock())
             if name in self._guards:
                 self._make_guards()
 

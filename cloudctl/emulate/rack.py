@@ -90,6 +90,9 @@ helm-controller's action (before the release is Ready), as Helm would install th
 chart itself is not available offline."""
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _rack_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
 
@@ -247,7 +250,8 @@ class RackProcess:
         for node in self.inv.nodes:
             if node.name in self.joined or self.rack.nodes[node.name].state.stage != "running":
                 continue
-            self.emu.add_node(node.name, str(node.ip), (node.role,))
+            # reconcile_once runs the pass right after (every node that joined in one pass)
+            self.emu.add_node(node.name, str(node.ip), (node.role,), settle=False)
             self.joined.add(node.name)
         for name in self.joined:
             talos = self.rack.nodes[name]
@@ -260,7 +264,7 @@ class RackProcess:
             return None
         cached = self._kubelets.get(name)
         if cached is None or cached[0] is not cfg.text:
-            v1 = next((d for d in yaml.safe_load_all(cfg.text)
+            v1 = next((d for d in yaml.load_all(cfg.text, Loader=_LOADER)
                        if isinstance(d, dict) and d.get("version") == "v1alpha1"), {})
             image = str(((v1.get("machine") or {}).get("kubelet") or {}).get("image") or "")
             cached = (cfg.text, tag_of(image) or None)

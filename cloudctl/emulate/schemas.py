@@ -70,8 +70,9 @@ class ConfigRejected(ValueError):
 # --------------------------------------------------------------------------- YAML
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    pass
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe loading (libyaml's parser where PyYAML has it: every applied config is parsed),
+    refusing a mapping key given twice as Talos' strict decoder does."""
 
 
 def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:

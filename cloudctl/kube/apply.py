@@ -46,9 +46,13 @@ def wait_crds_established(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Poll each CustomResourceDefinition until its ``Established`` condition is True."""
+    """Poll each CustomResourceDefinition until its ``Established`` condition is True.
+
+    The first polls come quickly (an API server usually establishes a new CRD within tens of
+    milliseconds), then back off to ``interval``."""
     pending = sorted(set(names))
     deadline = clock() + timeout
+    pause = min(0.02, interval)
     while True:
         still = []
         for name in pending:
@@ -63,7 +67,8 @@ def wait_crds_established(
                 f"timed out after {timeout:g}s waiting for CustomResourceDefinitions to be "
                 f"Established: {', '.join(pending)}"
             )
-        sleep(interval)
+        sleep(pause)
+        pause = min(pause * 2, interval)
 
 
 def _prepared(obj: Mapping[str, Any], kube: Kube, default_namespace: str) -> dict[str, Any]:

@@ -197,3 +197,17 @@ def test_unreachable_server_is_a_remote_error(emulator: KubeApiEmulator) -> None
         with pytest.raises(KubeUnreachable) as exc:
             k.get(ObjectRef("v1", "ConfigMap", "x", "default"))
     assert emulator.url in str(exc.value) and exc.value.exit_code == 6
+
+
+def test_crd_wait_polls_quickly_first_then_backs_off(kube: Kube) -> None:
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(s: float) -> None:
+        pauses.append(s)
+        now[0] += s
+
+    with pytest.raises(Timeout):
+        wait_crds_established(kube, ["widgets.example.org"], timeout=1.0,
+                              clock=lambda: now[0], sleep=sleep)
+    assert pauses[:6] == [0.02, 0.04, 0.08, 0.16, 0.2, 0.2]
