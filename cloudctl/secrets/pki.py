@@ -16,18 +16,36 @@ import datetime as dt
 import math
 import secrets as pysecrets
 from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from ..errors import SecretsError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 
 CA_VALIDITY = dt.timedelta(hours=87600)
 CLIENT_VALIDITY = dt.timedelta(days=365)
 
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+
+def _crypto() -> None:
+    """Import ``cryptography`` into this module on first use. Rendering passes certificates and
+    keys along as PEM bytes (``CertAndKey``) and needs none of it; the render of a large rack
+    loads the bundle in a forked child, so the parent never pays for the import."""
+    g = globals()
+    if "x509" in g:
+        return
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    g.update(x509=x509, hashes=hashes, serialization=serialization, ec=ec, ed25519=ed25519,
+             rsa=rsa, ExtendedKeyUsageOID=ExtendedKeyUsageOID, NameOID=NameOID)
 
 _ED25519_LABEL = b"ED25519 PRIVATE KEY"
 
@@ -48,6 +66,7 @@ def _now() -> dt.datetime:
 
 
 def key_to_pem(key: PrivateKey) -> bytes:
+    _crypto()
     if isinstance(key, ed25519.Ed25519PrivateKey):
         pem = key.private_bytes(
             serialization.Encoding.PEM,
@@ -72,6 +91,7 @@ def load_private_key(pem: bytes) -> PrivateKey:
     render. The arithmetic below catches what a damaged or mismatched key file shows (any
     changed bit breaks n = p*q or the exponents); primality is what a generator guarantees,
     and these keys are only ever made by ``new_rsa4096`` or ``talosctl gen secrets``."""
+    _crypto()
     data = pem.replace(_ED25519_LABEL, b"PRIVATE KEY")
     try:
         key = serialization.load_pem_private_key(
@@ -103,6 +123,7 @@ def _rsa_consistent(n: rsa.RSAPrivateNumbers) -> bool:
 
 
 def load_certificate(pem: bytes) -> x509.Certificate:
+    _crypto()
     try:
         return x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
@@ -140,6 +161,7 @@ def new_ca(
     now: dt.datetime | None = None,
 ) -> CertAndKey:
     """A self-signed CA as siderolabs/crypto makes it."""
+    _crypto()
     now = now or _now()
     attrs = []
     if organization:
@@ -183,6 +205,7 @@ def issue_cert(
     now: dt.datetime | None = None,
 ) -> CertAndKey:
     """A leaf certificate signed by ``ca`` (client and/or server auth)."""
+    _crypto()
     import ipaddress
 
     if ca.key is None:
@@ -219,19 +242,23 @@ def issue_cert(
 
 
 def new_ed25519() -> ed25519.Ed25519PrivateKey:
+    _crypto()
     return ed25519.Ed25519PrivateKey.generate()
 
 
 def new_p256() -> ec.EllipticCurvePrivateKey:
+    _crypto()
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def new_rsa4096() -> rsa.RSAPrivateKey:
+    _crypto()
     return rsa.generate_private_key(public_exponent=65537, key_size=4096)
 
 
 def same_key_type(key: PrivateKey) -> PrivateKey:
     """A fresh key of the same type as ``key`` (leaf keys follow their CA's type)."""
+    _crypto()
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return new_ed25519()
     if isinstance(key, ec.EllipticCurvePrivateKey):
