@@ -11,9 +11,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import yaml
-
 from .resources import read_text
+from .util.yamlcache import safe_load as yaml_safe_load
 
 __all__ = ["CapiCatalog", "Provider", "capi_catalog", "parse_minor"]
 
@@ -58,7 +57,7 @@ def parse_minor(version: str) -> tuple[int, int]:
 
 @functools.cache
 def capi_catalog() -> CapiCatalog:
-    doc = yaml.safe_load(read_text("flux", "cluster-api.yaml"))
+    doc = yaml_safe_load(read_text("flux", "cluster-api.yaml"))
     kube = doc["kubernetes"]
     return CapiCatalog(
         operator_release=doc["operator"]["release"],

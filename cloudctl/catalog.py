@@ -7,9 +7,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from .resources import read_text
+from .util.yamlcache import safe_load as yaml_safe_load
 
 
 def parse_version(v: str) -> tuple[int, int, int]:
@@ -104,4 +103,4 @@ def _load(raw: dict[str, Any]) -> TalosCatalog:
 
 @functools.cache
 def talos_catalog() -> TalosCatalog:
-    return _load(yaml.safe_load(read_text("talos", "catalog.yaml")))
+    return _load(yaml_safe_load(read_text("talos", "catalog.yaml")))

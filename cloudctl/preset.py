@@ -14,10 +14,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from .errors import RenderError
 from .resources import read_text
+from .util.yamlcache import safe_load as yaml_safe_load
 
 __all__ = ["KubePrism", "Preset", "preset"]
 
@@ -78,7 +77,7 @@ def _require(cond: bool, what: str) -> None:
 
 
 def parse_preset(text: str) -> Preset:
-    data = yaml.safe_load(text) or {}
+    data = yaml_safe_load(text) or {}
     _require(isinstance(data, dict), "not a mapping")
     defaults = data.get("defaults") or {}
     prism = data.get("kubePrism") or {}

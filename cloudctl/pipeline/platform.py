@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import yaml
-
 from ..errors import Timeout
 from ..kube import (
     Applied,
@@ -36,6 +34,7 @@ from ..kube.wait import WORKLOAD_KINDS, WorkloadStatus, is_operator_cr, wait_ope
 from ..render.files import Files
 from ..render.gitops import local_chart_manifests, platform_releases
 from ..render.gitops.platform import GIT_SOURCE
+from ..util.yamlcache import safe_load as yaml_safe_load
 
 ROOT = "gitops"
 SYNC_FILE = "gotk-sync.yaml"
@@ -43,7 +42,7 @@ SYNC_FILE = "gotk-sync.yaml"
 
 def kustomize_resources(files: Files, directory: str) -> list[str]:
     """The ``resources:`` of ``<directory>/kustomization.yaml`` in the rendered files."""
-    doc = yaml.safe_load(files[f"{directory}/kustomization.yaml"].data) or {}
+    doc = yaml_safe_load(files[f"{directory}/kustomization.yaml"].data) or {}
     return [str(r) for r in doc.get("resources") or []]
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import SecretsError
+from ..util.yamlcache import safe_load as yaml_safe_load
 from .pki import (
     CertAndKey,
     issue_cert,
@@ -184,8 +185,8 @@ def _certkey(doc: Any, path: str, *, key_only: bool = False) -> CertAndKey:
 
 def bundle_from_yaml(secrets_text: str, admin_text: str | None) -> SecretsBundle:
     try:
-        doc = yaml.safe_load(secrets_text)
-        admin_doc = yaml.safe_load(admin_text) if admin_text is not None else None
+        doc = yaml_safe_load(secrets_text)
+        admin_doc = yaml_safe_load(admin_text) if admin_text is not None else None
     except yaml.YAMLError as exc:
         raise SecretsError(f"secrets bundle is not valid YAML: {exc}") from None
     if not isinstance(doc, dict):

@@ -46,6 +46,7 @@ from grpclib.protocol import H2Protocol
 
 from ..errors import RemoteError, SecretsError, Timeout
 from ..secrets import load_private_key
+from ..util.yamlcache import safe_load as yaml_safe_load
 from .proto import cosi_resource_grpc, cosi_resource_pb2, machine_grpc, machine_pb2, storage_grpc
 
 APID_PORT = 50000
@@ -125,7 +126,7 @@ class Credentials:
     @classmethod
     def from_talosconfig(cls, text: str, context: str | None = None) -> Credentials:
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml_safe_load(text)
             name = context or doc["context"]
             ctx = doc["contexts"][name]
             return cls(
@@ -703,7 +704,7 @@ class TalosClient:
 
 def _resource(r: cosi_resource_pb2.Resource, node: str) -> Resource:
     try:
-        spec = yaml.safe_load(r.spec.yaml_spec) if r.spec.yaml_spec else None
+        spec = yaml_safe_load(r.spec.yaml_spec) if r.spec.yaml_spec else None
     except yaml.YAMLError as exc:
         raise TalosApiError(node, f"resource {r.metadata.type}", Status.DATA_LOSS,
                             f"yaml_spec is not YAML: {exc}") from None

@@ -11,12 +11,12 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import yaml
 from pydantic.alias_generators import to_camel
 
 from ...errors import InputError, Problem, RenderError
 from ...inventory.models import Component, Inventory
 from ...resources import read_text
+from ...util.yamlcache import safe_load as yaml_safe_load
 
 SourceType = Literal["helm", "oci", "git"]
 
@@ -70,7 +70,7 @@ class PlatformRelease:
 
 
 def _parse_catalog(text: str) -> Catalog:
-    data = yaml.safe_load(text)
+    data = yaml_safe_load(text)
     sources = {
         name: Source(name=name, type=spec["type"], url=spec.get("url"))
         for name, spec in data["sources"].items()

@@ -22,12 +22,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from ...capi_catalog import capi_catalog
 from ...errors import RenderError
 from ...resources import read_text
 from ...util.yamlcache import load_documents
+from ...util.yamlcache import safe_load as yaml_safe_load
 from ..files import Files, text_file, to_yaml
 from .metallb import CHART_TEMPLATE as METALLB_TEMPLATE
 
@@ -153,7 +152,7 @@ def operator_documents(chart: str) -> tuple[tuple[str, dict[str, Any]], ...]:
 
 def cr_defaults(chart: str) -> dict[str, Any]:
     spec = CUSTOM_RESOURCES[chart]
-    doc = yaml.safe_load(read_text("flux", spec.defaults))
+    doc = yaml_safe_load(read_text("flux", spec.defaults))
     return {"spec": doc.get("spec") or {}}
 
 
