@@ -51,6 +51,8 @@ from .tftp_proto import (
     to_netascii,
 )
 
+read, write = os.read, os.write
+
 MAX_TRANSFERS = 1024
 BATCH = 64
 """Datagrams handled per transfer per event-loop wake-up."""
@@ -77,6 +79,7 @@ class _Session:
         self.server = server
         self.client = client
         self.sock = sock
+        self.fd = sock.fileno()
         self.filename = filename
         self.source = source
         self.transfer = ReadTransfer(source, negotiated, retries=server.retries)
@@ -129,13 +132,16 @@ class _Session:
         self._apply(self.transfer.on_timer(time.monotonic()))
 
     def _readable(self) -> None:
-        sock, transfer = self.sock, self.transfer
+        # os.read/os.write on the connected socket's descriptor: the same recv(2)/send(2)
+        # semantics as socket.recv/send (a datagram per call, EAGAIN, ECONNREFUSED), with less
+        # interpreter work per block (measured: ~0.3 us of ~2.7 us per pair)
+        fd, transfer = self.fd, self.transfer
         now = time.monotonic()  # one clock read per wake-up is precise enough for 1 s timers
         # A fast client can answer before we see EAGAIN; cap the ping-pong per wake-up so one
         # transfer cannot starve the others (and the HTTP/DHCP servers on the same loop).
         for _ in range(BATCH):
             try:
-                data = sock.recv(MAX_PACKET)
+                data = read(fd, MAX_PACKET)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -146,7 +152,7 @@ class _Session:
                 # Hot path: one ACK in, the next block(s) out, no packet objects.
                 for packet in transfer.on_ack((data[2] << 8) | data[3], now):
                     try:
-                        sock.send(packet)
+                        write(fd, packet)
                     except BlockingIOError:
                         break  # socket buffer full: the retransmission timer recovers
                     except OSError as exc:
