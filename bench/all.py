@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SETTLE = 15.0
+"""Seconds of quiet between two benches."""
 SUMMARY = re.compile(
     r"ratio|median|offered \d+/s:|p50|p99|end to end|% of a core|wall time|--help|"
     r"validate:|render|floor", re.IGNORECASE)
@@ -56,7 +58,13 @@ def main() -> int:
     a = ap.parse_args()
     started = dt.datetime.now(dt.UTC)
     report: list[str] = []
-    for title, argv, timeout in benches(a.quick):
+    for i, (title, argv, timeout) in enumerate(benches(a.quick)):
+        if i:
+            # each bench starts on a settled machine: the one before may leave dirty pages
+            # being written back and a busy load average (the render after the HTTP bench ran
+            # 0.3 s slower without this pause)
+            os.sync()
+            time.sleep(SETTLE)
         print(f"== {title}", flush=True)
         t = time.monotonic()
         try:

@@ -1163,7 +1163,8 @@ class KubeApiEmulator:
         Ready=Unknown with the unreachable taint) and its version (``nodeInfo``)."""
         from .kube_reconcile import Kubelet
 
-        with self._lock.quiet:  # called for every node on every rack pass: a change only
+        with self._lock.quiet:  # called for every node on every rack pass: only a change
+            # marks a pass due
             if self.controllers.kubelets.get(name) != Kubelet(posting, version):
                 self.controllers.kubelets[name] = Kubelet(posting, version)
                 self._lock.touched = True

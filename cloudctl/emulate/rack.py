@@ -97,11 +97,6 @@ def _rack_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    # rewritten on every counter change: atomic, but not worth an fsync each time
-    write_atomic(path, _rack_json(data), mode=0o600, fsync=False)
-
-
 NODE_SLOW_DEFAULT = 2.0
 APPLY_REJECTED_DEFAULT = "configuration rejected (injected fault)"
 COMPONENT_DEFAULT = "operator failed to deploy its components (injected fault)"
