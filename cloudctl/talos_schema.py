@@ -37,6 +37,7 @@ import yaml
 from cloudctl import resources
 from cloudctl.errors import InputError, Problem, RenderError
 from cloudctl.util.paths import format_path
+from cloudctl.util.yamlcache import SAFE_LOADER
 
 V1ALPHA1 = "v1alpha1"
 """Pseudo-kind used in messages for the legacy ``version: v1alpha1`` document."""
@@ -63,10 +64,7 @@ def supported_minors() -> list[str]:
 # YAML parsing
 
 
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _StrictLoader(_BaseLoader):  # type: ignore[misc]
+class _StrictLoader(SAFE_LOADER):  # type: ignore[misc]
     """Safe loader (libyaml-backed when available) refusing duplicate mapping keys, as Talos'
     Go decoder does."""
 

@@ -72,6 +72,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from ..util.yamlcache import SAFE_LOADER
 from .kube_auth import (
     UserInfo,
     access_review,
@@ -100,7 +101,6 @@ from .schemas import builtin_unknown_fields, duplicate_fields
 __all__ = ["KubeApi", "KubeApiEmulator", "Response"]
 
 _JSON = "application/json"
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PATCH_TYPES = {
     "application/apply-patch+yaml": "apply",
     "application/merge-patch+json": "merge",
@@ -706,7 +706,7 @@ def _decode(body: bytes, headers: Mapping[str, str], *, yaml_ok: bool = False) -
             try:  # JSON is YAML, and clients (the python one included) send JSON
                 return json.loads(text)
             except ValueError:
-                return yaml.load(text, Loader=_YamlLoader)
+                return yaml.load(text, Loader=SAFE_LOADER)
         return json.loads(text or "null")
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise bad_request(f"the request body could not be decoded: {exc}") from exc

@@ -58,6 +58,7 @@ from typing import Any
 import yaml
 
 from ..kube.objects import order_for_apply
+from ..util.yamlcache import SAFE_LOADER
 from .kube_fields import clone
 from .kube_store import ApiError, Store
 
@@ -83,7 +84,6 @@ RESOURCE_POLICY = "helm.sh/resource-policy"
 HOOK = "helm.sh/hook"
 RENDER_TIMEOUT = 60.0
 
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DOC_SPLIT = re.compile(r"^---[ \t]*$", re.MULTILINE)
 _SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)
 
@@ -187,7 +187,7 @@ def parse_manifest(text: str, chart: str) -> _Rendered:
         m = _SOURCE.search(chunk)
         source = m.group(1).strip() if m else "manifest"
         try:
-            doc = yaml.load(chunk, Loader=_YamlLoader)
+            doc = yaml.load(chunk, Loader=SAFE_LOADER)
         except yaml.YAMLError as exc:
             raise _RenderError(f"YAML parse error on {source}: {exc}") from None
         if doc is None:

@@ -56,6 +56,7 @@ from ..inventory.models import Inventory
 from ..resources import data_dir, vendored_crds
 from ..secrets import SecretsStore
 from ..util.images import tag_of
+from ..util.yamlcache import SAFE_LOADER
 from .faults import NODE_KINDS, FaultSet, parse_faults_document
 from .kube_api import KubeApiEmulator
 from .kube_helm import HelmInstaller
@@ -88,9 +89,6 @@ CHART_CRDS: dict[str, tuple[tuple[str, str], ...]] = {
 """Release -> the vendored CRDs its chart ships (``crds/``): installed by the emulated
 helm-controller's action (before the release is Ready), as Helm would install them, since the
 chart itself is not available offline."""
-
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _rack_json(data: dict[str, Any]) -> str:
@@ -259,7 +257,7 @@ class RackProcess:
             return None
         cached = self._kubelets.get(name)
         if cached is None or cached[0] is not cfg.text:
-            v1 = next((d for d in yaml.load_all(cfg.text, Loader=_LOADER)
+            v1 = next((d for d in yaml.load_all(cfg.text, Loader=SAFE_LOADER)
                        if isinstance(d, dict) and d.get("version") == "v1alpha1"), {})
             image = str(((v1.get("machine") or {}).get("kubelet") or {}).get("image") or "")
             cached = (cfg.text, tag_of(image) or None)

@@ -43,6 +43,7 @@ import yaml
 from jsonschema.protocols import Validator
 
 from .. import resources
+from ..util.yamlcache import SAFE_LOADER
 from .kube_cel import RuleProblem, RuleSet
 
 __all__ = [
@@ -70,7 +71,7 @@ class ConfigRejected(ValueError):
 # --------------------------------------------------------------------------- YAML
 
 
-class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+class _UniqueKeyLoader(SAFE_LOADER):  # type: ignore[misc]
     """Safe loading (libyaml's parser where PyYAML has it: every applied config is parsed),
     refusing a mapping key given twice as Talos' strict decoder does."""
 

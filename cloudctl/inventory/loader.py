@@ -13,15 +13,15 @@ import yaml
 
 from ..errors import InventoryError, Problem
 from ..util.paths import format_path
+from ..util.yamlcache import SAFE_LOADER
 
 PathKey = tuple[str | int, ...]
 LineMap = dict[PathKey, int]
 
 
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _SafeNoDupLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+class _SafeNoDupLoader(SAFE_LOADER):  # type: ignore[valid-type,misc]
     """Safe loader (libyaml when available); duplicate keys are rejected by ``_construct``."""
 
 

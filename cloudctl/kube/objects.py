@@ -12,8 +12,7 @@ from typing import Any
 import yaml
 
 from ..errors import InputError, Problem
-
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x on the Flux CRDs
+from ..util.yamlcache import SAFE_LOADER
 
 __all__ = [
     "ObjectRef",
@@ -108,7 +107,7 @@ def parse_manifests(data: bytes | str, *, source: str) -> list[dict[str, Any]]:
     """Every object of a multi-document YAML stream (``kind: List`` flattened, empty skipped)."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     try:
-        docs = list(yaml.load_all(text, Loader=_YamlLoader))
+        docs = list(yaml.load_all(text, Loader=SAFE_LOADER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

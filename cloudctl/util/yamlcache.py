@@ -28,9 +28,10 @@ from typing import Any
 
 import yaml
 
-__all__ = ["cache_dir", "cached_dump", "load_documents", "safe_load"]
+__all__ = ["SAFE_LOADER", "cache_dir", "cached_dump", "load_documents", "safe_load"]
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""PyYAML's safe loader on libyaml where PyYAML has it (the one place this is chosen)."""
 _MIN_SIZE = 64 * 1024
 """Texts smaller than this are parsed directly (the cache would not pay off)."""
 
@@ -38,7 +39,7 @@ _MIN_SIZE = 64 * 1024
 def safe_load(text: str | bytes) -> Any:
     """``yaml.safe_load`` through libyaml where PyYAML has it (the same documents, several
     times faster): for the data files read on every run (catalogs, presets, the bundle)."""
-    return yaml.load(text, Loader=_LOADER)
+    return yaml.load(text, Loader=SAFE_LOADER)
 
 
 def cache_dir() -> Path | None:
@@ -49,7 +50,7 @@ def cache_dir() -> Path | None:
 
 
 def _parse(text: str) -> list[Any]:
-    return [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
+    return [d for d in yaml.load_all(text, Loader=SAFE_LOADER) if d is not None]
 
 
 def load_documents(text: str) -> list[Any]:

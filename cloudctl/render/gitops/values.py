@@ -20,15 +20,14 @@ from ...inventory.models import Inventory
 from ...preset import preset
 from ...resources import read_text
 from ...util.merge import deep_merge
+from ...util.yamlcache import SAFE_LOADER
 from .catalog import CatalogRelease, PlatformRelease, component_of, inventory_path
 from .metallb import metallb_config_values
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @functools.cache
 def _parsed_values_file(relative: str) -> dict[str, Any]:
-    data = yaml.load(read_text("helm-values", relative), Loader=_LOADER)
+    data = yaml.load(read_text("helm-values", relative), Loader=SAFE_LOADER)
     return dict(data or {})
 
 
