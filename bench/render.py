@@ -69,8 +69,12 @@ def _cloudctl(*argv: str, cwd: Path) -> float:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     t = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "cloudctl", *argv], cwd=cwd, check=True, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "cloudctl", *argv],
+        cwd=cwd,
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - t
 
@@ -99,21 +103,23 @@ def end_to_end(nodes: int, repeat: int, where: str | None = None) -> None:
         for i in range(repeat):
             os.sync()
             time.sleep(0.5)
-            empty.append(_cloudctl("render", "-i", "inventory.yaml", "-o", f"new-{i}",
-                                   cwd=work))
+            empty.append(_cloudctl("render", "-i", "inventory.yaml", "-o", f"new-{i}", cwd=work))
         rerun = [_cloudctl(*argv, cwd=work) for _ in range(repeat)]
         after_delete = []
         for i in range(repeat):
             shutil.rmtree(work / f"new-{i}")
             os.sync()
             time.sleep(0.5)
-            after_delete.append(_cloudctl("render", "-i", "inventory.yaml", "-o",
-                                          f"again-{i}", cwd=work))
+            after_delete.append(
+                _cloudctl("render", "-i", "inventory.yaml", "-o", f"again-{i}", cwd=work)
+            )
         files = sum(1 for p in (work / "out").rglob("*") if p.is_file())
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     place = where or tempfile.gettempdir()
-    print(f"\nend to end, fresh process, {nodes} nodes, {files} files, in {place} "
-          f"(load average {load}):")
+    print(
+        f"\nend to end, fresh process, {nodes} nodes, {files} files, in {place} "
+        f"(load average {load}):"
+    )
     print(f"{'':>38} {'best s':>7} {'median s':>9}")
     for name, times in (
         ("cloudctl --version", version),
