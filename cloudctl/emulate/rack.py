@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -56,6 +55,7 @@ from ..inventory.models import Inventory
 from ..resources import data_dir, vendored_crds
 from ..secrets import SecretsStore
 from ..util.images import tag_of
+from ..util.jsontext import entry_per_line
 from ..util.yamlcache import SAFE_LOADER
 from .faults import NODE_KINDS, FaultSet, parse_faults_document
 from .kube_api import KubeApiEmulator
@@ -92,7 +92,7 @@ chart itself is not available offline."""
 
 
 def _rack_json(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=True)
+    return entry_per_line(data, ("nodes",))
 
 
 NODE_SLOW_DEFAULT = 2.0

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..errors import StateError
+from ..util.jsontext import entry_per_line
 
 STAGES: tuple[str, ...] = (
     "preflight",
@@ -124,12 +125,15 @@ class PipelineState:
         return None
 
     def to_json(self) -> str:
-        # what asdict() gives, without its deep copy of every plan line: written after each
-        # node's progress, this is on the apply stage's path a hundred times per rack
+        """The state file's text: one line per top-level field, per stage and per node.
+
+        Written after each node's progress (a hundred times per rack in the apply stage), so
+        built for speed: what asdict() gives without its deep copy of every plan line, each
+        line by json's C encoder (see ``util.jsontext``)."""
         doc = _fields(self)
         doc["stages"] = {k: _fields(v) for k, v in self.stages.items()}
         doc["nodes"] = {k: _fields(v) for k, v in self.nodes.items()}
-        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        return entry_per_line(doc, ("stages", "nodes"))
 
     @classmethod
     def from_json(cls, text: str) -> PipelineState:
