@@ -206,6 +206,10 @@ class Controllers:
     chart is Ready (a tenant cluster's API is told by its management cluster instead)."""
     _last_run: dict[str, tuple[tuple[int, ...], float]] = field(default_factory=dict)
     """Controller -> (revisions of the kinds it watches when it last ran, its next due time)."""
+    _node_settled: dict[str, tuple[StoredObject, Kubelet, bool]] = field(default_factory=dict)
+    """Node name -> (the stored Node, its kubelet, whether the CNI was ready) when the node
+    lifecycle controller last found nothing to change for it: the same three again need no
+    visit (stored objects are replaced, never changed in place)."""
     tenants: TenantControllers = field(init=False)
     """Cluster API, Kamaji and KubeVirt controllers for tenant clusters (kube_tenants)."""
 
@@ -912,8 +916,17 @@ class Controllers:
             for hrt in self._types_of_kind("HelmRelease")
             for hr in (s.obj for s in self.store.iter_stored(hrt))
         )
+        settled = self._node_settled
         for stored in self.store.iter_stored(rt):
+            name = stored.obj["metadata"]["name"]
+            kubelet = self.kubelets.get(name, Kubelet())
+            seen = settled.get(name)
+            if (seen is not None and seen[0] is stored and seen[1] == kubelet
+                    and seen[2] == cni_ready):
+                continue
             self._node(rt, stored, cni_ready)
+            if self.store.lookup(rt, None, name) is stored:  # it changed nothing
+                settled[name] = (stored, kubelet, cni_ready)
 
     def _node(self, rt: ResourceType, stored: StoredObject, cni_ready: bool) -> None:
         name = stored.obj["metadata"]["name"]

@@ -162,8 +162,13 @@ def _normalise_pin(pin: str) -> str:
     return raw.hex()
 
 
+@functools.lru_cache(maxsize=1)
 def maintenance_ssl_context() -> ssl.SSLContext:
-    """TLS client context for maintenance mode: no client cert, server cert not verified."""
+    """TLS client context for maintenance mode: no client cert, server cert not verified.
+
+    One for the process: a context is immutable once built and shared by all connections
+    (building one is OpenSSL's SSL_CTX_new, about as costly as a handshake's client side).
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE

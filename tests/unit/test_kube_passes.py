@@ -130,3 +130,41 @@ def test_a_due_timed_transition_runs_the_controller_that_waits_for_it() -> None:
         _get(e, web)
     assert count.workloads >= 1
     assert _get(e, web)["status"].get("readyReplicas") == 1
+
+
+def test_node_lifecycle_visits_only_nodes_whose_inputs_changed(emu: KubeApiEmulator) -> None:
+    """A settled node (same stored object, kubelet and CNI state) is not visited again; a
+    change to any of the three is acted on."""
+    emu.add_node("n2", "10.0.0.2")
+    for _ in range(3):
+        _get(emu, "/api/v1/nodes")
+    ctl = emu.controllers
+    visited: list[str] = []
+    node = ctl._node
+
+    def counted_node(rt: Any, stored: Any, cni_ready: bool) -> None:
+        visited.append(stored.obj["metadata"]["name"])
+        node(rt, stored, cni_ready)
+
+    ctl._node = counted_node  # type: ignore[method-assign]
+    # the object changed (a cordon): only that node is visited; its taint follows
+    resp = emu.handle("PATCH", "/api/v1/nodes/n2",
+                      {"Content-Type": "application/merge-patch+json"},
+                      json.dumps({"spec": {"unschedulable": True}}).encode())
+    assert resp.code == 200, resp.body
+    taints = _get(emu, "/api/v1/nodes/n2")["spec"]["taints"]
+    assert [t["key"] for t in taints] == ["node.kubernetes.io/unschedulable"]
+    assert set(visited) == {"n2"}
+    for _ in range(3):  # the pass after its own write finds nothing more to do for it
+        _get(emu, "/api/v1/nodes")
+    visited.clear()
+    # its kubelet stopped posting: that node only
+    emu.set_kubelet("n1", posting=False, version=None)
+    assert _ready(_get(emu, "/api/v1/nodes/n1")) == "Unknown"
+    assert _ready(_get(emu, "/api/v1/nodes/n2")) == "True"
+    assert set(visited) == {"n1"}
+    visited.clear()
+    # the CNI went away: every node is visited again and turns NotReady where it posts
+    emu.set_cni_installed(False)
+    assert _ready(_get(emu, "/api/v1/nodes/n2")) == "False"
+    assert set(visited) == {"n1", "n2"}
