@@ -51,7 +51,7 @@ from .tftp_proto import (
     to_netascii,
 )
 
-read, write = os.read, os.write
+read, write, monotonic = os.read, os.write, time.monotonic
 
 MAX_TRANSFERS = 1024
 BATCH = 64
@@ -83,6 +83,7 @@ class _Session:
         self.filename = filename
         self.source = source
         self.transfer = ReadTransfer(source, negotiated, retries=server.retries)
+        self.lockstep = negotiated.windowsize == 1
         self.loop = asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
@@ -136,7 +137,38 @@ class _Session:
         # semantics as socket.recv/send (a datagram per call, EAGAIN, ECONNREFUSED), with less
         # interpreter work per block (measured: ~0.3 us of ~2.7 us per pair)
         fd, transfer = self.fd, self.transfer
-        now = time.monotonic()  # one clock read per wake-up is precise enough for 1 s timers
+        now = monotonic()  # one clock read per wake-up is precise enough for 1 s timers
+        if self.lockstep:
+            # Lockstep: the client cannot ACK the block about to be sent before it arrives,
+            # so one datagram per wake-up: another recv would almost always fail with EAGAIN
+            # (a syscall and an exception per block). The socket is level-triggered: anything
+            # still queued wakes us again.
+            try:
+                data = read(fd, MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                reason = "client unreachable" if exc.errno == errno.ECONNREFUSED else exc.strerror
+                self._finish(Output(finished=True, error=f"receive failed: {reason}"))
+                return
+            if len(data) == 4 and data[1] == OP_ACK and data[0] == 0 and transfer.state is SENDING:
+                # Hot path: one ACK in, the next block out, no packet objects.
+                packet = transfer.ack_lockstep((data[2] << 8) | data[3], now)
+                if packet is not None:
+                    try:
+                        write(fd, packet)
+                    except BlockingIOError:
+                        pass  # socket buffer full: the retransmission timer recovers
+                    except OSError as exc:
+                        self._finish(Output(finished=True, error=f"send failed: {exc.strerror}"))
+                        return
+                    if self.timer is None:
+                        self._arm()
+                elif transfer.state is DONE:
+                    self._finish(Output(finished=True))
+                return
+            self._apply(transfer.receive(data, now))
+            return
         # A fast client can answer before we see EAGAIN; cap the ping-pong per wake-up so one
         # transfer cannot starve the others (and the HTTP/DHCP servers on the same loop).
         for _ in range(BATCH):
@@ -163,11 +195,6 @@ class _Session:
                     return
                 if self.timer is None:
                     self._arm()
-                if transfer.window == 1:
-                    # Lockstep: the client cannot ACK the block just sent before it arrives, so
-                    # another recv now would almost always fail with EAGAIN (a syscall and an
-                    # exception per block). The socket is level-triggered: wait for the next wake.
-                    return
                 continue
             self._apply(transfer.receive(data, now))
             if self.closed:

@@ -436,6 +436,31 @@ class ReadTransfer:
             return [self._block(n)]
         return self._send_window(now)
 
+    def ack_lockstep(self, wire: int, now: float) -> bytes | None:
+        """``on_ack`` for windowsize 1, the common case, without its list: the next packet, or
+        None when there is nothing to send (then ``state`` says whether the transfer is DONE).
+
+        In lockstep exactly one block is outstanding (``sent_upto == acked + 1``), so the
+        only new ACK is the one for it; a duplicate or an older one is ignored, as
+        ``on_ack`` does (answering a duplicate would start the sorcerer's apprentice
+        cascade)."""
+        acked = self.acked
+        if (wire - acked) & 0xFFFF != 1:
+            return None
+        acked += 1
+        self.acked = acked
+        self.attempts = 0
+        if acked >= self.last:
+            self.state = State.DONE
+            self.deadline = None
+            return None
+        self.sent_upto = acked + 1
+        self.deadline = now + self._timeout
+        packets = self._packets
+        if packets is not None:
+            return packets[acked]  # block acked + 1
+        return self._block(acked + 1)
+
     def on_timer(self, now: float) -> Output:
         if self.deadline is None or now < self.deadline:
             return Output()

@@ -498,3 +498,48 @@ def test_in_memory_files_share_one_set_of_packets_across_transfers() -> None:
     wrap = ReadTransfer(BytesSource(b"z" * (70000 * 4)), Negotiated(blksize=4))
     assert struct.unpack("!HH", wrap._block(65536)[:4]) == (3, 0)
     assert struct.unpack("!HH", wrap._block(65537)[:4]) == (3, 1)
+
+
+class _PreadLike:
+    """A BlockSource that is not in memory (as FileSource: read block by block)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def read(self, offset: int, n: int) -> bytes:
+        return self.data[offset:offset + n]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=0xFFFF) | st.sampled_from([-1, 0, 1]),
+             max_size=400),
+    st.booleans(),
+)
+def test_ack_lockstep_is_on_ack_for_windowsize_1(acks: list[int], in_memory: bool) -> None:
+    """The transport's lockstep shortcut does exactly what on_ack does, state included, for
+    any sequence of ACK numbers: the next block, duplicates and stale ones ignored, DONE
+    after the last block (-1, 0 and 1 stand for the ACK before, of and after the block
+    outstanding), from memory or from a file read block by block."""
+    data = os.urandom(300 * 4 + 3)
+    sources = [BytesSource(data) if in_memory else _PreadLike(data) for _ in range(2)]
+    full, lean = (ReadTransfer(src, Negotiated(blksize=4)) for src in sources)
+    assert full.start(0.0).send == lean.start(0.0).send
+    for i, raw in enumerate(acks):
+        wire = (full.acked + 1 + raw) & 0xFFFF if raw in (-1, 0, 1) else raw
+        expected = full.on_ack(wire, float(i))
+        got = lean.ack_lockstep(wire, float(i))
+        assert expected == ([] if got is None else [got])
+        assert (lean.acked, lean.sent_upto, lean.deadline, lean.state, lean.attempts) == (
+            full.acked, full.sent_upto, full.deadline, full.state, full.attempts)
+        if full.state is State.DONE:
+            break
+    # and a whole transfer through the shortcut ends DONE with every byte sent once
+    t = ReadTransfer(BytesSource(b"x" * 9), Negotiated(blksize=4))
+    blocks = [t.start(0.0).send[0]]
+    while t.state is not State.DONE:
+        nxt = t.ack_lockstep(len(blocks), 0.0)
+        if nxt is not None:
+            blocks.append(nxt)
+    assert b"".join(b[4:] for b in blocks) == b"x" * 9 and len(blocks) == 3
