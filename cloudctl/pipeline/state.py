@@ -7,6 +7,7 @@ secrets.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field, fields
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..errors import StateError
-from ..util.jsontext import entry_per_line
+from ..util.jsontext import Encoded, entry_per_line
 
 STAGES: tuple[str, ...] = (
     "preflight",
@@ -132,7 +133,7 @@ class PipelineState:
         line by json's C encoder (see ``util.jsontext``)."""
         doc = _fields(self)
         doc["stages"] = {k: _fields(v) for k, v in self.stages.items()}
-        doc["nodes"] = {k: _fields(v) for k, v in self.nodes.items()}
+        doc["nodes"] = {k: _node_text(v) for k, v in self.nodes.items()}
         return entry_per_line(doc, ("stages", "nodes"))
 
     @classmethod
@@ -164,6 +165,20 @@ class PipelineState:
 
 def _fields(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+_NODE_FIELDS = tuple(f.name for f in fields(NodeState))
+
+
+def _node_text(node: NodeState) -> Encoded:
+    """A node's JSON text: most nodes are unchanged between two of the many saves of a
+    stage, so their text is reused (keyed by every field's value, all of them strings)."""
+    return _encoded_node(tuple(getattr(node, name) for name in _NODE_FIELDS))
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded_node(values: tuple[str | None, ...]) -> Encoded:
+    return Encoded(json.dumps(dict(zip(_NODE_FIELDS, values, strict=True)), sort_keys=True))
 
 
 class StateFile:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cloudctl.pipeline.state import NodePhase, PipelineState
-from cloudctl.util.jsontext import entry_per_line
+from cloudctl.util.jsontext import Encoded, entry_per_line
 
 
 def test_round_trips_and_puts_each_entry_on_its_own_line() -> None:
@@ -38,3 +38,22 @@ def test_pipeline_state_text_is_stable_and_readable() -> None:
     text = st.to_json()
     assert PipelineState.from_json(text).to_json() == text
     assert '    "cp1": {' in text and '"phase": "applied"' in text and '"version": 2' in text
+
+
+def test_encoded_values_are_written_as_they_are() -> None:
+    text = entry_per_line({"nodes": {"a": Encoded('{"x": 1}'), "b": {"y": [2]}}}, ("nodes",))
+    assert '    "a": {"x": 1},' in text.splitlines()
+    assert json.loads(text) == {"nodes": {"a": {"x": 1}, "b": {"y": [2]}}}
+
+
+def test_state_text_follows_every_node_change() -> None:
+    """Node lines are reused between saves; a changed field still shows in the next one."""
+    st = PipelineState(cluster="rack1")
+    for name in ("cp1", "cp2"):
+        st.node(name)
+    before = json.loads(st.to_json())["nodes"]
+    st.node("cp2").phase = NodePhase.APPLIED
+    st.node("cp2").error = "boom"
+    after = json.loads(st.to_json())["nodes"]
+    assert after["cp1"] == before["cp1"] and after["cp2"]["phase"] == "applied"
+    assert after["cp2"]["error"] == "boom" and before["cp2"]["error"] is None
