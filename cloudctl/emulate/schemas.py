@@ -233,7 +233,7 @@ def _chart(directory: str) -> tuple[Validator, dict[str, Any]]:
     base = resources.data_dir("helm-values") / directory
     schema = json.loads((base / "values.schema.json").read_text(encoding="utf-8"))
     defaults_file = base / "values.yaml"
-    defaults = (yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {}
+    defaults = (yaml.load(defaults_file.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
                 if defaults_file.is_file() else {})
     return _draft(schema)(schema), defaults
 
