@@ -72,7 +72,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from ..util.yamlcache import SAFE_LOADER
+from ..util.yamlcache import safe_load as yaml_safe_load
 from .kube_auth import (
     UserInfo,
     access_review,
@@ -706,7 +706,7 @@ def _decode(body: bytes, headers: Mapping[str, str], *, yaml_ok: bool = False) -
             try:  # JSON is YAML, and clients (the python one included) send JSON
                 return json.loads(text)
             except ValueError:
-                return yaml.load(text, Loader=SAFE_LOADER)
+                return yaml_safe_load(text)
         return json.loads(text or "null")
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise bad_request(f"the request body could not be decoded: {exc}") from exc

@@ -58,7 +58,7 @@ from typing import Any
 import yaml
 
 from ..kube.objects import order_for_apply
-from ..util.yamlcache import SAFE_LOADER
+from ..util.yamlcache import safe_load as yaml_safe_load
 from .kube_fields import clone
 from .kube_store import ApiError, Store
 
@@ -187,7 +187,7 @@ def parse_manifest(text: str, chart: str) -> _Rendered:
         m = _SOURCE.search(chunk)
         source = m.group(1).strip() if m else "manifest"
         try:
-            doc = yaml.load(chunk, Loader=SAFE_LOADER)
+            doc = yaml_safe_load(chunk)
         except yaml.YAMLError as exc:
             raise _RenderError(f"YAML parse error on {source}: {exc}") from None
         if doc is None:

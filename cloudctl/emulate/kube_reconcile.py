@@ -924,18 +924,19 @@ class Controllers:
             if (seen is not None and seen[0] is stored and seen[1] == kubelet
                     and seen[2] == cni_ready):
                 continue
-            self._node(rt, stored, cni_ready)
+            self._node(rt, stored, cni_ready, kubelet)
             if self.store.lookup(rt, None, name) is stored:  # it changed nothing
                 settled[name] = (stored, kubelet, cni_ready)
 
-    def _node(self, rt: ResourceType, stored: StoredObject, cni_ready: bool) -> None:
+    def _node(
+        self, rt: ResourceType, stored: StoredObject, cni_ready: bool, kubelet: Kubelet
+    ) -> None:
         name = stored.obj["metadata"]["name"]
         spec = stored.obj.get("spec") or {}
         taints = [
             t for t in spec.get("taints") or []
             if t.get("key") not in (_NOT_READY_TAINT, _UNREACHABLE_TAINT, UNSCHEDULABLE_TAINT)
         ]
-        kubelet = self.kubelets.get(name, Kubelet())
         if not kubelet.posting:
             taints.append({"key": _UNREACHABLE_TAINT, "effect": "NoSchedule"})
         elif not cni_ready:

@@ -44,6 +44,7 @@ from jsonschema.protocols import Validator
 
 from .. import resources
 from ..util.yamlcache import SAFE_LOADER
+from ..util.yamlcache import safe_load as yaml_safe_load
 from .kube_cel import RuleProblem, RuleSet
 
 __all__ = [
@@ -233,7 +234,7 @@ def _chart(directory: str) -> tuple[Validator, dict[str, Any]]:
     base = resources.data_dir("helm-values") / directory
     schema = json.loads((base / "values.schema.json").read_text(encoding="utf-8"))
     defaults_file = base / "values.yaml"
-    defaults = (yaml.load(defaults_file.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
+    defaults = (yaml_safe_load(defaults_file.read_text(encoding="utf-8")) or {}
                 if defaults_file.is_file() else {})
     return _draft(schema)(schema), defaults
 

@@ -142,9 +142,9 @@ def test_node_lifecycle_visits_only_nodes_whose_inputs_changed(emu: KubeApiEmula
     visited: list[str] = []
     node = ctl._node
 
-    def counted_node(rt: Any, stored: Any, cni_ready: bool) -> None:
+    def counted_node(rt: Any, stored: Any, cni_ready: bool, kubelet: Any) -> None:
         visited.append(stored.obj["metadata"]["name"])
-        node(rt, stored, cni_ready)
+        node(rt, stored, cni_ready, kubelet)
 
     ctl._node = counted_node  # type: ignore[method-assign]
     # the object changed (a cordon): only that node is visited; its taint follows

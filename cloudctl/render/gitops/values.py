@@ -12,22 +12,20 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 from ...contracts import validate_values
 from ...errors import Problem
 from ...inventory.models import Inventory
 from ...preset import preset
 from ...resources import read_text
 from ...util.merge import deep_merge
-from ...util.yamlcache import SAFE_LOADER
+from ...util.yamlcache import safe_load as yaml_safe_load
 from .catalog import CatalogRelease, PlatformRelease, component_of, inventory_path
 from .metallb import metallb_config_values
 
 
 @functools.cache
 def _parsed_values_file(relative: str) -> dict[str, Any]:
-    data = yaml.load(read_text("helm-values", relative), Loader=SAFE_LOADER)
+    data = yaml_safe_load(read_text("helm-values", relative))
     return dict(data or {})
 
 
