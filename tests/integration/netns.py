@@ -118,6 +118,11 @@ class Lab:
         require_root()
         sh(["ip", "netns", "add", self.switch])
         sw = ["ip", "netns", "exec", self.switch]
+        # the switch is not a host: without IPv6 its bridge and ports take no link-local
+        # address, so its kernel never solicits routers (every few seconds on current kernels)
+        # nor joins multicast groups on the segment under test
+        for scope in ("all", "default"):
+            sh([*sw, "sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=1"])
         sh([*sw, "ip", "link", "add", "br0", "type", "bridge", *_BRIDGE_OPTS])
         sh([*sw, "ip", "link", "set", "br0", "up"])
         sh([*sw, "ip", "link", "set", "lo", "up"])

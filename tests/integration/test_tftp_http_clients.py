@@ -69,6 +69,18 @@ class Servers:
     def of_kind(self, kind: str) -> list[BootEvent]:
         return [e for e in list(self.events) if e.kind == kind]
 
+    def wait_for(self, kind: str, count: int = 1, timeout: float = 10) -> list[BootEvent]:
+        """The events of ``kind`` once there are at least ``count``. The servers record a
+        transfer when it ends on their side (TFTP: the client's last ACK; HTTP: the last write),
+        which can be a moment after the client has exited: wait for it instead of racing it."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.of_kind(kind)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} {kind} event(s) expected within {timeout} s, got "
+                                     f"{[(e.kind, e.path) for e in self.events]}")
+            time.sleep(0.02)
+        return found
+
 
 @pytest.fixture()
 def servers(tmp_path: Path) -> Iterator[Servers]:
@@ -104,7 +116,7 @@ def test_tftp_hpa_plain_rfc1350(servers: Servers, tmp_path: Path) -> None:
     r = _run([tftp, "-m", "binary", "127.0.0.1", port, "-c", "get", "undionly.kpxe", "u"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "u").read_bytes() == (root / "undionly.kpxe").read_bytes()
-    sent = servers.of_kind("tftp-sent")
+    sent = servers.wait_for("tftp-sent")
     assert sent[-1].path == "undionly.kpxe" and sent[-1].detail is None  # no options: RFC 1350
 
 
@@ -117,7 +129,7 @@ def test_tftp_hpa_traversal_refused(servers: Servers, tmp_path: Path) -> None:
         text = r.stdout + r.stderr
         assert re.search(r"Error code [12]", text), (name, text)
         assert not out.exists() or out.stat().st_size == 0
-    assert len(servers.of_kind("tftp-error")) == 4
+    assert len(servers.wait_for("tftp-error", 4)) == 4
 
 
 def test_atftp_negotiates_blksize_windowsize_tsize(servers: Servers, tmp_path: Path) -> None:
@@ -150,12 +162,7 @@ def test_atftp_negotiates_blksize_windowsize_tsize(servers: Servers, tmp_path: P
     oack = re.search(r"received OACK <([^>]*)>", text)
     assert oack, text
     assert "blksize: 1428" in oack.group(1) and "windowsize: 8" in oack.group(1)
-    # the server records the transfer when it reads the client's last ACK, which can land a
-    # moment after atftp has exited: wait for it instead of racing it
-    deadline = time.monotonic() + 10
-    while not servers.of_kind("tftp-sent") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    ev = servers.of_kind("tftp-sent")[-1]
+    ev = servers.wait_for("tftp-sent")[-1]
     assert set((ev.detail or "").split()) == {"blksize=1428", "windowsize=8", "tsize=3000000"}
     assert ev.size == 3_000_000
 
@@ -183,7 +190,7 @@ def test_atftp_traversal_and_write_refused(servers: Servers, tmp_path: Path) -> 
     r = _run([atftp, "-p", "-l", "up", "-r", "up", "127.0.0.1", port], tmp_path)
     assert r.returncode != 0
     assert not (servers.tftp.root / "up").exists()
-    details = [e.detail or "" for e in servers.of_kind("tftp-error")]
+    details = [e.detail or "" for e in servers.wait_for("tftp-error", 2)]
     assert any("refused" in d for d in details) and any("read-only" in d for d in details)
 
 
@@ -230,7 +237,7 @@ def test_curl_keep_alive_reuses_one_connection(servers: Servers) -> None:
     assert r.returncode == 0, err
     assert err.count("Connected to 127.0.0.1") == 1
     assert "Re-using existing connection" in err
-    sent = servers.of_kind("http-sent")[-2:]
+    sent = servers.wait_for("http-sent", 2)[-2:]
     assert [e.size for e in sent] == [len(b"#!ipxe\necho known\n"), 2_000_000]
     assert sent[0].client == sent[1].client  # same TCP connection
 
