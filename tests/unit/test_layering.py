@@ -70,6 +70,7 @@ EFFECT_MODULES = (
     "cloudctl.boot.service",
     "cloudctl.boot.http",
     "cloudctl.boot.tftp",
+    "cloudctl.boot.mmsg",
     "cloudctl.boot.files",
     "cloudctl.boot.assets",
     "cloudctl.boot.dhcp.transport",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -141,13 +143,13 @@ def test_retransmits_unacked_block_and_ignores_strangers(root: Path) -> None:
             c.send(encode_request(Request(OP_RRQ, "a.bin", "octet")), ("127.0.0.1", s.port))
             first, tid = await c.recv()
             assert isinstance(first, Data) and first.block == 1
-            assert tid[1] != s.port  # transfer runs on its own ephemeral port
+            assert tid[1] != s.port and tid[1] == s.transfer_port  # transfers have their TID
             again, tid2 = await c.recv(timeout=1.0)  # no ACK sent: block 1 comes again
             assert again == first and tid2 == tid
-            # a datagram from another port is dropped (connected socket) without disturbing
+            # a datagram from another port gets ERROR 5 (RFC 1350) and disturbs nothing
             stranger.send(encode_ack(1), tid)
-            with pytest.raises(TimeoutError):
-                await stranger.recv(timeout=0.1)
+            pkt, _ = await stranger.recv(timeout=1.0)
+            assert isinstance(pkt, Error) and pkt.code == ErrorCode.UNKNOWN_TID
             # stay silent: after `retries` retransmissions the server gives up with an ERROR
             while True:
                 pkt, _ = await c.recv(timeout=2.0)
@@ -160,6 +162,134 @@ def test_retransmits_unacked_block_and_ignores_strangers(root: Path) -> None:
             stranger.close()
             await s.stop()
         assert events[-1].kind == "tftp-error" and "timed out" in (events[-1].detail or "")
+
+    asyncio.run(main())
+
+
+def test_a_retransmitted_request_is_answered_by_its_transfer(root: Path) -> None:
+    """All transfers share one port, told apart by the client's: the same RRQ again from the
+    same port before any block was acknowledged (the client's retransmission) starts nothing
+    new, and the transfer completes once."""
+
+    async def main() -> None:
+        events: list[BootEvent] = []
+        s = await _server(root, events)
+        c = Client()
+        try:
+            rrq = encode_request(Request(OP_RRQ, "a.bin", "octet", {"blksize": "1400"}))
+            c.send(rrq, ("127.0.0.1", s.port))
+            first, tid = await c.recv()
+            c.send(rrq, ("127.0.0.1", s.port))
+            await asyncio.sleep(0.05)
+            assert s.active_transfers == 1
+            assert first == OptionAck({"blksize": "1400"})
+            out = bytearray()
+            c.send(encode_ack(0), tid)
+            block = 0
+            while True:
+                pkt, _ = await c.recv()
+                if isinstance(pkt, OptionAck):  # the duplicate was not answered anew
+                    raise AssertionError("a second OACK: the retransmitted RRQ started again")
+                assert isinstance(pkt, Data)
+                if pkt.block == block + 1:
+                    out += pkt.payload
+                    block += 1
+                c.send(encode_ack(pkt.block), tid)
+                if len(pkt.payload) < 1400:
+                    break
+            await asyncio.sleep(0.05)
+        finally:
+            c.close()
+            await s.stop()
+        assert bytes(out) == (root / "a.bin").read_bytes()
+        assert [e.kind for e in events] == ["tftp-sent"]
+
+    asyncio.run(main())
+
+
+def test_a_new_request_from_the_same_port_supersedes_the_old_transfer(root: Path) -> None:
+    (root / "b.bin").write_bytes(b"b" * 700)
+
+    async def main() -> None:
+        events: list[BootEvent] = []
+        s = await _server(root, events)
+        c = Client()
+        try:
+            c.send(encode_request(Request(OP_RRQ, "a.bin", "octet")), ("127.0.0.1", s.port))
+            first, tid = await c.recv()
+            assert isinstance(first, Data) and first.block == 1
+            c.send(encode_ack(1), tid)
+            second, _ = await c.recv()
+            assert isinstance(second, Data) and second.block == 2
+            # the client gives a.bin up and asks for b.bin from the same port
+            assert await c.get(s.port, "b.bin") == b"b" * 700
+            await asyncio.sleep(0.05)
+            assert s.active_transfers == 0
+        finally:
+            c.close()
+            await s.stop()
+        kinds = [(e.kind, e.path, e.detail) for e in events]
+        assert kinds == [("tftp-error", "a.bin", "superseded by a new request"),
+                         ("tftp-sent", "b.bin", None)]
+
+    asyncio.run(main())
+
+
+def test_more_transfers_than_a_batch_with_windows(root: Path) -> None:
+    """80 concurrent transfers with windowsize 8: more ACKs than one receive batch and more
+    DATA than one send batch per wake-up; every client still gets its exact file."""
+    (root / "w.bin").write_bytes(os.urandom(60_000))
+
+    async def main() -> list[bytes]:
+        events: list[BootEvent] = []
+        s = await _server(root, events)
+        clients = [Client() for _ in range(80)]
+        try:
+            return await asyncio.gather(
+                *(c.get(s.port, "w.bin", {"blksize": "512", "windowsize": "8"}) for c in clients)
+            )
+        finally:
+            for c in clients:
+                c.close()
+            await s.stop()
+
+    want = (root / "w.bin").read_bytes()
+    assert all(r == want for r in asyncio.run(main()))
+
+
+def test_garbage_on_the_transfer_port_leaves_transfers_alone(root: Path) -> None:
+    """Random datagrams (empty, short, longer than a receive slot) from a stranger while a
+    transfer runs: each gets ERROR 5, the transfer completes, the server keeps serving."""
+
+    async def main() -> None:
+        events: list[BootEvent] = []
+        s = await _server(root, events)
+        c, stranger = Client(), Client()
+        try:
+            task = asyncio.ensure_future(c.get(s.port, "a.bin", {"blksize": "512"}))
+            while s.transfer_port is None or not s.active_transfers:
+                await asyncio.sleep(0.01)
+            rng = random.Random(14)
+            for _ in range(200):
+                junk = rng.randbytes(rng.choice([0, 1, 4, 5, 100, 1499, 1500, 1501, 3000]))
+                stranger.send(junk, ("127.0.0.1", s.transfer_port))
+            assert await asyncio.wait_for(task, 20) == (root / "a.bin").read_bytes()
+            answers = 0
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    pkt, _ = await stranger.recv(timeout=0.5)
+                    assert isinstance(pkt, Error) and pkt.code == ErrorCode.UNKNOWN_TID
+                    answers += 1
+            assert answers > 150  # loopback may drop a few under the burst
+            again = Client()
+            assert await again.get(s.port, "a.bin") == (root / "a.bin").read_bytes()
+            again.close()
+            await asyncio.sleep(0.05)  # the server records a transfer on its last ACK
+        finally:
+            c.close()
+            stranger.close()
+            await s.stop()
+        assert [e.kind for e in events] == ["tftp-sent", "tftp-sent"]
 
     asyncio.run(main())
 
