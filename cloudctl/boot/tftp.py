@@ -58,7 +58,7 @@ monotonic = time.monotonic
 MAX_TRANSFERS = 1024
 BATCH = 64
 """Datagrams received (and DATA blocks queued) per system call on the transfer socket."""
-ROUNDS = 16
+ROUNDS = 4
 """Batches served per event-loop wake-up before other servers on the loop get a turn."""
 SLOT = 1500
 """Bytes kept of one datagram on the transfer socket, where clients send only ACK and ERROR
