@@ -8,8 +8,9 @@ batch instead of a socket, an epoll entry and two calls per block per transfer. 
 clients that is about 8 % less server CPU than a connected socket per transfer (bench/tftp.py).
 
 A datagram on the transfer port from an address and port with no transfer gets ERROR 5
-(unknown transfer ID) and disturbs nothing, as RFC 1350 asks. Each transfer has at most one
-timer armed at a time.
+(unknown transfer ID) and disturbs nothing, as RFC 1350 asks. An ICMP error for a block sent
+to a client that has gone (port closed, host unreachable) ends its transfer at once
+(IP_RECVERR names the client). Each transfer has at most one timer armed at a time.
 
 The file I/O lives here too: a read request that passed ``tftp_proto``'s policy is looked up
 under the root (``files.resolve_under``: symlinks resolved, confined to the root) and served
@@ -27,6 +28,7 @@ import errno
 import os
 import socket
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +71,12 @@ SOCKET_BUFFER = 4 << 20
 SENDING = State.SENDING
 DONE = State.DONE
 _ACK = struct.Struct("!HH")
+# linux/in.h and linux/in6.h (the socket module lacks them): queue ICMP errors for datagrams
+# sent from an unconnected socket, with the destination they were sent to
+IP_RECVERR, IPV6_RECVERR = 11, 25
+GONE = {errno.ECONNREFUSED: "client unreachable", errno.EHOSTUNREACH: "host unreachable",
+        errno.ENETUNREACH: "network unreachable", errno.EHOSTDOWN: "host down"}
+"""ICMP errors that end a transfer (others, like a smaller path MTU, do not)."""
 UNKNOWN_TID = encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
 
 
@@ -254,6 +262,11 @@ class TftpServer:
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             with contextlib.suppress(OSError):  # capped by net.core.[rw]mem_max: fine
                 xsock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        with contextlib.suppress(OSError):  # without it a vanished client just times out
+            if family == socket.AF_INET6:
+                xsock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+            else:
+                xsock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         sock.setblocking(False)
         xsock.setblocking(False)
         self._sock, self._xsock = sock, xsock
@@ -308,11 +321,14 @@ class TftpServer:
         unpack, queue, nsz, kend = _ACK.unpack_from, batch.queue, batch.name_size, batch.key_end
         stride, len_at, slot = mmsg.LEN_STRIDE, mmsg.LEN_INDEX, batch.slot
         now = monotonic()
-        for _ in range(ROUNDS):
+        for round_ in range(ROUNDS):
             try:
                 n = batch.receive(fd)
-            except OSError:
-                return  # nothing is connected, so nothing to blame; the timers recover
+            except OSError:  # an ICMP error for something sent to a client (IP_RECVERR)
+                self._drain_errors(sock)
+                continue
+            if n == 0 and round_ == 0:
+                self._drain_errors(sock)  # woken for the error queue alone
             names = batch.names(n)
             for i in range(n):
                 at = i * nsz
@@ -348,6 +364,27 @@ class TftpServer:
             self._flush(batch, fd)
             if n < BATCH:
                 return
+
+    def _drain_errors(self, sock: socket.socket) -> None:
+        """ICMP errors queued for datagrams sent to clients, each with the client's address:
+        a client whose port is closed, or whose host is unreachable, has gone; its transfer
+        ends now instead of retransmitting into the void until it times out."""
+        family = sock.family
+        while True:
+            try:
+                _data, ancillary, _flags, addr = sock.recvmsg(SLOT, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            err = next((int.from_bytes(d[:4], sys.byteorder) for level, kind, d in ancillary
+                        if (level, kind) in ((socket.IPPROTO_IP, IP_RECVERR),
+                                             (socket.IPPROTO_IPV6, IPV6_RECVERR))), 0)
+            if err not in GONE or not isinstance(addr, tuple):
+                continue
+            session = self._sessions.get(mmsg.peer_key(mmsg.sockaddr(family, addr), family))
+            if session is not None:
+                session._finish(Output(finished=True, error=f"receive failed: {GONE[err]}"))
 
     def _flush(self, batch: mmsg.Batch[_Session], fd: int) -> None:
         if batch.queued:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -290,6 +291,35 @@ def test_garbage_on_the_transfer_port_leaves_transfers_alone(root: Path) -> None
             stranger.close()
             await s.stop()
         assert [e.kind for e in events] == ["tftp-sent", "tftp-sent"]
+
+    asyncio.run(main())
+
+
+def test_a_vanished_client_ends_its_transfer_at_the_first_retransmission(root: Path) -> None:
+    """The client closes its port mid-transfer: the retransmission that follows draws an ICMP
+    port unreachable, and the transfer ends then ("client unreachable"), not after all its
+    retries; transfers of other clients on the shared socket go on."""
+
+    async def main() -> None:
+        events: list[BootEvent] = []
+        s = await _server(root, events, timeout=0.3, retries=5)
+        gone, other = Client(), Client()
+        try:
+            gone.send(encode_request(Request(OP_RRQ, "a.bin", "octet")), ("127.0.0.1", s.port))
+            first, _ = await gone.recv()
+            assert isinstance(first, Data) and first.block == 1
+            t0 = time.monotonic()
+            gone.close()
+            task = asyncio.ensure_future(other.get(s.port, "a.bin"))
+            while not any(e.kind == "tftp-error" for e in events):
+                assert time.monotonic() - t0 < 1.2, "no ICMP-driven end: waited for retries"
+                await asyncio.sleep(0.02)
+            assert await asyncio.wait_for(task, 20) == (root / "a.bin").read_bytes()
+        finally:
+            other.close()
+            await s.stop()
+        error = next(e for e in events if e.kind == "tftp-error")
+        assert error.detail == "receive failed: client unreachable"
 
     asyncio.run(main())
 
