@@ -19,7 +19,7 @@ import errno
 import socket
 import sys
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Owner = TypeVar("Owner")
 
@@ -83,14 +83,19 @@ def name_size(family: int) -> int:
     return 28 if family == socket.AF_INET6 else 16
 
 
-def sockaddr(family: int, address: tuple[str, int] | tuple[str, int, int, int]) -> bytes:
+Address = tuple[Any, ...]
+"""A socket-module address: (host, port), or (host, port, flowinfo, scope_id) for IPv6."""
+
+
+def sockaddr(family: int, address: Address) -> bytes:
     """The ``struct sockaddr_in``/``sockaddr_in6`` bytes of a socket-module address."""
-    port = address[1].to_bytes(2, "big")
+    port = int(address[1]).to_bytes(2, "big")
     fam = family.to_bytes(2, sys.byteorder)  # sa_family_t is in host order, the port is not
     if family == socket.AF_INET6:
-        flow = address[2] if len(address) > 2 else 0  # type: ignore[misc]
-        scope = address[3] if len(address) > 3 else 0  # type: ignore[misc]
-        return (fam + port + flow.to_bytes(4, "big") + socket.inet_pton(family, address[0])
+        host = str(address[0]).split("%", 1)[0]  # recvfrom spells a link-local's scope so
+        flow = int(address[2]) if len(address) > 2 else 0
+        scope = int(address[3]) if len(address) > 3 else 0
+        return (fam + port + flow.to_bytes(4, "big") + socket.inet_pton(family, host)
                 + scope.to_bytes(4, sys.byteorder))
     return fam + port + socket.inet_pton(family, address[0]) + bytes(8)
 
@@ -105,11 +110,13 @@ def peer_key(name: bytes, family: int) -> bytes:
     return name[2 : key_end(family)]
 
 
-def peer_address(name: bytes, family: int) -> tuple[str, int]:
-    """The socket-module (host, port) of a sockaddr."""
+def peer_address(name: bytes, family: int) -> Address:
+    """The socket-module address of a sockaddr (IPv6 with its flow info and scope, which a
+    link-local destination needs)."""
     port = int.from_bytes(name[2:4], "big")
     if family == socket.AF_INET6:
-        return socket.inet_ntop(family, name[8:24]), port
+        return (socket.inet_ntop(family, name[8:24]), port, int.from_bytes(name[4:8], "big"),
+                int.from_bytes(name[24:28], sys.byteorder))
     return socket.inet_ntop(family, name[4:8]), port
 
 
@@ -196,7 +203,7 @@ class Batch(Generic[Owner]):
         at = i * self._name_size
         return bytes(self._name_view[at + 2 : at + self.key_end])
 
-    def sender(self, i: int) -> tuple[str, int]:
+    def sender(self, i: int) -> Address:
         at = i * self._name_size
         return peer_address(bytes(self._name_view[at : at + self._name_size]), self.family)
 

@@ -391,7 +391,7 @@ class TftpServer:
             for session, err in batch.flush(fd):
                 session.send_failed(err)
 
-    def _stranger(self, addr: tuple[str, int]) -> None:
+    def _stranger(self, addr: mmsg.Address) -> None:
         """A datagram on the transfer port from no transfer's client (RFC 1350: answer ERROR
         5 and carry on); typically a client's late duplicate of its last ACK."""
         if self._xsock is not None:

@@ -110,7 +110,7 @@ def test_ipv6_names_round_trip() -> None:
     batch: mmsg.Batch[str] = mmsg.Batch(socket.AF_INET6, size=2)
     assert batch.receive(s.fileno()) == 1
     peer = c.getsockname()
-    assert batch.sender(0) == peer[:2] and batch.data(0) == b"six"
+    assert batch.sender(0) == peer and batch.data(0) == b"six"
     assert batch.key(0) == mmsg.peer_key(mmsg.sockaddr(socket.AF_INET6, peer), socket.AF_INET6)
     name = _name(socket.AF_INET6, peer)
     batch.queue(ctypes.addressof(name), b"back", "c")
@@ -120,10 +120,17 @@ def test_ipv6_names_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    ("family", "addr"),
-    [(socket.AF_INET, ("10.20.0.11", 2070)), (socket.AF_INET6, ("fe80::1", 69))],
+    ("family", "addr", "back"),
+    [
+        (socket.AF_INET, ("10.20.0.11", 2070), None),
+        (socket.AF_INET6, ("2001:db8::5", 69, 0, 0), None),
+        (socket.AF_INET6, ("fe80::1", 69), ("fe80::1", 69, 0, 0)),
+        # recvfrom spells a link-local peer with its scope: the scope id is what counts
+        (socket.AF_INET6, ("fe80::1%lo", 1069, 0, 1), ("fe80::1", 1069, 0, 1)),
+    ],
 )
-def test_sockaddr_and_peer_address_agree(family: int, addr: tuple[str, int]) -> None:
+def test_sockaddr_and_peer_address_agree(family: int, addr: mmsg.Address,
+                                         back: mmsg.Address | None) -> None:
     raw = mmsg.sockaddr(family, addr)
     assert len(raw) == mmsg.name_size(family)
-    assert mmsg.peer_address(raw, family) == addr
+    assert mmsg.peer_address(raw, family) == (back or addr)

@@ -34,9 +34,11 @@ from cloudctl.boot.tftp_proto import (
 
 
 class Client:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                  socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
         self.sock.setblocking(False)
 
     async def recv(self, timeout: float = 2.0) -> tuple[object, tuple[str, int]]:
@@ -49,7 +51,7 @@ class Client:
 
     async def get(self, port: int, name: str, options: dict[str, str] | None = None) -> bytes:
         self.send(
-            encode_request(Request(OP_RRQ, name, "octet", options or {})), ("127.0.0.1", port)
+            encode_request(Request(OP_RRQ, name, "octet", options or {})), (self.host, port)
         )
         out = bytearray()
         expected = 1
@@ -320,6 +322,38 @@ def test_a_vanished_client_ends_its_transfer_at_the_first_retransmission(root: P
             await s.stop()
         error = next(e for e in events if e.kind == "tftp-error")
         assert error.detail == "receive failed: client unreachable"
+
+    asyncio.run(main())
+
+
+def test_ipv6_transfers_and_strangers(root: Path) -> None:
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    finally:
+        probe.close()
+
+    async def main() -> None:
+        events: list[BootEvent] = []
+        s = TftpServer(root, "::1", 0, on_event=events.append)
+        await s.start()
+        clients = [Client("::1") for _ in range(3)]
+        stranger = Client("::1")
+        try:
+            got = await asyncio.gather(*(c.get(s.port, "a.bin", {"blksize": "1200"})
+                                         for c in clients))
+            assert all(g == (root / "a.bin").read_bytes() for g in got)
+            stranger.send(encode_ack(1), ("::1", s.transfer_port))
+            pkt, _ = await stranger.recv()
+            assert isinstance(pkt, Error) and pkt.code == ErrorCode.UNKNOWN_TID
+            await asyncio.sleep(0.05)
+        finally:
+            for c in (*clients, stranger):
+                c.close()
+            await s.stop()
+        assert [e.kind for e in events] == ["tftp-sent"] * 3
 
     asyncio.run(main())
 
