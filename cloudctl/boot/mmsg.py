@@ -5,9 +5,10 @@ two system calls per batch of datagrams instead of two per datagram, and its pee
 happen inside one call. The TFTP server uses this for every transfer's ACKs and DATA blocks.
 
 All buffers are allocated once per ``Batch``. Received datagrams are read in place (``view``,
-``offset``, ``length``, ``key``), without a Python object per datagram unless asked for
-(``data``). Datagrams to send are queued with the bytes object itself (the send vector points
-into it and keeps it alive); ``flush`` sends the queue and reports the ones the kernel refused.
+``lengths``, ``names``), without a Python object per datagram unless asked for (``data``).
+Datagrams to send are queued with the bytes object itself (the send vector points into it and
+keeps it alive) and the ``Destination`` of its peer; ``flush`` sends the queue and reports the
+ones the kernel refused.
 The structures follow the Linux ABI of 64-bit little- and big-endian targets (glibc and musl
 agree on the layout of ``struct msghdr`` there).
 """
@@ -52,7 +53,7 @@ def _msghdr(iovec: type[ctypes.Structure]) -> tuple[type[ctypes.Structure], type
 
 
 _RecvHdr, _RecvMMsg = _msghdr(_RecvIOVec)
-_SendHdr, _SendMMsg = _msghdr(_SendIOVec)
+_, _SendMMsg = _msghdr(_SendIOVec)
 _MMSG_SIZE = ctypes.sizeof(_RecvMMsg)
 _LEN_OFFSET: int = _RecvMMsg.len.offset  # type: ignore[attr-defined]
 _FLAGS_OFFSET: int = _RecvMMsg.hdr.offset + _RecvHdr.flags.offset  # type: ignore[attr-defined]
@@ -108,6 +109,18 @@ def key_end(family: int) -> int:
 
 def peer_key(name: bytes, family: int) -> bytes:
     return name[2 : key_end(family)]
+
+
+class Destination:
+    """A peer's sockaddr kept where sendmmsg can point at it: ``address`` is what ``queue``
+    takes, valid as long as this object lives."""
+
+    __slots__ = ("_buffer", "address")
+
+    def __init__(self, family: int, peer: Address) -> None:
+        name = sockaddr(family, peer)
+        self._buffer = ctypes.create_string_buffer(name, len(name))
+        self.address = ctypes.addressof(self._buffer)
 
 
 def peer_address(name: bytes, family: int) -> Address:
@@ -179,9 +192,6 @@ class Batch(Generic[Owner]):
             raise OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}")
         return n
 
-    def offset(self, i: int) -> int:
-        return i * self.slot
-
     def names(self, n: int) -> bytes:
         """The senders' sockaddrs of the first n datagrams; datagram i's peer key is
         ``names[i * name_size + 2 : i * name_size + key_end]``."""
@@ -201,7 +211,7 @@ class Batch(Generic[Owner]):
     def key(self, i: int) -> bytes:
         """``peer_key`` of datagram i's sender."""
         at = i * self._name_size
-        return bytes(self._name_view[at + 2 : at + self.key_end])
+        return peer_key(bytes(self._name_view[at : at + self._name_size]), self.family)
 
     def sender(self, i: int) -> Address:
         at = i * self._name_size
@@ -210,8 +220,8 @@ class Batch(Generic[Owner]):
     # ------------------------------------------------------------------ send
 
     def queue(self, name: int, packet: bytes, owner: Owner) -> bool:
-        """Queue ``packet`` to the sockaddr at address ``name``; True when the queue is full
-        (``flush`` it before queueing more)."""
+        """Queue ``packet`` to the ``Destination`` whose ``address`` is ``name``; True when the
+        queue is full (``flush`` it before queueing more)."""
         j = self.queued
         iov = self._siovs[j]
         iov.base = packet

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import os
 import socket
@@ -95,13 +94,13 @@ class _Session:
         negotiated: Negotiated,
         client: tuple[str, int],
         key: bytes,
-        name: bytes,
+        family: int,
     ) -> None:
         self.server = server
         self.client = client
         self.key = key
-        self._name = ctypes.create_string_buffer(name, len(name))  # sendmmsg's destination
-        self.name = ctypes.addressof(self._name)
+        self.destination = mmsg.Destination(family, client)
+        self.name = self.destination.address  # what the batch queues DATA to
         self.filename = filename
         self.source = source
         self.transfer = ReadTransfer(source, negotiated, retries=server.retries)
@@ -460,8 +459,7 @@ class TftpServer:
         )
         assert self._batch is not None, "TftpServer.start() first"
         family = self._batch.family
-        name = mmsg.sockaddr(family, client)
-        key = mmsg.peer_key(name, family)
+        key = mmsg.peer_key(mmsg.sockaddr(family, client), family)
         earlier = self._sessions.get(key)
         if earlier is not None:
             if earlier.filename == read.filename and earlier.transfer.acked == 0:
@@ -472,6 +470,6 @@ class TftpServer:
                 return
             # a new request from the same port: the client has given the earlier one up
             earlier._finish(Output(finished=True, error="superseded by a new request"))
-        session = _Session(self, read.filename, source, neg, client, key, name)
+        session = _Session(self, read.filename, source, neg, client, key, family)
         self._sessions[key] = session
         session.start()

@@ -209,7 +209,7 @@ def vendored_charts() -> dict[tuple[str, str], str]:
     root = resources.data_dir("helm-values") / "_upstream"
     out: dict[tuple[str, str], str] = {}
     for chart_yaml in sorted(root.glob("*/*/Chart.yaml")):
-        meta = yaml.safe_load(chart_yaml.read_text(encoding="utf-8")) or {}
+        meta = yaml_safe_load(chart_yaml.read_text(encoding="utf-8")) or {}
         if (chart_yaml.parent / "values.schema.json").is_file():
             relative = chart_yaml.parent.relative_to(resources.data_dir("helm-values"))
             out[(str(meta["name"]), str(meta["version"]))] = relative.as_posix()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import socket
 from collections.abc import Iterator
@@ -66,21 +65,16 @@ def test_more_waiting_than_a_batch_comes_in_turns(server: socket.socket) -> None
     c.close()
 
 
-def _name(family: int, addr: tuple[str, int]) -> ctypes.Array[ctypes.c_char]:
-    raw = mmsg.sockaddr(family, addr)
-    return ctypes.create_string_buffer(raw, len(raw))
-
-
 def test_flush_sends_the_queue_in_order_to_each_destination(server: socket.socket) -> None:
     a, b = _udp(), _udp()
-    na, nb = _name(socket.AF_INET, a.getsockname()), _name(socket.AF_INET, b.getsockname())
+    na = mmsg.Destination(socket.AF_INET, a.getsockname())
+    nb = mmsg.Destination(socket.AF_INET, b.getsockname())
     batch: mmsg.Batch[str] = mmsg.Batch(socket.AF_INET, size=3)
-    full = [batch.queue(ctypes.addressof(na), b"a1", "a"), batch.queue(ctypes.addressof(nb),
-                                                                        b"b1", "b")]
-    full.append(batch.queue(ctypes.addressof(na), bytes([7]) * 1000, "a"))
+    full = [batch.queue(na.address, b"a1", "a"), batch.queue(nb.address, b"b1", "b")]
+    full.append(batch.queue(na.address, bytes([7]) * 1000, "a"))
     assert full == [False, False, True]  # the third fills a batch of 3
     assert batch.flush(server.fileno()) == [] and batch.queued == 0
-    assert batch.queue(ctypes.addressof(na), b"a3", "a") is False
+    assert batch.queue(na.address, b"a3", "a") is False
     assert batch.flush(server.fileno()) == []
     assert [a.recv(2000) for _ in range(3)] == [b"a1", bytes([7]) * 1000, b"a3"]
     assert b.recv(100) == b"b1"
@@ -90,11 +84,12 @@ def test_flush_sends_the_queue_in_order_to_each_destination(server: socket.socke
 
 def test_flush_names_the_refused_datagram_and_sends_the_rest(server: socket.socket) -> None:
     a = _udp()
-    good, bad = _name(socket.AF_INET, a.getsockname()), _name(socket.AF_INET, ("127.0.0.1", 0))
+    good = mmsg.Destination(socket.AF_INET, a.getsockname())
+    bad = mmsg.Destination(socket.AF_INET, ("127.0.0.1", 0))
     batch: mmsg.Batch[str] = mmsg.Batch(socket.AF_INET, size=8)
-    batch.queue(ctypes.addressof(good), b"one", "first")
-    batch.queue(ctypes.addressof(bad), b"two", "to port 0")
-    batch.queue(ctypes.addressof(good), b"three", "third")
+    batch.queue(good.address, b"one", "first")
+    batch.queue(bad.address, b"two", "to port 0")
+    batch.queue(good.address, b"three", "third")
     assert batch.flush(server.fileno()) == [("to port 0", errno.EINVAL)]
     assert [a.recv(100), a.recv(100)] == [b"one", b"three"]
     a.close()
@@ -112,8 +107,8 @@ def test_ipv6_names_round_trip() -> None:
     peer = c.getsockname()
     assert batch.sender(0) == peer and batch.data(0) == b"six"
     assert batch.key(0) == mmsg.peer_key(mmsg.sockaddr(socket.AF_INET6, peer), socket.AF_INET6)
-    name = _name(socket.AF_INET6, peer)
-    batch.queue(ctypes.addressof(name), b"back", "c")
+    name = mmsg.Destination(socket.AF_INET6, peer)
+    batch.queue(name.address, b"back", "c")
     assert batch.flush(s.fileno()) == [] and c.recv(10) == b"back"
     s.close()
     c.close()
